@@ -1,0 +1,364 @@
+//! The GPT-2 configuration, read from a Hugging Face `config.json`.
+
+use std::path::Path;
+
+use burn::config::Config;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The MLP's activation function.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// The tanh approximation of GELU: Hugging Face's `gelu_new`, `gelu_pytorch_tanh` and
+    /// `gelu_fast` (GPT-2's own activation).
+    GeluTanh,
+    /// The exact, erf-based GELU (`gelu`).
+    GeluErf,
+    /// ReLU (`relu`).
+    Relu,
+}
+
+impl Activation {
+    /// Parses a Hugging Face `activation_function` value.
+    pub fn from_hf(name: &str) -> Result<Self> {
+        match name {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Self::GeluTanh),
+            "gelu" => Ok(Self::GeluErf),
+            "relu" => Ok(Self::Relu),
+            other => Err(Error::UnsupportedConfig {
+                key: "activation_function",
+                value: other.to_string(),
+                expected: "one of gelu_new, gelu_pytorch_tanh, gelu_fast, gelu, relu",
+            }),
+        }
+    }
+
+    /// The Hugging Face name of this activation.
+    pub fn hf_name(&self) -> &'static str {
+        match self {
+            Self::GeluTanh => "gelu_new",
+            Self::GeluErf => "gelu",
+            Self::Relu => "relu",
+        }
+    }
+}
+
+/// Shape and numerics of a GPT-2-family model.
+///
+/// The field names follow Hugging Face's `GPT2Config`; [`Gpt2Config::from_hf_json`] reads a
+/// `config.json` and rejects every value this implementation does not support, naming it.
+#[derive(Config, Debug, PartialEq)]
+pub struct Gpt2Config {
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Number of attention heads per block.
+    pub n_head: usize,
+    /// Width of the residual stream (d_model).
+    pub n_embd: usize,
+    /// Vocabulary size (rows of `wte`).
+    pub vocab_size: usize,
+    /// Context length (rows of `wpe`).
+    pub n_positions: usize,
+    /// Width of the MLP's hidden layer; `None` means `4 * n_embd`.
+    #[config(default = "None")]
+    pub n_inner: Option<usize>,
+    /// Epsilon of every LayerNorm.
+    #[config(default = 1e-5)]
+    pub layer_norm_epsilon: f64,
+    /// The MLP's activation.
+    #[config(default = "Activation::GeluTanh")]
+    pub activation: Activation,
+    /// Divide attention scores by `sqrt(d_head)` (Hugging Face's `scale_attn_weights`).
+    #[config(default = true)]
+    pub scale_attn_weights: bool,
+    /// Also divide attention scores of block `l` by `l + 1`.
+    #[config(default = false)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Token id of `<|endoftext|>` used as BOS, if the checkpoint names one.
+    #[config(default = "None")]
+    pub bos_token_id: Option<u32>,
+    /// Token id that ends generation, if the checkpoint names one.
+    #[config(default = "None")]
+    pub eos_token_id: Option<u32>,
+    /// Standard deviation of the random initialisation (Hugging Face's `initializer_range`).
+    #[config(default = 0.02)]
+    pub initializer_range: f64,
+}
+
+impl Gpt2Config {
+    /// GPT-2 small's shapes (124M parameters): 12 layers, 12 heads, d_model 768.
+    pub fn gpt2_small() -> Self {
+        Self::new(12, 12, 768, 50257, 1024)
+            .with_bos_token_id(Some(50256))
+            .with_eos_token_id(Some(50256))
+    }
+
+    /// Width of each attention head.
+    pub fn d_head(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Width of the MLP's hidden layer.
+    pub fn d_mlp(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Checks the internal consistency of the shapes.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &'static str, value: usize, expected: &'static str| {
+            Err(Error::UnsupportedConfig {
+                key,
+                value: value.to_string(),
+                expected,
+            })
+        };
+        if self.n_layer == 0 {
+            return bad("n_layer", 0, "at least 1");
+        }
+        if self.n_head == 0 || self.n_embd % self.n_head != 0 {
+            return bad("n_head", self.n_head, "a positive divisor of n_embd");
+        }
+        if self.vocab_size == 0 {
+            return bad("vocab_size", 0, "at least 1");
+        }
+        if self.n_positions == 0 {
+            return bad("n_positions", 0, "at least 1");
+        }
+        if self.n_inner == Some(0) {
+            return bad("n_inner", 0, "positive, or null for 4 * n_embd");
+        }
+        if !(self.layer_norm_epsilon > 0.0) {
+            return Err(Error::UnsupportedConfig {
+                key: "layer_norm_epsilon",
+                value: self.layer_norm_epsilon.to_string(),
+                expected: "a positive number",
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads a Hugging Face `config.json`.
+    pub fn from_hf_file(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::MissingFile {
+                path: path.to_path_buf(),
+                what: "the model's config.json",
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_hf_json(&text).map_err(|e| match e {
+            Error::InvalidConfig { message, .. } => Error::InvalidConfig {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses the text of a Hugging Face `config.json` (`GPT2Config`).
+    ///
+    /// Unsupported values (`model_type` other than `gpt2`, cross-attention, an unknown
+    /// activation, untied embeddings, …) are errors that name the key and the value.
+    pub fn from_hf_json(text: &str) -> Result<Self> {
+        let invalid = |message: String| Error::InvalidConfig {
+            path: "config.json".into(),
+            message,
+        };
+        let v: Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| invalid("expected a JSON object".into()))?;
+        let get_usize = |key: &str| -> Result<Option<usize>> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+                    invalid(format!("{key} must be a non-negative integer, got {x}"))
+                }),
+            }
+        };
+        let need = |key: &'static str| -> Result<usize> {
+            get_usize(key)?.ok_or_else(|| invalid(format!("missing required key {key}")))
+        };
+        let get_bool = |key: &str, default: bool| -> Result<bool> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(x) => Err(invalid(format!("{key} must be a boolean, got {x}"))),
+            }
+        };
+        let get_token = |key: &str| -> Result<Option<u32>> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) => Ok(n.as_u64().map(|n| n as u32)),
+                // Some checkpoints list several EOS ids; the first is used.
+                Some(Value::Array(a)) => Ok(a.first().and_then(|x| x.as_u64()).map(|n| n as u32)),
+                Some(x) => Err(invalid(format!("{key} must be a token id, got {x}"))),
+            }
+        };
+
+        if let Some(mt) = obj.get("model_type").and_then(Value::as_str)
+            && mt != "gpt2"
+        {
+            return Err(Error::UnsupportedConfig {
+                key: "model_type",
+                value: mt.to_string(),
+                expected: "gpt2",
+            });
+        }
+        if get_bool("add_cross_attention", false)? {
+            return Err(Error::UnsupportedConfig {
+                key: "add_cross_attention",
+                value: "true".into(),
+                expected: "false (GPT-2 decoder only)",
+            });
+        }
+        if !get_bool("tie_word_embeddings", true)? {
+            return Err(Error::UnsupportedConfig {
+                key: "tie_word_embeddings",
+                value: "false".into(),
+                expected: "true (the LM head is tied to wte)",
+            });
+        }
+        let activation = match obj.get("activation_function") {
+            None | Some(Value::Null) => Activation::GeluTanh,
+            Some(Value::String(s)) => Activation::from_hf(s)?,
+            Some(x) => {
+                return Err(invalid(format!(
+                    "activation_function must be a string, got {x}"
+                )));
+            }
+        };
+        let n_positions = match get_usize("n_positions")? {
+            Some(n) => n,
+            None => need("n_ctx")?,
+        };
+        let layer_norm_epsilon = match obj.get("layer_norm_epsilon") {
+            None | Some(Value::Null) => 1e-5,
+            Some(x) => x
+                .as_f64()
+                .ok_or_else(|| invalid(format!("layer_norm_epsilon must be a number, got {x}")))?,
+        };
+        let initializer_range = obj
+            .get("initializer_range")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.02);
+
+        let cfg = Self {
+            n_layer: need("n_layer")?,
+            n_head: need("n_head")?,
+            n_embd: need("n_embd")?,
+            vocab_size: need("vocab_size")?,
+            n_positions,
+            n_inner: get_usize("n_inner")?,
+            layer_norm_epsilon,
+            activation,
+            scale_attn_weights: get_bool("scale_attn_weights", true)?,
+            scale_attn_by_inverse_layer_idx: get_bool("scale_attn_by_inverse_layer_idx", false)?,
+            bos_token_id: get_token("bos_token_id")?,
+            eos_token_id: get_token("eos_token_id")?,
+            initializer_range,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Writes this configuration as a Hugging Face `config.json` that `transformers` can read.
+    pub fn to_hf_json(&self) -> String {
+        let mut v = serde_json::json!({
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_embd": self.n_embd,
+            "vocab_size": self.vocab_size,
+            "n_positions": self.n_positions,
+            "n_ctx": self.n_positions,
+            "n_inner": self.n_inner,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "activation_function": self.activation.hf_name(),
+            "scale_attn_weights": self.scale_attn_weights,
+            "scale_attn_by_inverse_layer_idx": self.scale_attn_by_inverse_layer_idx,
+            "initializer_range": self.initializer_range,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "tie_word_embeddings": true,
+        });
+        if let Some(b) = self.bos_token_id {
+            v["bos_token_id"] = b.into();
+        }
+        if let Some(e) = self.eos_token_id {
+            v["eos_token_id"] = e.into();
+        }
+        serde_json::to_string_pretty(&v).expect("a JSON value always serialises")
+    }
+
+    /// Number of parameters of a model with this configuration (the LM head is tied to `wte`).
+    pub fn num_params(&self) -> usize {
+        let (d, m) = (self.n_embd, self.d_mlp());
+        let embed = self.vocab_size * d + self.n_positions * d;
+        let block = 2 * (2 * d) // ln_1, ln_2
+            + d * 3 * d + 3 * d // c_attn
+            + d * d + d // attn c_proj
+            + d * m + m // c_fc
+            + m * d + d; // mlp c_proj
+        embed + self.n_layer * block + 2 * d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GPT2_HUB: &str = r#"{"activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+      "attn_pdrop": 0.1, "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256,
+      "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024,
+      "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1,
+      "summary_activation": null, "summary_first_dropout": 0.1, "summary_proj_to_labels": true,
+      "summary_type": "cls_index", "summary_use_proj": true, "vocab_size": 50257}"#;
+
+    #[test]
+    fn reads_the_hub_gpt2_config() {
+        let c = Gpt2Config::from_hf_json(GPT2_HUB).unwrap();
+        assert_eq!(c, Gpt2Config::gpt2_small());
+        assert_eq!(c.d_head(), 64);
+        assert_eq!(c.d_mlp(), 3072);
+        // GPT-2 small's published parameter count.
+        assert_eq!(c.num_params(), 124_439_808);
+    }
+
+    #[test]
+    fn round_trips_through_hf_json() {
+        let c = Gpt2Config::new(2, 4, 64, 1000, 128).with_n_inner(Some(100));
+        assert_eq!(Gpt2Config::from_hf_json(&c.to_hf_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn unsupported_values_are_named() {
+        let swap = |from: &str, to: &str| GPT2_HUB.replace(from, to);
+        let cases = [
+            (swap("\"gelu_new\"", "\"swish\""), "activation_function"),
+            (
+                swap("\"model_type\": \"gpt2\"", "\"model_type\": \"llama\""),
+                "model_type",
+            ),
+            (swap("\"n_head\": 12", "\"n_head\": 7"), "n_head"),
+            (
+                swap(
+                    "\"vocab_size\": 50257",
+                    "\"tie_word_embeddings\": false, \"vocab_size\": 5",
+                ),
+                "tie_word_embeddings",
+            ),
+            (swap("\"n_layer\": 12,", ""), "n_layer"),
+        ];
+        for (json, key) in cases {
+            let err = Gpt2Config::from_hf_json(&json).unwrap_err().to_string();
+            assert!(err.contains(key), "error {err:?} should name {key}");
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! # burnlens-model
+//!
+//! GPT-2 in [burn](https://burn.dev): one forward pass with TransformerLens hook points,
+//! Hugging Face checkpoint loading, the byte-level BPE tokenizer, a KV cache and generation.
+//!
+//! ```no_run
+//! use burnlens_model::{BackendKind, TokenBatch, load};
+//!
+//! let device = BackendKind::Flex.device()?;
+//! let lm = load("fixtures/tiny-gpt2", &device)?;
+//! let ids = lm.tokenizer.encode("The Eiffel Tower is in", false)?;
+//! let logits = lm.model.logits(&TokenBatch::single(&ids)?)?; // [1, pos, vocab]
+//! # Ok::<(), burnlens_model::Error>(())
+//! ```
+
+pub mod backend;
+pub mod batch;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod hook;
+pub mod model;
+pub mod source;
+pub mod tokenizer;
+pub mod weights;
+
+pub use backend::{BackendKind, wgpu_adapter_available};
+pub use batch::{PaddingSide, TokenBatch};
+pub use cache::KvCache;
+pub use config::{Activation, Gpt2Config};
+pub use error::{Error, Result};
+pub use generate::{Generated, GenerationConfig, Strategy};
+pub use hook::{HookPoint, Hooks, NoHooks};
+pub use model::Gpt2;
+pub use source::{LoadedModel, ModelSource, load};
+pub use tokenizer::Gpt2Tokenizer;
+
+/// Re-export of burn, so that downstream crates use the same version.
+pub use burn;

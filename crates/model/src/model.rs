@@ -1,0 +1,449 @@
+//! GPT-2 as burn modules, and the single forward pass every experiment goes through.
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use crate::batch::TokenBatch;
+use crate::cache::KvCache;
+use crate::config::{Activation, Gpt2Config};
+use crate::error::{Error, Result};
+use crate::hook::{HookPoint, Hooks, NoHooks, run3, run4};
+
+impl Gpt2Config {
+    /// Builds a model with freshly initialised weights, as Hugging Face initialises GPT-2:
+    /// weights from N(0, `initializer_range`), the residual projections (`c_proj`) scaled by
+    /// `1 / sqrt(2 * n_layer)`, biases zero, LayerNorms one and zero.
+    ///
+    /// Call `device.seed(..)` first for reproducible weights.
+    pub fn init(&self, device: &Device) -> Gpt2 {
+        let std = self.initializer_range;
+        let normal = |std: f64| Initializer::Normal { mean: 0.0, std };
+        let linear = |d_in: usize, d_out: usize, std: f64| {
+            LinearConfig::new(d_in, d_out)
+                .with_initializer(normal(std))
+                .init(device)
+        };
+        let (d, m) = (self.n_embd, self.d_mlp());
+        let proj_std = std / (2.0 * self.n_layer as f64).sqrt();
+        let ln = || LayerNorm::new(d, self.layer_norm_epsilon, device);
+        let blocks = (0..self.n_layer)
+            .map(|layer| Block {
+                ln_1: ln(),
+                attn: Attention {
+                    c_attn: zero_bias(linear(d, 3 * d, std), device),
+                    c_proj: zero_bias(linear(d, d, proj_std), device),
+                    n_head: self.n_head,
+                    scale: attention_scale(self, layer),
+                },
+                ln_2: ln(),
+                mlp: Mlp {
+                    c_fc: zero_bias(linear(d, m, std), device),
+                    c_proj: zero_bias(linear(m, d, proj_std), device),
+                    activation: self.activation,
+                },
+                layer,
+            })
+            .collect();
+        Gpt2 {
+            wte: normal(std).init([self.vocab_size, d], device),
+            wpe: normal(std).init([self.n_positions, d], device),
+            blocks,
+            ln_f: ln(),
+            config: self.clone(),
+        }
+    }
+}
+
+fn zero_bias(mut l: Linear, device: &Device) -> Linear {
+    let [_, d_out] = l.weight.val().dims();
+    l.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
+    l
+}
+
+/// `1 / (sqrt(d_head) * (layer + 1))`, with each factor present only when the config asks.
+pub(crate) fn attention_scale(config: &Gpt2Config, layer: usize) -> f64 {
+    let mut denom = 1.0;
+    if config.scale_attn_weights {
+        denom *= (config.d_head() as f64).sqrt();
+    }
+    if config.scale_attn_by_inverse_layer_idx {
+        denom *= (layer + 1) as f64;
+    }
+    1.0 / denom
+}
+
+/// GPT-2's LayerNorm, with the `hook_scale` and `hook_normalized` points TransformerLens has.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// Scale (Hugging Face `weight`).
+    pub gamma: Param<Tensor<1>>,
+    /// Shift (Hugging Face `bias`).
+    pub beta: Param<Tensor<1>>,
+    /// Added to the variance.
+    pub epsilon: f64,
+}
+
+impl LayerNorm {
+    /// A LayerNorm of width `d` initialised to the identity map (weight 1, bias 0).
+    pub fn new(d: usize, epsilon: f64, device: &Device) -> Self {
+        Self {
+            gamma: Param::from_tensor(Tensor::ones([d], device)),
+            beta: Param::from_tensor(Tensor::zeros([d], device)),
+            epsilon,
+        }
+    }
+
+    /// Normalises over the last axis, then applies the affine map.
+    ///
+    /// When neither hook point is active this is burn's fused `layer_norm`; otherwise the
+    /// scale `sqrt(var + eps)` (`[batch, pos, 1]`) and the normalised input are computed
+    /// explicitly and offered to the hooks.
+    ///
+    /// # Shapes
+    /// - x: `[batch, pos, d_model]`
+    /// - output: `[batch, pos, d_model]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        points: (HookPoint, HookPoint),
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor<3>> {
+        let (scale_point, norm_point) = points;
+        if !hooks.is_active(scale_point) && !hooks.is_active(norm_point) {
+            return Ok(burn::tensor::module::layer_norm(
+                x,
+                self.gamma.val(),
+                Some(self.beta.val()),
+                self.epsilon,
+            ));
+        }
+        let centered = x.clone() - x.mean_dim(2);
+        let var = centered.clone().square().mean_dim(2);
+        let scale = run3(hooks, scale_point, (var + self.epsilon).sqrt())?;
+        let normalized = run3(hooks, norm_point, centered / scale)?;
+        Ok(normalized * self.gamma.val().unsqueeze::<3>() + self.beta.val().unsqueeze::<3>())
+    }
+}
+
+/// Causal multi-head self-attention (`attn` in Hugging Face's GPT-2).
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Fused q, k, v projection, weight `[d_model, 3 * d_model]` (Hugging Face's `Conv1D`
+    /// layout, which is burn's `Linear` layout).
+    pub c_attn: Linear,
+    /// Output projection, weight `[d_model, d_model]`.
+    pub c_proj: Linear,
+    /// Number of heads.
+    pub n_head: usize,
+    /// Factor applied to `q · k`.
+    pub scale: f64,
+}
+
+/// The per-forward attention mask, shared by every block.
+#[derive(Clone, Debug)]
+pub(crate) struct AttentionMask {
+    /// True where a query must not see a key: `[batch, 1, query, key]`.
+    pub blocked: Tensor<4, Bool>,
+    /// True for queries that see no key at all (padding on the left), whose pattern row is set
+    /// to zero as TransformerLens does: `[batch, 1, query, 1]`. `None` when there are none.
+    pub empty_rows: Option<Tensor<4, Bool>>,
+}
+
+impl Attention {
+    /// Attention over the block's input (after `ln_1`).
+    ///
+    /// # Shapes
+    /// - x: `[batch, pos, d_model]`
+    /// - mask: blocked `[batch, 1, pos, past + pos]`
+    /// - output: `[batch, pos, d_model]`
+    pub(crate) fn forward(
+        &self,
+        x: Tensor<3>,
+        layer: usize,
+        mask: &AttentionMask,
+        cache: Option<&mut crate::cache::LayerKv>,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor<3>> {
+        let [b, t, d] = x.dims();
+        let h = self.n_head;
+        let dh = d / h;
+        let qkv = self.c_attn.forward(x);
+        let split = |i: usize| {
+            qkv.clone()
+                .slice([0..b, 0..t, i * d..(i + 1) * d])
+                .reshape([b, t, h, dh])
+        };
+        let q = run4(hooks, HookPoint::Q(layer), split(0))?;
+        let k = run4(hooks, HookPoint::K(layer), split(1))?;
+        let v = run4(hooks, HookPoint::V(layer), split(2))?;
+        let q = q.swap_dims(1, 2); // [b, h, t, dh]
+        let (k, v) = (k.swap_dims(1, 2), v.swap_dims(1, 2));
+        let (k, v) = match cache {
+            Some(c) => c.append(k, v),
+            None => (k, v),
+        };
+        let total = k.dims()[2];
+        let scores = q.matmul(k.swap_dims(2, 3)) * self.scale;
+        let scores = scores.mask_fill(
+            mask.blocked.clone().expand([b, h, t, total]),
+            f32::NEG_INFINITY,
+        );
+        let scores = run4(hooks, HookPoint::AttnScores(layer), scores)?;
+        let mut pattern = softmax(scores, 3);
+        if let Some(empty) = &mask.empty_rows {
+            pattern = pattern.mask_fill(empty.clone().expand([b, h, t, total]), 0.0);
+        }
+        let pattern = run4(hooks, HookPoint::Pattern(layer), pattern)?;
+        let z = pattern.matmul(v).swap_dims(1, 2); // [b, t, h, dh]
+        let z = run4(hooks, HookPoint::Z(layer), z)?;
+        Ok(self.c_proj.forward(z.reshape([b, t, d])))
+    }
+}
+
+/// The feed-forward sublayer.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Input projection, weight `[d_model, d_mlp]`.
+    pub c_fc: Linear,
+    /// Output projection, weight `[d_mlp, d_model]`.
+    pub c_proj: Linear,
+    /// The activation function.
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl Mlp {
+    /// # Shapes
+    /// - x: `[batch, pos, d_model]`
+    /// - output: `[batch, pos, d_model]`
+    pub fn forward(&self, x: Tensor<3>, layer: usize, hooks: &mut dyn Hooks) -> Result<Tensor<3>> {
+        let pre = run3(hooks, HookPoint::MlpPre(layer), self.c_fc.forward(x))?;
+        let post = match self.activation {
+            Activation::GeluTanh => gelu_approximate(pre),
+            Activation::GeluErf => gelu(pre),
+            Activation::Relu => relu(pre),
+        };
+        let post = run3(hooks, HookPoint::MlpPost(layer), post)?;
+        Ok(self.c_proj.forward(post))
+    }
+}
+
+/// One transformer block: pre-LayerNorm attention and MLP, each added to the residual stream.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// LayerNorm before attention.
+    pub ln_1: LayerNorm,
+    /// Self-attention.
+    pub attn: Attention,
+    /// LayerNorm before the MLP.
+    pub ln_2: LayerNorm,
+    /// The MLP.
+    pub mlp: Mlp,
+    /// Index of this block.
+    pub layer: usize,
+}
+
+impl Block {
+    /// # Shapes
+    /// - resid: `[batch, pos, d_model]`
+    /// - output: `[batch, pos, d_model]`
+    pub(crate) fn forward(
+        &self,
+        resid: Tensor<3>,
+        mask: &AttentionMask,
+        cache: Option<&mut crate::cache::LayerKv>,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor<3>> {
+        use HookPoint::*;
+        let l = self.layer;
+        let resid = run3(hooks, ResidPre(l), resid)?;
+        let x = self
+            .ln_1
+            .forward(resid.clone(), (Ln1Scale(l), Ln1Normalized(l)), hooks)?;
+        let attn_out = self.attn.forward(x, l, mask, cache, hooks)?;
+        let attn_out = run3(hooks, AttnOut(l), attn_out)?;
+        let resid = run3(hooks, ResidMid(l), resid + attn_out)?;
+        let x = self
+            .ln_2
+            .forward(resid.clone(), (Ln2Scale(l), Ln2Normalized(l)), hooks)?;
+        let mlp_out = self.mlp.forward(x, l, hooks)?;
+        let mlp_out = run3(hooks, MlpOut(l), mlp_out)?;
+        run3(hooks, ResidPost(l), resid + mlp_out)
+    }
+}
+
+/// GPT-2 with its language-model head (tied to the token embedding).
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    /// Token embedding `[vocab, d_model]`; also the unembedding (`lm_head`).
+    pub wte: Param<Tensor<2>>,
+    /// Position embedding `[n_positions, d_model]`.
+    pub wpe: Param<Tensor<2>>,
+    /// The transformer blocks.
+    pub blocks: Vec<Block>,
+    /// Final LayerNorm.
+    pub ln_f: LayerNorm,
+    /// The configuration the model was built from.
+    #[module(skip)]
+    pub config: Gpt2Config,
+}
+
+impl Gpt2 {
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.wte.val().device()
+    }
+
+    /// Logits for a batch, with no cache and no hooks.
+    ///
+    /// # Shapes
+    /// - output: `[batch, pos, vocab]`
+    pub fn logits(&self, batch: &TokenBatch) -> Result<Tensor<3>> {
+        self.forward(batch, None, &mut NoHooks)
+    }
+
+    /// The forward pass: the one implementation that logits, caching, generation, hooks,
+    /// patching and tracing all go through.
+    ///
+    /// Positions come from the attention mask (`cumsum(mask) - 1`, continuing from the cache),
+    /// so a padded sequence's real tokens get the logits of the unpadded run, on either side
+    /// of the padding. With a `cache`, the batch holds only the new tokens; their keys and
+    /// values are appended to it.
+    ///
+    /// # Shapes
+    /// - batch: token ids `[batch, pos]` and optional mask `[batch, pos]`
+    /// - output: logits `[batch, pos, vocab]`
+    ///
+    /// # Errors
+    /// Token ids outside the vocabulary, a sequence longer than `n_positions` (cache included),
+    /// a cache built for another batch size, and errors raised by hooks.
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        mut cache: Option<&mut KvCache>,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor<3>> {
+        let cfg = &self.config;
+        let device = self.device();
+        let (b, t) = (batch.batch_size(), batch.seq_len());
+        if let Some(&id) = batch
+            .ids()
+            .iter()
+            .find(|&&id| id as usize >= cfg.vocab_size)
+        {
+            return Err(Error::TokenOutOfRange {
+                id,
+                vocab_size: cfg.vocab_size,
+            });
+        }
+        let past = match cache.as_deref() {
+            Some(c) => {
+                c.check_compatible(b, cfg.n_layer)?;
+                c.len()
+            }
+            None => 0,
+        };
+        let past_real: Vec<bool> = match cache.as_deref() {
+            Some(c) => c.key_mask().to_vec(),
+            None => Vec::new(),
+        };
+        let start_pos: Vec<usize> = match cache.as_deref() {
+            Some(c) => c.next_positions().to_vec(),
+            None => vec![0; b],
+        };
+        let positions = batch.positions(&start_pos);
+        if let Some(&max_pos) = positions.iter().max()
+            && max_pos >= cfg.n_positions
+        {
+            return Err(Error::TooLong {
+                len: max_pos + 1,
+                n_positions: cfg.n_positions,
+            });
+        }
+        let mask = build_mask(batch, past, &past_real, &device);
+
+        let ids = int_tensor(
+            batch.ids().iter().map(|&i| i as i64).collect(),
+            [b, t],
+            &device,
+        );
+        let pos = int_tensor(
+            positions.iter().map(|&p| p as i64).collect(),
+            [b, t],
+            &device,
+        );
+        let d = cfg.n_embd;
+        let embed = self
+            .wte
+            .val()
+            .select(0, ids.reshape([b * t]))
+            .reshape([b, t, d]);
+        let embed = run3(hooks, HookPoint::Embed, embed)?;
+        let pos_embed = self
+            .wpe
+            .val()
+            .select(0, pos.reshape([b * t]))
+            .reshape([b, t, d]);
+        let pos_embed = run3(hooks, HookPoint::PosEmbed, pos_embed)?;
+
+        let mut resid = embed + pos_embed;
+        for (l, block) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(l));
+            resid = block.forward(resid, &mask, layer_cache, hooks)?;
+        }
+        if let Some(c) = cache {
+            c.advance(batch, &positions);
+        }
+        let x = self.ln_f.forward(
+            resid,
+            (HookPoint::LnFinalScale, HookPoint::LnFinalNormalized),
+            hooks,
+        )?;
+        let logits = x.reshape([b * t, d]).matmul(self.wte.val().transpose());
+        Ok(logits.reshape([b, t, cfg.vocab_size]))
+    }
+}
+
+fn int_tensor(values: Vec<i64>, shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// The causal mask, combined with the key-padding mask of the cache and the batch.
+fn build_mask(
+    batch: &TokenBatch,
+    past: usize,
+    past_real: &[bool],
+    device: &Device,
+) -> AttentionMask {
+    let (b, t) = (batch.batch_size(), batch.seq_len());
+    let total = past + t;
+    let mut blocked = vec![false; b * t * total];
+    let mut empty = vec![false; b * t];
+    let mut any_empty = false;
+    for r in 0..b {
+        for i in 0..t {
+            let row = &mut blocked[(r * t + i) * total..(r * t + i + 1) * total];
+            let mut seen = false;
+            for (j, cell) in row.iter_mut().enumerate() {
+                let real = if j < past {
+                    past_real[r * past + j]
+                } else {
+                    batch.is_real(r, j - past)
+                };
+                *cell = j > past + i || !real;
+                seen |= !*cell;
+            }
+            if !seen {
+                empty[r * t + i] = true;
+                any_empty = true;
+            }
+        }
+    }
+    AttentionMask {
+        blocked: Tensor::from_data(TensorData::new(blocked, [b, 1, t, total]), device),
+        empty_rows: any_empty
+            .then(|| Tensor::from_data(TensorData::new(empty, [b, 1, t, 1]), device)),
+    }
+}

@@ -1,0 +1,207 @@
+//! Where a model comes from: a local directory in Hugging Face layout, or a hub id.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use crate::config::Gpt2Config;
+use crate::error::{Error, Result};
+use crate::model::Gpt2;
+use crate::tokenizer::Gpt2Tokenizer;
+
+/// A model's location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A directory holding `config.json`, `model.safetensors` (or a sharded index) and
+    /// `tokenizer.json` (or `vocab.json` + `merges.txt`).
+    Dir(PathBuf),
+    /// A Hugging Face hub id such as `gpt2` or `openai-community/gpt2-medium`.
+    Hub(String),
+}
+
+impl ModelSource {
+    /// An existing directory is a [`ModelSource::Dir`]; a string shaped like a hub id
+    /// (`name` or `org/name`, no leading `.` or `/`) that is not a directory is a
+    /// [`ModelSource::Hub`]; anything else is a directory (that loading will report missing).
+    pub fn parse(s: &str) -> Self {
+        let p = Path::new(s);
+        if p.is_dir() {
+            return Self::Dir(p.to_path_buf());
+        }
+        let hub_like = !s.is_empty()
+            && !s.starts_with(['.', '/', '~'])
+            && s.matches('/').count() <= 1
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if hub_like {
+            Self::Hub(s.to_string())
+        } else {
+            Self::Dir(p.to_path_buf())
+        }
+    }
+
+    /// The local directory holding the files, downloading them first for a hub id (with the
+    /// `hub` feature).
+    pub fn resolve(&self) -> Result<PathBuf> {
+        match self {
+            Self::Dir(d) => Ok(d.clone()),
+            Self::Hub(id) => hub::fetch(id),
+        }
+    }
+}
+
+/// A model with its tokenizer.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The model.
+    pub model: Gpt2,
+    /// Its tokenizer.
+    pub tokenizer: Gpt2Tokenizer,
+    /// The directory the files were read from.
+    pub dir: PathBuf,
+}
+
+/// Loads a model and its tokenizer from a directory or hub id (see [`ModelSource::parse`]).
+pub fn load(source: &str, device: &Device) -> Result<LoadedModel> {
+    load_from(&ModelSource::parse(source), device)
+}
+
+/// Loads a model and its tokenizer from a [`ModelSource`].
+pub fn load_from(source: &ModelSource, device: &Device) -> Result<LoadedModel> {
+    let dir = source.resolve()?;
+    if !dir.is_dir() {
+        return Err(Error::MissingFile {
+            path: dir,
+            what: "the model directory",
+        });
+    }
+    let config = Gpt2Config::from_hf_file(&dir.join("config.json"))?;
+    let weights = weights_path(&dir);
+    let model = Gpt2::from_safetensors(&config, &weights, device)?;
+    let tokenizer = Gpt2Tokenizer::from_dir(&dir)?;
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(Error::Tokenizer {
+            path: dir.clone(),
+            message: format!(
+                "the tokenizer has {} tokens but the model only {} embeddings",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ),
+        });
+    }
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        dir,
+    })
+}
+
+/// `model.safetensors`, or the sharded index where there is one.
+fn weights_path(dir: &Path) -> PathBuf {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if !single.is_file() && index.is_file() {
+        index
+    } else {
+        single
+    }
+}
+
+#[cfg(feature = "hub")]
+mod hub {
+    use super::*;
+
+    /// Downloads (or finds in the standard HF cache) the files of `id`. Honours `HF_HOME`
+    /// and `HF_HUB_CACHE`; with `HF_HUB_OFFLINE=1` only the cache is consulted.
+    pub(super) fn fetch(id: &str) -> Result<PathBuf> {
+        let err = |message: String| Error::Hub {
+            id: id.to_string(),
+            message,
+        };
+        let offline = std::env::var("HF_HUB_OFFLINE")
+            .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        let cache = hf_hub::Cache::from_env();
+        let get = |file: &str| -> std::result::Result<PathBuf, String> {
+            if offline {
+                cache.model(id.to_string()).get(file).ok_or_else(|| {
+                    format!("{file} is not in the HF cache and HF_HUB_OFFLINE is set")
+                })
+            } else {
+                let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
+                    .with_progress(true)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                api.model(id.to_string())
+                    .get(file)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let config = get("config.json").map_err(err)?;
+        get("model.safetensors").map_err(err)?;
+        if get("tokenizer.json").is_err() {
+            get("vocab.json").map_err(err)?;
+            get("merges.txt").map_err(err)?;
+        }
+        Ok(config
+            .parent()
+            .expect("a cached file has a parent")
+            .to_path_buf())
+    }
+}
+
+#[cfg(not(feature = "hub"))]
+mod hub {
+    use super::*;
+
+    pub(super) fn fetch(id: &str) -> Result<PathBuf> {
+        Err(Error::Hub {
+            id: id.to_string(),
+            message: format!(
+                "this build has no hub support and no directory {id:?} exists. Either rebuild with \
+                 `--features hub` (downloads into the standard Hugging Face cache), or download \
+                 config.json, model.safetensors and tokenizer.json (e.g. `huggingface-cli download {id}`) \
+                 and pass the directory"
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources() {
+        assert_eq!(ModelSource::parse("gpt2"), ModelSource::Hub("gpt2".into()));
+        assert_eq!(
+            ModelSource::parse("openai-community/gpt2-medium"),
+            ModelSource::Hub("openai-community/gpt2-medium".into())
+        );
+        assert_eq!(
+            ModelSource::parse("./nowhere"),
+            ModelSource::Dir("./nowhere".into())
+        );
+        assert_eq!(
+            ModelSource::parse("/a/b/c"),
+            ModelSource::Dir("/a/b/c".into())
+        );
+        let tmp = std::env::temp_dir();
+        assert_eq!(
+            ModelSource::parse(tmp.to_str().unwrap()),
+            ModelSource::Dir(tmp)
+        );
+    }
+
+    #[cfg(not(feature = "hub"))]
+    #[test]
+    fn hub_id_without_feature_says_how_to_get_files() {
+        let err = ModelSource::Hub("gpt2".into())
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--features hub") && err.contains("model.safetensors"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! GPT-2's byte-level BPE tokenizer, through the `tokenizers` crate.
+//!
+//! **BOS default.** [`Gpt2Tokenizer::encode`] takes `prepend_bos` explicitly; the convenience
+//! [`Gpt2Tokenizer::encode_default`] does *not* prepend `<|endoftext|>`, like Hugging Face
+//! `transformers` (TransformerLens prepends by default: pass `prepend_bos = true` to get its
+//! token ids).
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+use crate::error::{Error, Result};
+
+/// The text of GPT-2's only special token, used as BOS, EOS and padding.
+pub const ENDOFTEXT: &str = "<|endoftext|>";
+
+/// A GPT-2 tokenizer.
+#[derive(Clone)]
+pub struct Gpt2Tokenizer {
+    inner: Tokenizer,
+    source: PathBuf,
+}
+
+impl std::fmt::Debug for Gpt2Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpt2Tokenizer")
+            .field("source", &self.source)
+            .field("vocab_size", &self.vocab_size())
+            .finish()
+    }
+}
+
+impl Gpt2Tokenizer {
+    /// Loads `tokenizer.json` from `dir`, or builds the tokenizer from `vocab.json` +
+    /// `merges.txt` where there is no `tokenizer.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            return Self::from_file(&json);
+        }
+        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+        if vocab.is_file() && merges.is_file() {
+            return Self::from_vocab_merges(&vocab, &merges);
+        }
+        Err(Error::MissingFile {
+            path: json,
+            what: "the tokenizer (tokenizer.json, or vocab.json + merges.txt)",
+        })
+    }
+
+    /// Loads a `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::MissingFile {
+                path: path.to_path_buf(),
+                what: "the tokenizer (tokenizer.json)",
+            });
+        }
+        let inner = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            inner,
+            source: path.to_path_buf(),
+        })
+    }
+
+    /// Builds GPT-2's byte-level BPE from a vocabulary (`vocab.json`, a.k.a. `encoder.json`)
+    /// and merges (`merges.txt`, a.k.a. `vocab.bpe`), with `<|endoftext|>` as a special token.
+    pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self> {
+        for (p, what) in [
+            (vocab, "the BPE vocabulary (vocab.json)"),
+            (merges, "the BPE merges (merges.txt)"),
+        ] {
+            if !p.is_file() {
+                return Err(Error::MissingFile {
+                    path: p.to_path_buf(),
+                    what,
+                });
+            }
+        }
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Tokenizer {
+            path: vocab.to_path_buf(),
+            message: e.to_string(),
+        };
+        let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
+            .build()
+            .map_err(err)?;
+        let mut inner = Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        inner.with_post_processor(Some(ByteLevel::default().trim_offsets(false)));
+        inner
+            .add_special_tokens([AddedToken::from(ENDOFTEXT, true)])
+            .map_err(err)?;
+        Ok(Self {
+            inner,
+            source: vocab.to_path_buf(),
+        })
+    }
+
+    /// Wraps an existing `tokenizers` tokenizer.
+    pub fn from_tokenizer(inner: Tokenizer) -> Self {
+        Self {
+            inner,
+            source: PathBuf::from("<in memory>"),
+        }
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    /// Number of tokens, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The id of `<|endoftext|>`, if the vocabulary has it.
+    pub fn endoftext_id(&self) -> Option<u32> {
+        self.inner.token_to_id(ENDOFTEXT)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Tokenizer {
+            path: self.source.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Token ids of `text`, with `<|endoftext|>` first when `prepend_bos`.
+    ///
+    /// # Errors
+    /// [`Error::EmptyPrompt`] when the result has no token; a tokenizer error when BOS is
+    /// asked for and the vocabulary has no `<|endoftext|>`.
+    pub fn encode(&self, text: &str, prepend_bos: bool) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if prepend_bos {
+            ids.push(self.endoftext_id().ok_or_else(|| {
+                self.err("prepend_bos asked for, but the vocabulary has no <|endoftext|>")
+            })?);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        if ids.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        Ok(ids)
+    }
+
+    /// Token ids of `text` without BOS (the `transformers` convention; see the module docs).
+    pub fn encode_default(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(text, false)
+    }
+
+    /// The id of `text` if it is exactly one token, else an error naming the tokens it is.
+    pub fn single_token(&self, text: &str) -> Result<u32> {
+        let ids = self.encode(text, false)?;
+        match ids.as_slice() {
+            [id] => Ok(*id),
+            _ => Err(Error::InvalidOption(format!(
+                "{text:?} is not a single token: it encodes to {} tokens {:?}",
+                ids.len(),
+                self.str_tokens(&ids).unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Text of a sequence of ids (special tokens kept).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.check_ids(ids)?;
+        self.inner.decode(ids, false).map_err(|e| self.err(e))
+    }
+
+    /// Each token decoded on its own, as TransformerLens's `to_str_tokens` does.
+    pub fn str_tokens(&self, ids: &[u32]) -> Result<Vec<String>> {
+        self.check_ids(ids)?;
+        ids.iter()
+            .map(|&id| self.inner.decode(&[id], false).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let n = self.vocab_size();
+        match ids.iter().find(|&&id| id as usize >= n) {
+            Some(&id) => Err(Error::TokenOutOfRange { id, vocab_size: n }),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the tokenizer as a `tokenizer.json`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner.save(path, false).map_err(|e| Error::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}

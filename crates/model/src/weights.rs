@@ -1,0 +1,342 @@
+//! Loading (and saving) Hugging Face GPT-2 checkpoints in safetensors format.
+//!
+//! Names follow `GPT2LMHeadModel`'s state dict, with or without the `transformer.` prefix.
+//! `Conv1D` weights are stored `[in, out]`, which is burn's `Linear` layout, so nothing is
+//! transposed. f16, bf16 and f64 tensors are converted to f32.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::config::Gpt2Config;
+use crate::error::{Error, Result};
+use crate::model::{Attention, Block, Gpt2, LayerNorm, Mlp, attention_scale};
+
+/// A tensor read from a checkpoint, converted to f32.
+#[derive(Debug, Clone)]
+pub struct RawTensor {
+    /// The shape.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// Reads every tensor of a safetensors file (or of the shards listed in a
+/// `model.safetensors.index.json`) as f32.
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
+    if path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".index.json"))
+    {
+        return read_sharded(path);
+    }
+    let bytes = read_file(path, "the model's weights (model.safetensors)")?;
+    let invalid = |message: String| Error::InvalidWeights {
+        path: path.to_path_buf(),
+        message,
+    };
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.iter() {
+        let data = to_f32(view.dtype(), view.data())
+            .map_err(|m| invalid(format!("tensor {name}: {m}")))?;
+        out.insert(
+            name.to_string(),
+            RawTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn read_sharded(index: &Path) -> Result<BTreeMap<String, RawTensor>> {
+    let text = read_file(index, "the sharded checkpoint's index")?;
+    let invalid = |message: String| Error::InvalidWeights {
+        path: index.to_path_buf(),
+        message,
+    };
+    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| invalid("no weight_map object".into()))?;
+    let mut files: Vec<&str> = map.values().filter_map(|f| f.as_str()).collect();
+    files.sort_unstable();
+    files.dedup();
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut out = BTreeMap::new();
+    for f in files {
+        out.extend(read_safetensors(&dir.join(f))?);
+    }
+    Ok(out)
+}
+
+fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>> {
+    if !path.is_file() {
+        return Err(Error::MissingFile {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> std::result::Result<Vec<f32>, String> {
+    let chunks = |n: usize| bytes.chunks_exact(n);
+    Ok(match dtype {
+        Dtype::F32 => chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => chunks(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => chunks(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
+            .collect(),
+        other => {
+            return Err(format!(
+                "unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"
+            ));
+        }
+    })
+}
+
+/// Keys a Hugging Face checkpoint may carry that are not parameters: the causal-mask buffers
+/// of older `transformers` versions and the tied LM head.
+fn is_ignorable(name: &str) -> bool {
+    name == "lm_head.weight"
+        || (name.starts_with("h.")
+            && (name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")))
+}
+
+/// The parameter names and shapes a config implies, in Hugging Face naming without prefix.
+pub fn expected_shapes(c: &Gpt2Config) -> BTreeMap<String, Vec<usize>> {
+    let (d, m) = (c.n_embd, c.d_mlp());
+    let mut s = BTreeMap::new();
+    s.insert("wte.weight".to_string(), vec![c.vocab_size, d]);
+    s.insert("wpe.weight".to_string(), vec![c.n_positions, d]);
+    for i in 0..c.n_layer {
+        let p = format!("h.{i}.");
+        for (k, shape) in [
+            ("ln_1.weight", vec![d]),
+            ("ln_1.bias", vec![d]),
+            ("attn.c_attn.weight", vec![d, 3 * d]),
+            ("attn.c_attn.bias", vec![3 * d]),
+            ("attn.c_proj.weight", vec![d, d]),
+            ("attn.c_proj.bias", vec![d]),
+            ("ln_2.weight", vec![d]),
+            ("ln_2.bias", vec![d]),
+            ("mlp.c_fc.weight", vec![d, m]),
+            ("mlp.c_fc.bias", vec![m]),
+            ("mlp.c_proj.weight", vec![m, d]),
+            ("mlp.c_proj.bias", vec![d]),
+        ] {
+            s.insert(format!("{p}{k}"), shape);
+        }
+    }
+    s.insert("ln_f.weight".to_string(), vec![d]);
+    s.insert("ln_f.bias".to_string(), vec![d]);
+    s
+}
+
+impl Gpt2 {
+    /// Loads a checkpoint's weights into a model of the given configuration.
+    ///
+    /// Every missing, unexpected or misshaped tensor is listed in the error.
+    pub fn from_safetensors(config: &Gpt2Config, path: &Path, device: &Device) -> Result<Self> {
+        let raw = read_safetensors(path)?;
+        Self::from_raw(config, raw, path, device)
+    }
+
+    /// Builds the model from tensors named as in a Hugging Face checkpoint.
+    pub fn from_raw(
+        config: &Gpt2Config,
+        raw: BTreeMap<String, RawTensor>,
+        path: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let expected = expected_shapes(config);
+        let mut problems = Vec::new();
+        let mut tensors: HashMap<String, RawTensor> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for (name, t) in raw {
+            let key = name
+                .strip_prefix("transformer.")
+                .unwrap_or(&name)
+                .to_string();
+            seen.insert(key.clone());
+            match expected.get(&key) {
+                Some(shape) if *shape != t.shape => problems.push(format!(
+                    "tensor {name} has shape {:?}, expected {shape:?}",
+                    t.shape
+                )),
+                Some(_) => {
+                    if tensors.insert(key.clone(), t).is_some() {
+                        problems.push(format!(
+                            "tensor {key} appears twice (with and without the transformer. prefix)"
+                        ));
+                    }
+                }
+                None if is_ignorable(&key) => {}
+                None => problems.push(format!("unexpected tensor {name} {:?}", t.shape)),
+            }
+        }
+        for name in expected.keys() {
+            if !seen.contains(name) {
+                problems.push(format!("missing tensor {name} {:?}", expected[name]));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::WeightMismatch {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        let mut take = |name: String| tensors.remove(&name).expect("checked above");
+        let t1 = |r: RawTensor| {
+            Param::from_tensor(Tensor::<1>::from_data(
+                TensorData::new(r.data, r.shape),
+                device,
+            ))
+        };
+        let t2 = |r: RawTensor| {
+            Param::from_tensor(Tensor::<2>::from_data(
+                TensorData::new(r.data, r.shape),
+                device,
+            ))
+        };
+        let eps = config.layer_norm_epsilon;
+        let ln = |prefix: &str, take: &mut dyn FnMut(String) -> RawTensor| LayerNorm {
+            gamma: t1(take(format!("{prefix}.weight"))),
+            beta: t1(take(format!("{prefix}.bias"))),
+            epsilon: eps,
+        };
+        let linear = |prefix: &str, take: &mut dyn FnMut(String) -> RawTensor| Linear {
+            weight: t2(take(format!("{prefix}.weight"))),
+            bias: Some(t1(take(format!("{prefix}.bias")))),
+        };
+        let mut blocks = Vec::with_capacity(config.n_layer);
+        for layer in 0..config.n_layer {
+            let p = format!("h.{layer}");
+            blocks.push(Block {
+                ln_1: ln(&format!("{p}.ln_1"), &mut take),
+                attn: Attention {
+                    c_attn: linear(&format!("{p}.attn.c_attn"), &mut take),
+                    c_proj: linear(&format!("{p}.attn.c_proj"), &mut take),
+                    n_head: config.n_head,
+                    scale: attention_scale(config, layer),
+                },
+                ln_2: ln(&format!("{p}.ln_2"), &mut take),
+                mlp: Mlp {
+                    c_fc: linear(&format!("{p}.mlp.c_fc"), &mut take),
+                    c_proj: linear(&format!("{p}.mlp.c_proj"), &mut take),
+                    activation: config.activation,
+                },
+                layer,
+            });
+        }
+        Ok(Gpt2 {
+            wte: t2(take("wte.weight".into())),
+            wpe: t2(take("wpe.weight".into())),
+            blocks,
+            ln_f: ln("ln_f", &mut take),
+            config: config.clone(),
+        })
+    }
+
+    /// The weights as Hugging Face names them (with the `transformer.` prefix) and their values.
+    pub fn to_raw(&self) -> BTreeMap<String, RawTensor> {
+        fn raw<const D: usize>(t: Tensor<D>) -> RawTensor {
+            let shape = t.dims().to_vec();
+            let data = t
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 data");
+            RawTensor { shape, data }
+        }
+        let mut out = BTreeMap::new();
+        let mut put = |name: String, t: RawTensor| {
+            out.insert(format!("transformer.{name}"), t);
+        };
+        put("wte.weight".into(), raw(self.wte.val()));
+        put("wpe.weight".into(), raw(self.wpe.val()));
+        let lin = |l: &Linear| {
+            (
+                raw(l.weight.val()),
+                raw(l.bias.as_ref().expect("GPT-2 linears have biases").val()),
+            )
+        };
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("h.{i}");
+            put(format!("{p}.ln_1.weight"), raw(b.ln_1.gamma.val()));
+            put(format!("{p}.ln_1.bias"), raw(b.ln_1.beta.val()));
+            put(format!("{p}.ln_2.weight"), raw(b.ln_2.gamma.val()));
+            put(format!("{p}.ln_2.bias"), raw(b.ln_2.beta.val()));
+            for (name, l) in [
+                ("attn.c_attn", &b.attn.c_attn),
+                ("attn.c_proj", &b.attn.c_proj),
+                ("mlp.c_fc", &b.mlp.c_fc),
+                ("mlp.c_proj", &b.mlp.c_proj),
+            ] {
+                let (w, bias) = lin(l);
+                put(format!("{p}.{name}.weight"), w);
+                put(format!("{p}.{name}.bias"), bias);
+            }
+        }
+        put("ln_f.weight".into(), raw(self.ln_f.gamma.val()));
+        put("ln_f.bias".into(), raw(self.ln_f.beta.val()));
+        out
+    }
+
+    /// Writes the weights as `model.safetensors` in Hugging Face naming (f32).
+    pub fn save_safetensors(&self, path: &Path) -> Result<()> {
+        write_safetensors(&self.to_raw(), path)
+    }
+
+    /// Number of scalar parameters (the tied LM head counted once).
+    pub fn num_params(&self) -> usize {
+        burn::module::Module::num_params(self)
+    }
+}
+
+/// Writes f32 tensors to a safetensors file.
+pub fn write_safetensors(tensors: &BTreeMap<String, RawTensor>, path: &Path) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let b: Vec<u8> = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (n.clone(), b, t.shape.clone())
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, b, s)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                    .expect("consistent sizes"),
+            )
+        })
+        .collect();
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| Error::InvalidWeights {
+        path: PathBuf::from(path),
+        message: e.to_string(),
+    })
+}
