@@ -304,6 +304,36 @@ impl Gpt2 {
         self.forward(batch, None, &mut NoHooks)
     }
 
+    /// Next-token cross-entropy of a batch under the model (padding excluded; see
+    /// [`burnlens_metrics::next_token_loss`]).
+    ///
+    /// # Errors
+    /// As [`Gpt2::forward`]; a batch of one-token sequences has no next token to predict.
+    pub fn loss(&self, batch: &TokenBatch) -> Result<burnlens_metrics::NextTokenLoss> {
+        if batch.seq_len() < 2 {
+            return Err(Error::Shape(
+                "the loss needs sequences of at least 2 tokens".into(),
+            ));
+        }
+        let logits = self.forward(batch, None, &mut NoHooks)?;
+        let device = self.device();
+        let shape = [batch.batch_size(), batch.seq_len()];
+        let tokens = int_tensor(
+            batch.ids().iter().map(|&i| i as i64).collect(),
+            shape,
+            &device,
+        );
+        let mask = batch.has_padding().then(|| {
+            let m: Vec<f32> = batch
+                .mask()
+                .iter()
+                .map(|&r| if r { 1.0 } else { 0.0 })
+                .collect();
+            Tensor::<2>::from_data(TensorData::new(m, shape), &device)
+        });
+        Ok(burnlens_metrics::next_token_loss(logits, tokens, mask))
+    }
+
     /// The forward pass: the one implementation that logits, caching, generation, hooks,
     /// patching and tracing all go through.
     ///

@@ -308,6 +308,19 @@ impl Gpt2 {
         write_safetensors(&self.to_raw(), path)
     }
 
+    /// Writes `config.json` and `model.safetensors` into `dir` (created if needed), in the
+    /// Hugging Face layout that `transformers` and [`crate::load`] read.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let cfg = dir.join("config.json");
+        std::fs::write(&cfg, self.config.to_hf_json())
+            .map_err(|source| Error::Io { path: cfg, source })?;
+        self.save_safetensors(&dir.join("model.safetensors"))
+    }
+
     /// Number of scalar parameters (the tied LM head counted once).
     pub fn num_params(&self) -> usize {
         burn::module::Module::num_params(self)

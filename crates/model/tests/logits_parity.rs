@@ -178,3 +178,62 @@ fn kv_cache_with_left_padding_continues_each_row_at_its_own_position() {
         assert!(diff <= TOL, "row {row}: {diff}");
     }
 }
+
+#[test]
+fn losses_and_perplexity_match_transformers() {
+    let r = reference();
+    let prompts = r["prompts"].as_array().unwrap();
+    for (kind, device) in devices() {
+        let lm = load(tiny_dir().to_str().unwrap(), &device).unwrap();
+        for p in prompts {
+            let loss = lm
+                .model
+                .loss(&TokenBatch::single(&ids(&p["ids"])).unwrap())
+                .unwrap();
+            let mean: f32 = loss.mean().into_scalar();
+            let ppl = to_vec(loss.perplexity())[0];
+            let per_tok = to_vec(loss.per_token.clone());
+            assert!(
+                (mean - p["loss"].as_f64().unwrap() as f32).abs() <= TOL,
+                "{kind}: loss {mean}"
+            );
+            // Perplexity is exp(loss) ~ 1e3 here: compare relative to its size.
+            let want_ppl = p["perplexity"].as_f64().unwrap() as f32;
+            assert!(
+                ((ppl - want_ppl) / want_ppl).abs() <= TOL,
+                "{kind}: ppl {ppl} vs {want_ppl}"
+            );
+            let d = max_abs_diff(&per_tok, &floats(&p["per_token_loss"]));
+            assert!(d <= TOL, "{kind}: per-token loss diff {d}");
+        }
+        // Right padding: transformers' labels=-100 convention gives the same numbers.
+        let seqs: Vec<Vec<u32>> = (0..3).map(|i| ids(&prompts[i]["ids"])).collect();
+        let batch = TokenBatch::padded(&seqs, 0, PaddingSide::Right).unwrap();
+        let loss = lm.model.loss(&batch).unwrap();
+        let want = &r["batch"]["right"];
+        let mean: f32 = loss.mean().into_scalar();
+        assert!(
+            (mean - want["mean_loss"].as_f64().unwrap() as f32).abs() <= TOL,
+            "{kind}: batch loss {mean}"
+        );
+        let ppl = to_vec(loss.perplexity());
+        for (got, want) in ppl.iter().zip(floats(&want["sequence_perplexity"])) {
+            assert!(
+                ((got - want) / want).abs() <= TOL,
+                "{kind}: {got} vs {want}"
+            );
+        }
+        // Left padding: each row's losses equal its unpadded losses.
+        let batch = TokenBatch::padded(&seqs, 0, PaddingSide::Left).unwrap();
+        let loss = lm.model.loss(&batch).unwrap();
+        let seq_loss = to_vec(loss.per_sequence());
+        for (row, p) in prompts.iter().take(3).enumerate() {
+            let want = p["loss"].as_f64().unwrap() as f32;
+            assert!(
+                (seq_loss[row] - want).abs() <= TOL,
+                "{kind}: left row {row}: {} vs {want}",
+                seq_loss[row]
+            );
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Checkpoint layouts and bad input: every loading path on local directories, every error
+//! named, no panic.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::Device;
+use burnlens_model::weights::{RawTensor, read_safetensors, write_safetensors};
+use burnlens_model::{Error, GenerationConfig, Gpt2Config, TokenBatch, load};
+use common::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn tiny_copy() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    copy_dir(&tiny_dir(), d.path());
+    d
+}
+
+fn err_of(dir: &Path) -> String {
+    load(dir.to_str().unwrap(), &Device::flex())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn gpt2_small_shaped_random_checkpoint_loads_with_124m_params() {
+    let dev = Device::flex();
+    dev.seed(0);
+    let model = Gpt2Config::gpt2_small().init(&dev);
+    let dir = tempfile::tempdir().unwrap();
+    model.save_pretrained(dir.path()).unwrap();
+    for f in ["vocab.json", "merges.txt"] {
+        std::fs::copy(root().join("fixtures/gpt2-bpe").join(f), dir.path().join(f)).unwrap();
+    }
+    drop(model);
+    let lm = load(dir.path().to_str().unwrap(), &dev).unwrap();
+    assert_eq!(lm.model.num_params(), 124_439_808);
+    assert_eq!(lm.model.config.num_params(), 124_439_808);
+    let ids = lm.tokenizer.encode("Hello, world!", false).unwrap();
+    let logits = lm.model.logits(&TokenBatch::single(&ids).unwrap()).unwrap();
+    assert_eq!(logits.dims(), [1, 4, 50257]);
+}
+
+/// The published layouts of the GPT-2 family: parameter counts from the config, and a
+/// narrow copy of each (same depth, head count and key names, small width) loads from a
+/// hub-style file (no `transformer.` prefix, with the old `attn.bias` mask buffers).
+#[test]
+fn every_gpt2_family_layout_loads() {
+    let family = [
+        ("gpt2", 12, 12, 768, 124_439_808usize),
+        ("gpt2-medium", 24, 16, 1024, 354_823_168),
+        ("gpt2-large", 36, 20, 1280, 774_030_080),
+        ("gpt2-xl", 48, 25, 1600, 1_557_611_200),
+        ("distilgpt2", 6, 12, 768, 81_912_576),
+    ];
+    let dev = Device::flex();
+    for (name, n_layer, n_head, n_embd, params) in family {
+        let json = format!(
+            r#"{{"model_type": "gpt2", "activation_function": "gelu_new", "n_layer": {n_layer}, "n_head": {n_head},
+               "n_embd": {n_embd}, "n_positions": 1024, "n_ctx": 1024, "vocab_size": 50257,
+               "layer_norm_epsilon": 1e-5, "bos_token_id": 50256, "eos_token_id": 50256}}"#
+        );
+        let cfg = Gpt2Config::from_hf_json(&json).unwrap();
+        assert_eq!(cfg.num_params(), params, "{name}");
+        // Narrow copy: d_head 2, the tiny tokenizer's vocabulary, context 32.
+        let narrow = Gpt2Config::new(n_layer, n_head, 2 * n_head, 641, 32);
+        let model = narrow.init(&dev);
+        let mut raw: BTreeMap<String, RawTensor> = model
+            .to_raw()
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches("transformer.").to_string(), v))
+            .collect();
+        for l in 0..n_layer {
+            raw.insert(
+                format!("h.{l}.attn.bias"),
+                RawTensor {
+                    shape: vec![1, 1, 32, 32],
+                    data: vec![1.0; 1024],
+                },
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), narrow.to_hf_json()).unwrap();
+        write_safetensors(&raw, &dir.path().join("model.safetensors")).unwrap();
+        std::fs::copy(
+            tiny_dir().join("tokenizer.json"),
+            dir.path().join("tokenizer.json"),
+        )
+        .unwrap();
+        let lm = load(dir.path().to_str().unwrap(), &dev).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(lm.model.blocks.len(), n_layer);
+        let a = to_vec(
+            model
+                .logits(&TokenBatch::single(&[1, 2, 3]).unwrap())
+                .unwrap(),
+        );
+        let b = to_vec(
+            lm.model
+                .logits(&TokenBatch::single(&[1, 2, 3]).unwrap())
+                .unwrap(),
+        );
+        assert!(
+            max_abs_diff(&a, &b) == 0.0,
+            "{name}: reloaded weights differ"
+        );
+    }
+}
+
+#[test]
+fn half_precision_checkpoints_are_upcast() {
+    // Rewrite the tiny fixture's weights as f16 and bf16; logits stay within the rounding error.
+    let raw = read_safetensors(&tiny_dir().join("model.safetensors")).unwrap();
+    let dev = Device::flex();
+    let base = load(tiny_dir().to_str().unwrap(), &dev).unwrap();
+    let ids = [5u32, 17, 33, 2];
+    let want = to_vec(
+        base.model
+            .logits(&TokenBatch::single(&ids).unwrap())
+            .unwrap(),
+    );
+    for dtype in [safetensors::Dtype::F16, safetensors::Dtype::BF16] {
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = raw
+            .iter()
+            .map(|(n, t)| {
+                let b: Vec<u8> = match dtype {
+                    safetensors::Dtype::F16 => t
+                        .data
+                        .iter()
+                        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                        .collect(),
+                    _ => t
+                        .data
+                        .iter()
+                        .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                        .collect(),
+                };
+                (n.clone(), b, t.shape.clone())
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+            .iter()
+            .map(|(n, b, s)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        let dir = tiny_copy();
+        safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+        let lm = load(dir.path().to_str().unwrap(), &dev).unwrap();
+        let got = to_vec(lm.model.logits(&TokenBatch::single(&ids).unwrap()).unwrap());
+        let d = max_abs_diff(&got, &want);
+        assert!(d > 0.0 && d < 0.5, "{dtype:?}: {d}");
+    }
+}
+
+#[test]
+fn missing_files_are_named() {
+    for (file, what) in [
+        ("config.json", "config.json"),
+        ("model.safetensors", "model.safetensors"),
+        ("tokenizer.json", "tokenizer"),
+    ] {
+        let d = tiny_copy();
+        std::fs::remove_file(d.path().join(file)).unwrap();
+        let err = err_of(d.path());
+        assert!(
+            err.contains("missing file") && err.contains(what),
+            "{file}: {err}"
+        );
+    }
+    let err = err_of(Path::new("/definitely/not/here"));
+    assert!(err.contains("/definitely/not/here"), "{err}");
+}
+
+#[test]
+fn truncated_safetensors_is_an_error() {
+    let d = tiny_copy();
+    let p = d.path().join("model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    for cut in [bytes.len() - 100, 1000, 4] {
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let err = err_of(d.path());
+        assert!(
+            err.contains("invalid safetensors") && err.contains("model.safetensors"),
+            "cut {cut}: {err}"
+        );
+    }
+}
+
+#[test]
+fn wrong_missing_and_unexpected_tensors_are_all_named() {
+    let mut raw = read_safetensors(&tiny_dir().join("model.safetensors")).unwrap();
+    raw.get_mut("transformer.h.1.mlp.c_fc.weight")
+        .unwrap()
+        .shape = vec![256, 64];
+    raw.remove("transformer.ln_f.bias");
+    raw.insert(
+        "transformer.h.0.attn.q_proj.weight".into(),
+        RawTensor {
+            shape: vec![1],
+            data: vec![0.0],
+        },
+    );
+    let d = tiny_copy();
+    write_safetensors(&raw, &d.path().join("model.safetensors")).unwrap();
+    let err = err_of(d.path());
+    for needle in [
+        "h.1.mlp.c_fc.weight has shape [256, 64], expected [64, 256]",
+        "missing tensor ln_f.bias",
+        "unexpected tensor transformer.h.0.attn.q_proj.weight",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+}
+
+#[test]
+fn unsupported_config_value_is_named() {
+    let d = tiny_copy();
+    let p = d.path().join("config.json");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("gelu_new", "silu");
+    std::fs::write(&p, text).unwrap();
+    let err = err_of(d.path());
+    assert!(
+        err.contains("activation_function") && err.contains("silu"),
+        "{err}"
+    );
+}
+
+#[test]
+fn prompts_longer_than_the_context_and_empty_prompts_are_errors() {
+    let lm = load(tiny_dir().to_str().unwrap(), &Device::flex()).unwrap();
+    let long = vec![5u32; 129];
+    match lm.model.logits(&TokenBatch::single(&long).unwrap()) {
+        Err(Error::TooLong {
+            len: 129,
+            n_positions: 128,
+        }) => {}
+        other => panic!("expected TooLong, got {other:?}"),
+    }
+    assert!(matches!(
+        lm.model.generate(&[5; 120], &GenerationConfig::default()),
+        Err(Error::TooLong { .. })
+    ));
+    assert!(matches!(
+        lm.tokenizer.encode("", false),
+        Err(Error::EmptyPrompt)
+    ));
+    assert!(matches!(TokenBatch::single(&[]), Err(Error::EmptyPrompt)));
+    let err = lm
+        .model
+        .logits(&TokenBatch::single(&[5, 9999]).unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::TokenOutOfRange { id: 9999, .. }),
+        "{err}"
+    );
+}
