@@ -1,1 +1,287 @@
-fn main() {}
+//! `cargo xtask`: burnlens's command line — generation, logits dumps, fixtures.
+
+mod npy;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burnlens_model::generate::EarlyStopping;
+use burnlens_model::{
+    BackendKind, GenerationConfig, Gpt2Config, Gpt2Tokenizer, Strategy, TokenBatch, load,
+};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "burnlens: mechanistic interpretability of GPT-2 in Rust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Continue a prompt (greedy, sampling or beam search).
+    Generate(GenerateArgs),
+    /// Write a prompt's token ids, string tokens, top-k predictions (JSON) and full logits (.npy).
+    Logits(LogitsArgs),
+    /// Regenerate the fixtures that Rust makes.
+    Fixtures(FixturesArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A local directory in Hugging Face layout, or a hub id (needs `--features hub`).
+    #[arg(long, default_value = "fixtures/tiny-gpt2")]
+    model: String,
+    /// Backend: ndarray, flex or wgpu.
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Prepend <|endoftext|> as BOS (TransformerLens's default; transformers' is not to).
+    #[arg(long)]
+    prepend_bos: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 20)]
+    max_new_tokens: usize,
+    /// Sample instead of greedy decoding.
+    #[arg(long)]
+    sample: bool,
+    /// Sampling temperature (implies --sample).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Keep the k most probable tokens when sampling (implies --sample).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling mass (implies --sample).
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Beam search with this many beams.
+    #[arg(long)]
+    num_beams: Option<usize>,
+    /// Beam search early stopping: true, false or never.
+    #[arg(long, default_value = "false")]
+    early_stopping: String,
+    /// Beam search length penalty.
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f32,
+    /// Number of sequences to return.
+    #[arg(long, default_value_t = 1)]
+    num_return_sequences: usize,
+    /// Lower each token's logit by this times its count among the generated tokens.
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Do not stop at <|endoftext|>.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Output path stem: writes STEM.json and STEM.npy ([pos, vocab] float32).
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of top predictions at the last position.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+}
+
+#[derive(Args)]
+struct FixturesArgs {
+    /// Write a random-weight checkpoint with GPT-2 small's shapes (HF layout) into DIR.
+    /// Used by loading tests and benchmarks; never committed.
+    #[arg(long, value_name = "DIR")]
+    gpt2_small_random: Option<PathBuf>,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn main() -> Result<()> {
+    // Cargo runs xtask from the workspace root; make relative fixture paths work from anywhere.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if std::env::current_dir().is_ok_and(|d| !d.join("fixtures").is_dir()) {
+        std::env::set_current_dir(&root).context("changing to the workspace root")?;
+    }
+    match Cli::parse().command {
+        Command::Generate(a) => generate(a),
+        Command::Logits(a) => logits(a),
+        Command::Fixtures(a) => fixtures(a),
+    }
+}
+
+fn open(args: &ModelArgs) -> Result<(burnlens_model::LoadedModel, BackendKind)> {
+    let backend: BackendKind = args.backend.parse()?;
+    let device = backend.device()?;
+    let t = Instant::now();
+    let lm = load(&args.model, &device).with_context(|| format!("loading model {}", args.model))?;
+    eprintln!(
+        "loaded {} ({} layers, d_model {}, {} parameters) on {backend} in {:.2?}",
+        lm.dir.display(),
+        lm.model.config.n_layer,
+        lm.model.config.n_embd,
+        lm.model.num_params(),
+        t.elapsed()
+    );
+    Ok((lm, backend))
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let (lm, _) = open(&a.model)?;
+    let prompt = lm.tokenizer.encode(&a.prompt, a.model.prepend_bos)?;
+    let strategy = if let Some(num_beams) = a.num_beams {
+        let early_stopping = match a.early_stopping.as_str() {
+            "true" => EarlyStopping::True,
+            "false" => EarlyStopping::False,
+            "never" => EarlyStopping::Never,
+            other => bail!("--early-stopping must be true, false or never, got {other:?}"),
+        };
+        Strategy::Beam {
+            num_beams,
+            early_stopping,
+            length_penalty: a.length_penalty,
+        }
+    } else if a.sample || a.temperature.is_some() || a.top_k.is_some() || a.top_p.is_some() {
+        Strategy::Sample {
+            temperature: a.temperature.unwrap_or(1.0),
+            top_k: a.top_k,
+            top_p: a.top_p,
+        }
+    } else {
+        Strategy::Greedy
+    };
+    let cfg = GenerationConfig {
+        max_new_tokens: a.max_new_tokens,
+        strategy,
+        num_return_sequences: a.num_return_sequences,
+        frequency_penalty: a.frequency_penalty,
+        eos_token_id: if a.ignore_eos {
+            None
+        } else {
+            lm.model.config.eos_token_id.or(lm.tokenizer.endoftext_id())
+        },
+        seed: a.seed,
+    };
+    let spinner = ProgressBar::new_spinner()
+        .with_message(format!("generating up to {} tokens", a.max_new_tokens));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let t = Instant::now();
+    let out = lm.model.generate(&prompt, &cfg)?;
+    spinner.finish_and_clear();
+    eprintln!("generated in {:.2?}", t.elapsed());
+    for (i, g) in out.iter().enumerate() {
+        let text = lm.tokenizer.decode(&g.tokens)?;
+        println!(
+            "[{i}] score {:.4}{}",
+            g.score,
+            if g.finished { " (eos)" } else { "" }
+        );
+        println!("{}{}", a.prompt, text);
+    }
+    Ok(())
+}
+
+fn logits(a: LogitsArgs) -> Result<()> {
+    let (lm, backend) = open(&a.model)?;
+    let ids = lm.tokenizer.encode(&a.prompt, a.model.prepend_bos)?;
+    let logits = lm.model.logits(&TokenBatch::single(&ids)?)?;
+    let [_, t, v] = logits.dims();
+    let data: Vec<f32> = logits
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let last = &data[(t - 1) * v..];
+    let max = last.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f32 = last.iter().map(|x| (x - max).exp()).sum();
+    let mut order: Vec<usize> = (0..v).collect();
+    order.sort_by(|&x, &y| last[y].total_cmp(&last[x]));
+    let top: Vec<serde_json::Value> = order
+        .iter()
+        .take(a.top_k)
+        .map(|&i| {
+            Ok(serde_json::json!({
+                "id": i,
+                "token": lm.tokenizer.str_tokens(&[i as u32])?[0],
+                "logit": last[i],
+                "prob": (last[i] - max).exp() / z,
+            }))
+        })
+        .collect::<Result<_>>()?;
+    if let Some(parent) = a.out.parent() {
+        std::fs::create_dir_all(parent).ok();
+    }
+    let npy = a.out.with_extension("npy");
+    npy::write_f32(&npy, &[t, v], &data)?;
+    let json = serde_json::json!({
+        "model": lm.dir,
+        "backend": backend.name(),
+        "prompt": a.prompt,
+        "prepend_bos": a.model.prepend_bos,
+        "token_ids": ids,
+        "str_tokens": lm.tokenizer.str_tokens(&ids)?,
+        "top_k_last_position": top,
+        "logits_npy": npy,
+        "logits_shape": [t, v],
+    });
+    let json_path = a.out.with_extension("json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("wrote {} and {}", json_path.display(), npy.display());
+    for entry in json["top_k_last_position"].as_array().into_iter().flatten() {
+        println!(
+            "{:>8.4}  {:?}",
+            entry["prob"].as_f64().unwrap_or(0.0),
+            entry["token"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn fixtures(a: FixturesArgs) -> Result<()> {
+    let Some(dir) = a.gpt2_small_random else {
+        bail!("nothing to do: pass --gpt2-small-random DIR");
+    };
+    let bar =
+        ProgressBar::new(3).with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")?);
+    bar.set_message("initialising GPT-2 small (random weights)");
+    let device = BackendKind::Flex.device()?;
+    device.seed(a.seed);
+    let model = Gpt2Config::gpt2_small().init(&device);
+    bar.inc(1);
+    bar.set_message("writing config.json and model.safetensors");
+    model.save_pretrained(&dir)?;
+    bar.inc(1);
+    bar.set_message("writing the GPT-2 tokenizer");
+    let bpe = Path::new("fixtures/gpt2-bpe");
+    for f in ["vocab.json", "merges.txt"] {
+        std::fs::copy(bpe.join(f), dir.join(f)).with_context(|| format!("copying {f}"))?;
+    }
+    Gpt2Tokenizer::from_dir(bpe)?.save(&dir.join("tokenizer.json"))?;
+    bar.finish_with_message(format!(
+        "wrote {} ({} parameters)",
+        dir.display(),
+        model.num_params()
+    ));
+    Ok(())
+}
