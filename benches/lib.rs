@@ -1,1 +1,38 @@
-//! Benchmarks.
+//! Shared set-up for burnlens's criterion benchmarks (see `forward.rs`).
+
+use burnlens_model::{BackendKind, Gpt2, Gpt2Config, TokenBatch};
+
+/// The backends to benchmark: ndarray and flex always; wgpu only when
+/// `BURNLENS_BENCH_WGPU=1` (on lavapipe a GPT-2-small forward takes seconds).
+pub fn backends() -> Vec<BackendKind> {
+    let mut v = vec![BackendKind::NdArray, BackendKind::Flex];
+    if std::env::var("BURNLENS_BENCH_WGPU").is_ok_and(|x| x == "1") {
+        v.push(BackendKind::Wgpu);
+    }
+    v
+}
+
+/// A GPT-2-small-shaped model with seeded random weights on `backend`.
+pub fn gpt2_small(backend: BackendKind) -> Gpt2 {
+    let device = backend.device().expect("backend device");
+    device.seed(0);
+    Gpt2Config::gpt2_small().init(&device)
+}
+
+/// A `[batch, len]` batch of pseudo-random token ids below 50257.
+pub fn batch(batch: usize, len: usize) -> TokenBatch {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let rows = (0..batch)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % 50257) as u32
+                })
+                .collect()
+        })
+        .collect();
+    TokenBatch::new(rows, None).expect("rectangular batch")
+}

@@ -209,7 +209,7 @@ fn logits(a: LogitsArgs) -> Result<()> {
     let data: Vec<f32> = logits
         .into_data()
         .convert::<f32>()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let last = &data[(t - 1) * v..];
     let max = last.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -116,7 +116,7 @@ impl Gpt2Config {
         if self.n_layer == 0 {
             return bad("n_layer", 0, "at least 1");
         }
-        if self.n_head == 0 || self.n_embd % self.n_head != 0 {
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             return bad("n_head", self.n_head, "a positive divisor of n_embd");
         }
         if self.vocab_size == 0 {
@@ -128,7 +128,7 @@ impl Gpt2Config {
         if self.n_inner == Some(0) {
             return bad("n_inner", 0, "positive, or null for 4 * n_embd");
         }
-        if !(self.layer_norm_epsilon > 0.0) {
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return Err(Error::UnsupportedConfig {
                 key: "layer_norm_epsilon",
                 value: self.layer_norm_epsilon.to_string(),

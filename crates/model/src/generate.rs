@@ -132,13 +132,13 @@ impl Gpt2 {
                 top_k,
                 top_p,
             } => {
-                if !(*temperature > 0.0) || !temperature.is_finite() {
+                if !temperature.is_finite() || *temperature <= 0.0 {
                     return Err(Error::InvalidOption(format!(
                         "temperature must be positive, got {temperature}"
                     )));
                 }
                 if let Some(p) = top_p
-                    && !(*p > 0.0 && *p <= 1.0)
+                    && (p.is_nan() || *p <= 0.0 || *p > 1.0)
                 {
                     return Err(Error::InvalidOption(format!(
                         "top_p must be in (0, 1], got {p}"

@@ -249,8 +249,10 @@ impl Gpt2 {
                 layer,
             });
         }
+        let wte = t2(take("wte.weight".into()));
         Ok(Gpt2 {
-            wte: t2(take("wte.weight".into())),
+            w_u: crate::model::unembedding(&wte.val()),
+            wte,
             wpe: t2(take("wpe.weight".into())),
             blocks,
             ln_f: ln("ln_f", &mut take),
@@ -321,9 +323,11 @@ impl Gpt2 {
         self.save_safetensors(&dir.join("model.safetensors"))
     }
 
-    /// Number of scalar parameters (the tied LM head counted once).
+    /// Number of scalar parameters, the tied LM head (`w_u`, a copy of `wte`) counted once as
+    /// Hugging Face counts it.
     pub fn num_params(&self) -> usize {
-        burn::module::Module::num_params(self)
+        // `w_u` is the tied LM head: count it once, with `wte`.
+        burn::module::Module::num_params(self) - self.w_u.val().shape().num_elements()
     }
 }
 

@@ -199,9 +199,9 @@ proptest! {
         let kept = filtered_candidates(&logits, temp, Some(k), Some(p));
         prop_assert!(!kept.is_empty());
         let min_kept = kept.iter().map(|&i| logits[i]).fold(f32::INFINITY, f32::min);
-        for i in 0..logits.len() {
+        for (i, &l) in logits.iter().enumerate() {
             if !kept.contains(&i) {
-                prop_assert!(logits[i] <= min_kept);
+                prop_assert!(l <= min_kept);
             }
         }
         let topk = filtered_candidates(&logits, temp, Some(k), None);
