@@ -114,13 +114,17 @@ mod hub {
     /// Downloads (or finds in the standard HF cache) the files of `id`. Honours `HF_HOME`
     /// and `HF_HUB_CACHE`; with `HF_HUB_OFFLINE=1` only the cache is consulted.
     pub(super) fn fetch(id: &str) -> Result<PathBuf> {
+        let offline = std::env::var("HF_HUB_OFFLINE")
+            .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        fetch_with(id, hf_hub::Cache::from_env(), offline)
+    }
+
+    /// [`fetch`] with an explicit cache and offline flag.
+    pub(super) fn fetch_with(id: &str, cache: hf_hub::Cache, offline: bool) -> Result<PathBuf> {
         let err = |message: String| Error::Hub {
             id: id.to_string(),
             message,
         };
-        let offline = std::env::var("HF_HUB_OFFLINE")
-            .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-        let cache = hf_hub::Cache::from_env();
         let get = |file: &str| -> std::result::Result<PathBuf, String> {
             if offline {
                 cache.model(id.to_string()).get(file).ok_or_else(|| {
@@ -190,6 +194,32 @@ mod tests {
             ModelSource::parse(tmp.to_str().unwrap()),
             ModelSource::Dir(tmp)
         );
+    }
+
+    /// A hub id resolves, offline, from the standard HF cache layout
+    /// (`models--org--name/refs/main` → `snapshots/<rev>/…`), and loads.
+    #[cfg(feature = "hub")]
+    #[test]
+    fn hub_id_resolves_offline_from_the_hf_cache() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = root.path().join("models--burnlens--tiny-gpt2");
+        let snap = repo.join("snapshots/0123abcd");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-gpt2");
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(fixture.join(f), snap.join(f)).unwrap();
+        }
+        let cache = hf_hub::Cache::new(root.path().to_path_buf());
+        let dir = hub::fetch_with("burnlens/tiny-gpt2", cache.clone(), true).unwrap();
+        assert_eq!(dir, snap);
+        let lm = load_from(&ModelSource::Dir(dir), &Device::flex()).unwrap();
+        assert_eq!(lm.model.config.n_layer, 2);
+        let err = hub::fetch_with("burnlens/absent", cache, true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
     }
 
     #[cfg(not(feature = "hub"))]
