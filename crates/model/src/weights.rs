@@ -333,27 +333,50 @@ impl Gpt2 {
 
 /// Writes f32 tensors to a safetensors file.
 pub fn write_safetensors(tensors: &BTreeMap<String, RawTensor>, path: &Path) -> Result<()> {
+    write_safetensors_as(tensors, path, Dtype::F32)
+}
+
+/// Writes tensors to a safetensors file, stored as `dtype` (F32, F16 or BF16).
+pub fn write_safetensors_as(
+    tensors: &BTreeMap<String, RawTensor>,
+    path: &Path,
+    dtype: Dtype,
+) -> Result<()> {
+    let invalid = |message: String| Error::InvalidWeights {
+        path: PathBuf::from(path),
+        message,
+    };
+    let encode = |x: &f32| -> Vec<u8> {
+        match dtype {
+            Dtype::F16 => half::f16::from_f32(*x).to_le_bytes().to_vec(),
+            Dtype::BF16 => half::bf16::from_f32(*x).to_le_bytes().to_vec(),
+            _ => x.to_le_bytes().to_vec(),
+        }
+    };
+    if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+        return Err(invalid(format!(
+            "cannot write dtype {dtype:?}: expected F32, F16 or BF16"
+        )));
+    }
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(n, t)| {
-            let b: Vec<u8> = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (n.clone(), b, t.shape.clone())
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(n, b, s)| {
             (
                 n.clone(),
-                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
-                    .expect("consistent sizes"),
+                t.data.iter().flat_map(encode).collect(),
+                t.shape.clone(),
             )
         })
         .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, b, s)| {
+            safetensors::tensor::TensorView::new(dtype, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| invalid(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| Error::InvalidWeights {
-        path: PathBuf::from(path),
-        message: e.to_string(),
-    })
+    safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| invalid(e.to_string()))
 }

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::Device;
-use burnlens_model::weights::{RawTensor, read_safetensors, write_safetensors};
+use burnlens_model::weights::{
+    RawTensor, read_safetensors, write_safetensors, write_safetensors_as,
+};
 use burnlens_model::{Error, GenerationConfig, Gpt2Config, TokenBatch, load};
 use common::*;
 
@@ -128,35 +130,8 @@ fn half_precision_checkpoints_are_upcast() {
             .unwrap(),
     );
     for dtype in [safetensors::Dtype::F16, safetensors::Dtype::BF16] {
-        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = raw
-            .iter()
-            .map(|(n, t)| {
-                let b: Vec<u8> = match dtype {
-                    safetensors::Dtype::F16 => t
-                        .data
-                        .iter()
-                        .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-                        .collect(),
-                    _ => t
-                        .data
-                        .iter()
-                        .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-                        .collect(),
-                };
-                (n.clone(), b, t.shape.clone())
-            })
-            .collect();
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-            .iter()
-            .map(|(n, b, s)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
-                )
-            })
-            .collect();
         let dir = tiny_copy();
-        safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+        write_safetensors_as(&raw, &dir.path().join("model.safetensors"), dtype).unwrap();
         let lm = load(dir.path().to_str().unwrap(), &dev).unwrap();
         let got = to_vec(lm.model.logits(&TokenBatch::single(&ids).unwrap()).unwrap());
         let d = max_abs_diff(&got, &want);
