@@ -15,10 +15,16 @@ use crate::error::{Error, Result};
 
 /// A place in the forward pass where an activation can be read or replaced.
 ///
-/// `Display` and `FromStr` use TransformerLens's names, e.g. `blocks.3.attn.hook_pattern`.
+/// `Display` and `FromStr` use TransformerLens's names, e.g. `blocks.3.attn.hook_pattern`;
+/// [`HookPoint::from_kind`] takes TransformerLens's `(kind, layer)` shorthand (`("resid_pre", 3)`).
 /// Shapes follow TransformerLens: `[batch, pos, d_model]` for residual-stream points,
 /// `[batch, pos, n_heads, d_head]` for `hook_q/k/v/z`, `[batch, n_heads, query_pos, key_pos]`
 /// for `hook_attn_scores`/`hook_pattern`, `[batch, pos, 1]` for the LayerNorm scales.
+///
+/// The first 21 kinds are TransformerLens's default hook points for GPT-2 ([`HookPoint::all`]).
+/// The last six ([`HookPoint::on_request`]) are the ones TransformerLens computes only when a flag
+/// asks (`use_attn_result`, `use_attn_in`, `use_split_qkv_input`, `use_hook_mlp_in`); burnlens
+/// computes them only when a hook set is active on them, so they cost nothing otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HookPoint {
     /// `hook_embed`: token embeddings `[batch, pos, d_model]`.
@@ -27,6 +33,17 @@ pub enum HookPoint {
     PosEmbed,
     /// `blocks.{l}.hook_resid_pre`.
     ResidPre(usize),
+    /// `blocks.{l}.hook_attn_in` (on request): the block input repeated per head,
+    /// `[batch, pos, n_heads, d_model]`. While active, `ln1` runs per head (its hooks then have
+    /// rank 4 and fire once each for the query, key and value inputs, as in TransformerLens).
+    AttnIn(usize),
+    /// `blocks.{l}.hook_q_input` (on request): the query input per head,
+    /// `[batch, pos, n_heads, d_model]`, taken from `hook_attn_in`'s value.
+    QInput(usize),
+    /// `blocks.{l}.hook_k_input` (on request): the key input per head.
+    KInput(usize),
+    /// `blocks.{l}.hook_v_input` (on request): the value input per head.
+    VInput(usize),
     /// `blocks.{l}.ln1.hook_scale`: `sqrt(var + eps)`, `[batch, pos, 1]`.
     Ln1Scale(usize),
     /// `blocks.{l}.ln1.hook_normalized`: `(x - mean) / scale`, before the affine map.
@@ -43,10 +60,16 @@ pub enum HookPoint {
     Pattern(usize),
     /// `blocks.{l}.attn.hook_z`: pattern-weighted values, `[batch, pos, n_heads, d_head]`.
     Z(usize),
+    /// `blocks.{l}.attn.hook_result` (on request): each head's output in the residual basis,
+    /// `z · W_O[head]`, `[batch, pos, n_heads, d_model]`; `hook_attn_out` is their sum plus `b_O`.
+    Result(usize),
     /// `blocks.{l}.hook_attn_out`.
     AttnOut(usize),
     /// `blocks.{l}.hook_resid_mid`.
     ResidMid(usize),
+    /// `blocks.{l}.hook_mlp_in` (on request): the MLP sublayer's input (a copy of
+    /// `hook_resid_mid` that can be changed without changing the residual stream).
+    MlpIn(usize),
     /// `blocks.{l}.ln2.hook_scale`.
     Ln2Scale(usize),
     /// `blocks.{l}.ln2.hook_normalized`.
@@ -65,81 +88,224 @@ pub enum HookPoint {
     LnFinalNormalized,
 }
 
+/// A per-block hook kind: its name after `blocks.{l}.`, its shorthand, its constructor and
+/// whether TransformerLens computes it by default.
+struct BlockKind {
+    suffix: &'static str,
+    short: &'static str,
+    make: fn(usize) -> HookPoint,
+    default: bool,
+}
+
+const fn bk(
+    suffix: &'static str,
+    short: &'static str,
+    make: fn(usize) -> HookPoint,
+    default: bool,
+) -> BlockKind {
+    BlockKind {
+        suffix,
+        short,
+        make,
+        default,
+    }
+}
+
+/// Every per-block kind, in the order the forward pass reaches them.
+const BLOCK_KINDS: [BlockKind; 23] = [
+    bk("hook_resid_pre", "resid_pre", HookPoint::ResidPre, true),
+    bk("hook_attn_in", "attn_in", HookPoint::AttnIn, false),
+    bk("hook_q_input", "q_input", HookPoint::QInput, false),
+    bk("hook_k_input", "k_input", HookPoint::KInput, false),
+    bk("hook_v_input", "v_input", HookPoint::VInput, false),
+    bk("ln1.hook_scale", "ln1.scale", HookPoint::Ln1Scale, true),
+    bk(
+        "ln1.hook_normalized",
+        "ln1.normalized",
+        HookPoint::Ln1Normalized,
+        true,
+    ),
+    bk("attn.hook_q", "q", HookPoint::Q, true),
+    bk("attn.hook_k", "k", HookPoint::K, true),
+    bk("attn.hook_v", "v", HookPoint::V, true),
+    bk(
+        "attn.hook_attn_scores",
+        "attn_scores",
+        HookPoint::AttnScores,
+        true,
+    ),
+    bk("attn.hook_pattern", "pattern", HookPoint::Pattern, true),
+    bk("attn.hook_z", "z", HookPoint::Z, true),
+    bk("attn.hook_result", "result", HookPoint::Result, false),
+    bk("hook_attn_out", "attn_out", HookPoint::AttnOut, true),
+    bk("hook_resid_mid", "resid_mid", HookPoint::ResidMid, true),
+    bk("hook_mlp_in", "mlp_in", HookPoint::MlpIn, false),
+    bk("ln2.hook_scale", "ln2.scale", HookPoint::Ln2Scale, true),
+    bk(
+        "ln2.hook_normalized",
+        "ln2.normalized",
+        HookPoint::Ln2Normalized,
+        true,
+    ),
+    bk("mlp.hook_pre", "pre", HookPoint::MlpPre, true),
+    bk("mlp.hook_post", "post", HookPoint::MlpPost, true),
+    bk("hook_mlp_out", "mlp_out", HookPoint::MlpOut, true),
+    bk("hook_resid_post", "resid_post", HookPoint::ResidPost, true),
+];
+
+/// Points outside the blocks: name, shorthand, point.
+const GLOBAL_KINDS: [(&str, &str, HookPoint); 4] = [
+    ("hook_embed", "embed", HookPoint::Embed),
+    ("hook_pos_embed", "pos_embed", HookPoint::PosEmbed),
+    (
+        "ln_final.hook_scale",
+        "ln_final.scale",
+        HookPoint::LnFinalScale,
+    ),
+    (
+        "ln_final.hook_normalized",
+        "ln_final.normalized",
+        HookPoint::LnFinalNormalized,
+    ),
+];
+
+/// TransformerLens's aliases for shorthand kinds (`utils.get_act_name`).
+const ALIASES: [(&str, &str); 7] = [
+    ("attn", "pattern"),
+    ("attn_logits", "attn_scores"),
+    ("key", "k"),
+    ("query", "q"),
+    ("value", "v"),
+    ("mlp_pre", "pre"),
+    ("mlp_post", "post"),
+];
+
 impl HookPoint {
     /// The block this point belongs to, if any.
     pub fn layer(&self) -> Option<usize> {
         use HookPoint::*;
         match *self {
             Embed | PosEmbed | LnFinalScale | LnFinalNormalized => None,
-            ResidPre(l) | Ln1Scale(l) | Ln1Normalized(l) | Q(l) | K(l) | V(l) | AttnScores(l)
-            | Pattern(l) | Z(l) | AttnOut(l) | ResidMid(l) | Ln2Scale(l) | Ln2Normalized(l)
+            ResidPre(l) | AttnIn(l) | QInput(l) | KInput(l) | VInput(l) | Ln1Scale(l)
+            | Ln1Normalized(l) | Q(l) | K(l) | V(l) | AttnScores(l) | Pattern(l) | Z(l)
+            | Result(l) | AttnOut(l) | ResidMid(l) | MlpIn(l) | Ln2Scale(l) | Ln2Normalized(l)
             | MlpPre(l) | MlpPost(l) | MlpOut(l) | ResidPost(l) => Some(l),
         }
     }
 
-    /// Every hook point of a model with `n_layers` blocks, in the order the forward pass
-    /// reaches them.
+    fn block_kind(&self) -> Option<&'static BlockKind> {
+        let l = self.layer()?;
+        BLOCK_KINDS.iter().find(|k| (k.make)(l) == *self)
+    }
+
+    /// Whether TransformerLens computes this point by default (false for the six on-request
+    /// points: `hook_result`, `hook_attn_in`, `hook_q/k/v_input`, `hook_mlp_in`).
+    pub fn is_default(&self) -> bool {
+        self.block_kind().is_none_or(|k| k.default)
+    }
+
+    /// The shorthand kind, e.g. `"resid_pre"`, `"pattern"`, `"ln1.scale"`, `"embed"`.
+    pub fn kind(&self) -> &'static str {
+        match self.block_kind() {
+            Some(k) => k.short,
+            None => {
+                GLOBAL_KINDS
+                    .iter()
+                    .find(|g| g.2 == *self)
+                    .expect("every global point is listed")
+                    .1
+            }
+        }
+    }
+
+    /// The point of shorthand `kind` at `layer`, as TransformerLens's `get_act_name` reads
+    /// it: `("resid_pre", Some(3))` is `blocks.3.hook_resid_pre`, `("embed", None)` is
+    /// `hook_embed`. Kinds are those of [`HookPoint::kind`] plus TransformerLens's aliases
+    /// (`attn` = `pattern`, `attn_logits` = `attn_scores`, `query`/`key`/`value`,
+    /// `mlp_pre`/`mlp_post`). A full name is accepted too when `layer` is `None`.
+    ///
+    /// # Errors
+    /// An unknown kind, a per-block kind without a layer, or a global kind with one.
+    pub fn from_kind(kind: &str, layer: Option<usize>) -> Result<HookPoint, UnknownHookPoint> {
+        let kind = ALIASES.iter().find(|a| a.0 == kind).map_or(kind, |a| a.1);
+        let shown = || match layer {
+            Some(l) => format!("({kind:?}, {l})"),
+            None => kind.to_string(),
+        };
+        if let Some(g) = GLOBAL_KINDS.iter().find(|g| g.1 == kind) {
+            return match layer {
+                None => Ok(g.2),
+                Some(_) => Err(UnknownHookPoint(format!("{} (no layer)", shown()))),
+            };
+        }
+        if let Some(k) = BLOCK_KINDS.iter().find(|k| k.short == kind) {
+            return match layer {
+                Some(l) => Ok((k.make)(l)),
+                None => Err(UnknownHookPoint(format!("{} (needs a layer)", shown()))),
+            };
+        }
+        match layer {
+            None => kind.parse(),
+            Some(_) => Err(UnknownHookPoint(shown())),
+        }
+    }
+
+    /// TransformerLens's default hook points of a model with `n_layers` blocks (21 kinds, the
+    /// set `run_with_cache` fills for GPT-2), in the order the forward pass reaches them.
     pub fn all(n_layers: usize) -> Vec<HookPoint> {
+        Self::listed(n_layers, |k| k.default)
+    }
+
+    /// The six on-request points of every block (`hook_attn_in`, `hook_q/k/v_input`,
+    /// `attn.hook_result`, `hook_mlp_in`).
+    pub fn on_request(n_layers: usize) -> Vec<HookPoint> {
+        Self::listed(n_layers, |k| !k.default)
+            .into_iter()
+            .filter(|p| !p.is_default())
+            .collect()
+    }
+
+    /// Every point, default and on-request, in forward order.
+    pub fn every(n_layers: usize) -> Vec<HookPoint> {
+        Self::listed(n_layers, |_| true)
+    }
+
+    fn listed(n_layers: usize, keep: impl Fn(&BlockKind) -> bool) -> Vec<HookPoint> {
         use HookPoint::*;
         let mut v = vec![Embed, PosEmbed];
         for l in 0..n_layers {
-            v.extend([
-                ResidPre(l),
-                Ln1Scale(l),
-                Ln1Normalized(l),
-                Q(l),
-                K(l),
-                V(l),
-                AttnScores(l),
-                Pattern(l),
-                Z(l),
-                AttnOut(l),
-                ResidMid(l),
-                Ln2Scale(l),
-                Ln2Normalized(l),
-                MlpPre(l),
-                MlpPost(l),
-                MlpOut(l),
-                ResidPost(l),
-            ]);
+            v.extend(BLOCK_KINDS.iter().filter(|k| keep(k)).map(|k| (k.make)(l)));
         }
         v.extend([LnFinalScale, LnFinalNormalized]);
         v
     }
 
-    fn block_suffix(&self) -> &'static str {
-        use HookPoint::*;
-        match self {
-            ResidPre(_) => "hook_resid_pre",
-            Ln1Scale(_) => "ln1.hook_scale",
-            Ln1Normalized(_) => "ln1.hook_normalized",
-            Q(_) => "attn.hook_q",
-            K(_) => "attn.hook_k",
-            V(_) => "attn.hook_v",
-            AttnScores(_) => "attn.hook_attn_scores",
-            Pattern(_) => "attn.hook_pattern",
-            Z(_) => "attn.hook_z",
-            AttnOut(_) => "hook_attn_out",
-            ResidMid(_) => "hook_resid_mid",
-            Ln2Scale(_) => "ln2.hook_scale",
-            Ln2Normalized(_) => "ln2.hook_normalized",
-            MlpPre(_) => "mlp.hook_pre",
-            MlpPost(_) => "mlp.hook_post",
-            MlpOut(_) => "hook_mlp_out",
-            ResidPost(_) => "hook_resid_post",
-            Embed => "hook_embed",
-            PosEmbed => "hook_pos_embed",
-            LnFinalScale => "ln_final.hook_scale",
-            LnFinalNormalized => "ln_final.hook_normalized",
+    /// Checks that the point exists in a model with `n_layers` blocks.
+    ///
+    /// # Errors
+    /// [`Error::Hook`] naming the point when its layer is out of range.
+    pub fn check_layer(&self, n_layers: usize) -> Result<()> {
+        match self.layer() {
+            Some(l) if l >= n_layers => Err(Error::Hook {
+                point: self.to_string(),
+                message: format!("layer {l} is out of range: the model has {n_layers} blocks"),
+            }),
+            _ => Ok(()),
         }
     }
 }
 
 impl fmt::Display for HookPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.layer() {
-            Some(l) => write!(f, "blocks.{l}.{}", self.block_suffix()),
-            None => f.write_str(self.block_suffix()),
+        match (self.layer(), self.block_kind()) {
+            (Some(l), Some(k)) => write!(f, "blocks.{l}.{}", k.suffix),
+            _ => f.write_str(
+                GLOBAL_KINDS
+                    .iter()
+                    .find(|g| g.2 == *self)
+                    .expect("every global point is listed")
+                    .0,
+            ),
         }
     }
 }
@@ -155,14 +321,9 @@ impl FromStr for HookPoint {
     type Err = UnknownHookPoint;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        use HookPoint::*;
         let unknown = || UnknownHookPoint(s.to_string());
-        match s {
-            "hook_embed" => return Ok(Embed),
-            "hook_pos_embed" => return Ok(PosEmbed),
-            "ln_final.hook_scale" => return Ok(LnFinalScale),
-            "ln_final.hook_normalized" => return Ok(LnFinalNormalized),
-            _ => {}
+        if let Some(g) = GLOBAL_KINDS.iter().find(|g| g.0 == s) {
+            return Ok(g.2);
         }
         let rest = s.strip_prefix("blocks.").ok_or_else(unknown)?;
         let (layer, suffix) = rest.split_once('.').ok_or_else(unknown)?;
@@ -170,27 +331,45 @@ impl FromStr for HookPoint {
             return Err(unknown());
         }
         let l: usize = layer.parse().map_err(|_| unknown())?;
-        let p = match suffix {
-            "hook_resid_pre" => ResidPre(l),
-            "ln1.hook_scale" => Ln1Scale(l),
-            "ln1.hook_normalized" => Ln1Normalized(l),
-            "attn.hook_q" => Q(l),
-            "attn.hook_k" => K(l),
-            "attn.hook_v" => V(l),
-            "attn.hook_attn_scores" => AttnScores(l),
-            "attn.hook_pattern" => Pattern(l),
-            "attn.hook_z" => Z(l),
-            "hook_attn_out" => AttnOut(l),
-            "hook_resid_mid" => ResidMid(l),
-            "ln2.hook_scale" => Ln2Scale(l),
-            "ln2.hook_normalized" => Ln2Normalized(l),
-            "mlp.hook_pre" => MlpPre(l),
-            "mlp.hook_post" => MlpPost(l),
-            "hook_mlp_out" => MlpOut(l),
-            "hook_resid_post" => ResidPost(l),
-            _ => return Err(unknown()),
-        };
-        Ok(p)
+        BLOCK_KINDS
+            .iter()
+            .find(|k| k.suffix == suffix)
+            .map(|k| (k.make)(l))
+            .ok_or_else(unknown)
+    }
+}
+
+/// Anything that names a hook point: a [`HookPoint`], a TransformerLens name (`&str`), or the
+/// `(kind, layer)` shorthand.
+pub trait IntoHookPoint {
+    /// The point named.
+    ///
+    /// # Errors
+    /// A name or shorthand that matches no point.
+    fn into_hook_point(self) -> Result<HookPoint, UnknownHookPoint>;
+}
+
+impl IntoHookPoint for HookPoint {
+    fn into_hook_point(self) -> Result<HookPoint, UnknownHookPoint> {
+        Ok(self)
+    }
+}
+
+impl IntoHookPoint for &str {
+    fn into_hook_point(self) -> Result<HookPoint, UnknownHookPoint> {
+        self.parse()
+    }
+}
+
+impl IntoHookPoint for &String {
+    fn into_hook_point(self) -> Result<HookPoint, UnknownHookPoint> {
+        self.parse()
+    }
+}
+
+impl IntoHookPoint for (&str, usize) {
+    fn into_hook_point(self) -> Result<HookPoint, UnknownHookPoint> {
+        HookPoint::from_kind(self.0, Some(self.1))
     }
 }
 
@@ -246,6 +425,24 @@ pub(crate) fn run4(hooks: &mut dyn Hooks, point: HookPoint, x: Tensor<4>) -> Res
     Ok(y)
 }
 
+/// A tensor rank the forward can offer to hooks (rank 3 or 4).
+pub(crate) trait Hookable: Sized {
+    /// Runs `hooks` at `point` if it is active (see [`run3`]).
+    fn run(self, hooks: &mut dyn Hooks, point: HookPoint) -> Result<Self>;
+}
+
+impl Hookable for Tensor<3> {
+    fn run(self, hooks: &mut dyn Hooks, point: HookPoint) -> Result<Self> {
+        run3(hooks, point, self)
+    }
+}
+
+impl Hookable for Tensor<4> {
+    fn run(self, hooks: &mut dyn Hooks, point: HookPoint) -> Result<Self> {
+        run4(hooks, point, self)
+    }
+}
+
 fn check_dims(point: HookPoint, before: &[usize], after: &[usize]) -> Result<()> {
     if before != after {
         return Err(Error::Hook {
@@ -264,9 +461,11 @@ mod tests {
     fn names_round_trip() {
         let all = HookPoint::all(3);
         assert_eq!(all.len(), 2 + 3 * 17 + 2);
-        for p in all {
+        assert_eq!(HookPoint::on_request(3).len(), 3 * 6);
+        for p in HookPoint::every(3) {
             let name = p.to_string();
             assert_eq!(name.parse::<HookPoint>().unwrap(), p, "{name}");
+            assert_eq!(HookPoint::from_kind(p.kind(), p.layer()).unwrap(), p);
         }
         assert_eq!(
             HookPoint::Pattern(3).to_string(),
@@ -290,5 +489,35 @@ mod tests {
         ] {
             assert!(bad.parse::<HookPoint>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn shorthand_and_aliases() {
+        use HookPoint::*;
+        let cases = [
+            (("resid_pre", Some(3)), ResidPre(3)),
+            (("attn", Some(1)), Pattern(1)),
+            (("attn_logits", Some(0)), AttnScores(0)),
+            (("query", Some(2)), Q(2)),
+            (("mlp_post", Some(0)), MlpPost(0)),
+            (("ln2.scale", Some(4)), Ln2Scale(4)),
+            (("result", Some(1)), Result(1)),
+            (("embed", None), Embed),
+            (("ln_final.scale", None), LnFinalScale),
+            (("blocks.2.hook_mlp_in", None), MlpIn(2)),
+        ];
+        for ((kind, layer), want) in cases {
+            assert_eq!(HookPoint::from_kind(kind, layer).unwrap(), want, "{kind}");
+        }
+        assert_eq!(("z", 5).into_hook_point().unwrap(), Z(5));
+        for (kind, layer) in [("resid_pre", None), ("embed", Some(0)), ("nope", Some(1))] {
+            assert!(HookPoint::from_kind(kind, layer).is_err(), "{kind}");
+        }
+        assert!(!Result(0).is_default() && ResidPre(0).is_default() && Embed.is_default());
+        let err = ResidPre(7).check_layer(2).unwrap_err().to_string();
+        assert!(
+            err.contains("blocks.7.hook_resid_pre") && err.contains("2 blocks"),
+            "{err}"
+        );
     }
 }

@@ -21,6 +21,7 @@ pub mod error;
 pub mod generate;
 pub mod hook;
 pub mod model;
+pub mod process;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;
@@ -31,9 +32,10 @@ pub use cache::KvCache;
 pub use config::{Activation, Gpt2Config};
 pub use error::{Error, Result};
 pub use generate::{Generated, GenerationConfig, Strategy};
-pub use hook::{HookPoint, Hooks, NoHooks};
+pub use hook::{HookPoint, Hooks, IntoHookPoint, NoHooks, UnknownHookPoint};
 pub use model::Gpt2;
-pub use source::{LoadedModel, ModelSource, load};
+pub use process::WeightProcessing;
+pub use source::{LoadedModel, ModelSource, load, load_with};
 pub use tokenizer::Gpt2Tokenizer;
 
 /// Re-export of burn, so that downstream crates use the same version.

@@ -9,7 +9,8 @@ use crate::batch::TokenBatch;
 use crate::cache::KvCache;
 use crate::config::{Activation, Gpt2Config};
 use crate::error::{Error, Result};
-use crate::hook::{HookPoint, Hooks, NoHooks, run3, run4};
+use crate::hook::{HookPoint, Hookable, Hooks, NoHooks, run3, run4};
+use crate::process::WeightProcessing;
 
 impl Gpt2Config {
     /// Builds a model with freshly initialised weights, as Hugging Face initialises GPT-2:
@@ -49,11 +50,13 @@ impl Gpt2Config {
         let wte: Param<Tensor<2>> = normal(std).init([self.vocab_size, d], device);
         Gpt2 {
             w_u: unembedding(&wte.val()),
+            b_u: None,
             wte,
             wpe: normal(std).init([self.n_positions, d], device),
             blocks,
             ln_f: ln(),
             config: self.clone(),
+            processing: WeightProcessing::none(),
         }
     }
 }
@@ -100,18 +103,23 @@ impl LayerNorm {
     /// Normalises over the last axis, then applies the affine map.
     ///
     /// When neither hook point is active this is burn's fused `layer_norm`; otherwise the
-    /// scale `sqrt(var + eps)` (`[batch, pos, 1]`) and the normalised input are computed
-    /// explicitly and offered to the hooks.
+    /// scale `sqrt(var + eps)` (`[.., 1]`) and the normalised input are computed explicitly and
+    /// offered to the hooks. Rank 4 is the per-head form used while `hook_attn_in` or
+    /// `hook_q/k/v_input` is active.
     ///
     /// # Shapes
-    /// - x: `[batch, pos, d_model]`
-    /// - output: `[batch, pos, d_model]`
-    pub fn forward(
+    /// - x: `[batch, pos, d_model]` or `[batch, pos, n_heads, d_model]`
+    /// - output: the shape of x
+    #[allow(private_bounds)]
+    pub fn forward<const D: usize>(
         &self,
-        x: Tensor<3>,
+        x: Tensor<D>,
         points: (HookPoint, HookPoint),
         hooks: &mut dyn Hooks,
-    ) -> Result<Tensor<3>> {
+    ) -> Result<Tensor<D>>
+    where
+        Tensor<D>: Hookable,
+    {
         let (scale_point, norm_point) = points;
         if !hooks.is_active(scale_point) && !hooks.is_active(norm_point) {
             return Ok(burn::tensor::module::layer_norm(
@@ -121,11 +129,11 @@ impl LayerNorm {
                 self.epsilon,
             ));
         }
-        let centered = x.clone() - x.mean_dim(2);
-        let var = centered.clone().square().mean_dim(2);
-        let scale = run3(hooks, scale_point, (var + self.epsilon).sqrt())?;
-        let normalized = run3(hooks, norm_point, centered / scale)?;
-        Ok(normalized * self.gamma.val().unsqueeze::<3>() + self.beta.val().unsqueeze::<3>())
+        let centered = x.clone() - x.mean_dim(D - 1);
+        let var = centered.clone().square().mean_dim(D - 1);
+        let scale = (var + self.epsilon).sqrt().run(hooks, scale_point)?;
+        let normalized = (centered / scale).run(hooks, norm_point)?;
+        Ok(normalized * self.gamma.val().unsqueeze::<D>() + self.beta.val().unsqueeze::<D>())
     }
 }
 
@@ -153,33 +161,52 @@ pub(crate) struct AttentionMask {
     pub empty_rows: Option<Tensor<4, Bool>>,
 }
 
+/// What attention reads: one normalised input for q, k and v (the usual path), or one per
+/// head and per role while `hook_attn_in`/`hook_q/k/v_input` are active.
+pub(crate) enum AttnInput {
+    /// `[batch, pos, d_model]`, after `ln_1`.
+    Shared(Tensor<3>),
+    /// Query, key and value inputs `[batch, pos, n_heads, d_model]`, each after `ln_1`.
+    PerHead([Tensor<4>; 3]),
+}
+
 impl Attention {
-    /// Attention over the block's input (after `ln_1`).
+    /// Attention over the block's normalised input.
     ///
     /// # Shapes
-    /// - x: `[batch, pos, d_model]`
+    /// - input: `[batch, pos, d_model]`, or three `[batch, pos, n_heads, d_model]`
     /// - mask: blocked `[batch, 1, pos, past + pos]`
     /// - output: `[batch, pos, d_model]`
     pub(crate) fn forward(
         &self,
-        x: Tensor<3>,
+        input: AttnInput,
         layer: usize,
         mask: &AttentionMask,
         cache: Option<&mut crate::cache::LayerKv>,
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor<3>> {
-        let [b, t, d] = x.dims();
-        let h = self.n_head;
-        let dh = d / h;
-        let qkv = linear3(&self.c_attn, x);
-        let split = |i: usize| {
-            qkv.clone()
-                .slice([0..b, 0..t, i * d..(i + 1) * d])
-                .reshape([b, t, h, dh])
+        let (q, k, v) = match input {
+            AttnInput::Shared(x) => {
+                let [b, t, d] = x.dims();
+                let (h, dh) = (self.n_head, d / self.n_head);
+                let qkv = linear3(&self.c_attn, x);
+                let split = |i: usize| {
+                    qkv.clone()
+                        .slice([0..b, 0..t, i * d..(i + 1) * d])
+                        .reshape([b, t, h, dh])
+                };
+                (split(0), split(1), split(2))
+            }
+            AttnInput::PerHead([xq, xk, xv]) => (
+                self.project_per_head(xq, 0),
+                self.project_per_head(xk, 1),
+                self.project_per_head(xv, 2),
+            ),
         };
-        let q = run4(hooks, HookPoint::Q(layer), split(0))?;
-        let k = run4(hooks, HookPoint::K(layer), split(1))?;
-        let v = run4(hooks, HookPoint::V(layer), split(2))?;
+        let [b, t, h, dh] = q.dims();
+        let q = run4(hooks, HookPoint::Q(layer), q)?;
+        let k = run4(hooks, HookPoint::K(layer), k)?;
+        let v = run4(hooks, HookPoint::V(layer), v)?;
         let q = q.swap_dims(1, 2); // [b, h, t, dh]
         let (k, v) = (k.swap_dims(1, 2), v.swap_dims(1, 2));
         let (k, v) = match cache {
@@ -200,8 +227,73 @@ impl Attention {
         let pattern = run4(hooks, HookPoint::Pattern(layer), pattern)?;
         let z = pattern.matmul(v).swap_dims(1, 2); // [b, t, h, dh]
         let z = run4(hooks, HookPoint::Z(layer), z)?;
-        Ok(linear3(&self.c_proj, z.reshape([b, t, d])))
+        if !hooks.is_active(HookPoint::Result(layer)) {
+            return Ok(linear3(&self.c_proj, z.reshape([b, t, h * dh])));
+        }
+        let result = run4(hooks, HookPoint::Result(layer), self.head_results(z))?;
+        let out = result.sum_dim(2).reshape([b, t, h * dh]);
+        Ok(match &self.c_proj.bias {
+            Some(bias) => out + bias.val().unsqueeze::<3>(),
+            None => out,
+        })
     }
+
+    /// `W_Q`, `W_K` or `W_V` (`role` 0, 1, 2) per head, `[n_heads, d_model, d_head]`, and its
+    /// bias `[n_heads, d_head]`.
+    pub fn qkv_weight(&self, role: usize) -> (Tensor<3>, Option<Tensor<2>>) {
+        let w = self.c_attn.weight.val();
+        let d = w.dims()[0];
+        let (h, dh) = (self.n_head, d / self.n_head);
+        let w = w
+            .slice([0..d, role * d..(role + 1) * d])
+            .reshape([d, h, dh])
+            .swap_dims(0, 1);
+        let b = self
+            .c_attn
+            .bias
+            .as_ref()
+            .map(|b| b.val().slice([role * d..(role + 1) * d]).reshape([h, dh]));
+        (w, b)
+    }
+
+    /// `W_O` per head, `[n_heads, d_head, d_model]` (TransformerLens's layout).
+    pub fn w_o(&self) -> Tensor<3> {
+        let w = self.c_proj.weight.val();
+        let [d_in, d] = w.dims();
+        w.reshape([self.n_head, d_in / self.n_head, d])
+    }
+
+    /// Each head's output in the residual basis, `z[.., h, :] · W_O[h]`.
+    ///
+    /// # Shapes
+    /// - z: `[batch, pos, n_heads, d_head]`
+    /// - output: `[batch, pos, n_heads, d_model]`
+    pub fn head_results(&self, z: Tensor<4>) -> Tensor<4> {
+        per_head_matmul(z, self.w_o())
+    }
+
+    /// The per-head query, key or value projection of a per-head input.
+    fn project_per_head(&self, x: Tensor<4>, role: usize) -> Tensor<4> {
+        let (w, b) = self.qkv_weight(role);
+        let y = per_head_matmul(x, w);
+        match b {
+            Some(b) => y + b.unsqueeze::<4>(),
+            None => y,
+        }
+    }
+}
+
+/// `x[b, p, h, :] · w[h]` for every head.
+///
+/// # Shapes
+/// - x: `[batch, pos, n_heads, d_in]`
+/// - w: `[n_heads, d_in, d_out]`
+/// - output: `[batch, pos, n_heads, d_out]`
+pub fn per_head_matmul(x: Tensor<4>, w: Tensor<3>) -> Tensor<4> {
+    let [b, t, h, d_in] = x.dims();
+    let d_out = w.dims()[2];
+    let x = x.permute([2, 0, 1, 3]).reshape([h, b * t, d_in]);
+    x.matmul(w).reshape([h, b, t, d_out]).permute([1, 2, 0, 3])
 }
 
 /// A linear layer on `[batch, pos, d_in]`, folded to one `[batch * pos, d_in]` matmul (faster
@@ -279,15 +371,32 @@ impl Block {
         use HookPoint::*;
         let l = self.layer;
         let resid = run3(hooks, ResidPre(l), resid)?;
-        let x = self
-            .ln_1
-            .forward(resid.clone(), (Ln1Scale(l), Ln1Normalized(l)), hooks)?;
-        let attn_out = self.attn.forward(x, l, mask, cache, hooks)?;
+        let ln1 = (Ln1Scale(l), Ln1Normalized(l));
+        let per_head = [AttnIn(l), QInput(l), KInput(l), VInput(l)]
+            .into_iter()
+            .any(|p| hooks.is_active(p));
+        let input = if per_head {
+            let [b, t, d] = resid.dims();
+            let h = self.attn.n_head;
+            let repeated = resid.clone().unsqueeze_dim::<4>(2).expand([b, t, h, d]);
+            let attn_in = run4(hooks, AttnIn(l), repeated)?;
+            let mut roles = Vec::with_capacity(3);
+            for point in [QInput(l), KInput(l), VInput(l)] {
+                let x = run4(hooks, point, attn_in.clone())?;
+                roles.push(self.ln_1.forward(x, ln1, hooks)?);
+            }
+            let [xq, xk, xv]: [Tensor<4>; 3] = roles.try_into().expect("three roles");
+            AttnInput::PerHead([xq, xk, xv])
+        } else {
+            AttnInput::Shared(self.ln_1.forward(resid.clone(), ln1, hooks)?)
+        };
+        let attn_out = self.attn.forward(input, l, mask, cache, hooks)?;
         let attn_out = run3(hooks, AttnOut(l), attn_out)?;
         let resid = run3(hooks, ResidMid(l), resid + attn_out)?;
+        let mlp_in = run3(hooks, MlpIn(l), resid.clone())?;
         let x = self
             .ln_2
-            .forward(resid.clone(), (Ln2Scale(l), Ln2Normalized(l)), hooks)?;
+            .forward(mlp_in, (Ln2Scale(l), Ln2Normalized(l)), hooks)?;
         let mlp_out = self.mlp.forward(x, l, hooks)?;
         let mlp_out = run3(hooks, MlpOut(l), mlp_out)?;
         run3(hooks, ResidPost(l), resid + mlp_out)
@@ -304,6 +413,9 @@ pub struct Gpt2 {
     /// because a matmul against a transposed view is up to 10× slower on some backends and
     /// TransformerLens's weight processing (`center_unembed`) edits `W_U` alone.
     pub w_u: Param<Tensor<2>>,
+    /// Unembedding bias `[vocab]` (TransformerLens's `unembed.b_U`): absent in GPT-2
+    /// checkpoints, present after [`Gpt2::process_weights`] folds `ln_f` into the unembedding.
+    pub b_u: Option<Param<Tensor<1>>>,
     /// Position embedding `[n_positions, d_model]`.
     pub wpe: Param<Tensor<2>>,
     /// The transformer blocks.
@@ -313,6 +425,9 @@ pub struct Gpt2 {
     /// The configuration the model was built from.
     #[module(skip)]
     pub config: Gpt2Config,
+    /// The weight processing applied since loading (none for a checkpoint as stored).
+    #[module(skip)]
+    pub processing: WeightProcessing,
 }
 
 impl Gpt2 {
@@ -457,6 +572,10 @@ impl Gpt2 {
             hooks,
         )?;
         let logits = x.reshape([b * t, d]).matmul(self.w_u.val());
+        let logits = match &self.b_u {
+            Some(b_u) => logits + b_u.val().unsqueeze::<2>(),
+            None => logits,
+        };
         Ok(logits.reshape([b, t, cfg.vocab_size]))
     }
 }

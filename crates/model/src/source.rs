@@ -66,6 +66,19 @@ pub fn load(source: &str, device: &Device) -> Result<LoadedModel> {
     load_from(&ModelSource::parse(source), device)
 }
 
+/// Loads a model as [`load`] does, then applies TransformerLens's weight processing
+/// (`WeightProcessing::transformer_lens()` is what TransformerLens's `from_pretrained` does;
+/// [`load`] is `from_pretrained_no_processing`).
+pub fn load_with(
+    source: &str,
+    device: &Device,
+    processing: crate::WeightProcessing,
+) -> Result<LoadedModel> {
+    let mut lm = load(source, device)?;
+    lm.model = lm.model.process_weights(processing);
+    Ok(lm)
+}
+
 /// Loads a model and its tokenizer from a [`ModelSource`].
 pub fn load_from(source: &ModelSource, device: &Device) -> Result<LoadedModel> {
     let dir = source.resolve()?;

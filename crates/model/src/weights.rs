@@ -252,15 +252,19 @@ impl Gpt2 {
         let wte = t2(take("wte.weight".into()));
         Ok(Gpt2 {
             w_u: crate::model::unembedding(&wte.val()),
+            b_u: None,
             wte,
             wpe: t2(take("wpe.weight".into())),
             blocks,
             ln_f: ln("ln_f", &mut take),
             config: config.clone(),
+            processing: crate::process::WeightProcessing::none(),
         })
     }
 
     /// The weights as Hugging Face names them (with the `transformer.` prefix) and their values.
+    /// The unembedding is not among them (Hugging Face ties it to `wte`), so this describes a
+    /// processed model only in part; [`Gpt2::save_safetensors`] refuses processed models.
     pub fn to_raw(&self) -> BTreeMap<String, RawTensor> {
         fn raw<const D: usize>(t: Tensor<D>) -> RawTensor {
             let shape = t.dims().to_vec();
@@ -306,7 +310,18 @@ impl Gpt2 {
     }
 
     /// Writes the weights as `model.safetensors` in Hugging Face naming (f32).
+    ///
+    /// # Errors
+    /// A model whose weights were processed ([`Gpt2::process_weights`]): its unembedding no
+    /// longer equals `wte`, so a Hugging Face checkpoint cannot hold it.
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
+        if !self.processing.is_none() {
+            return Err(Error::InvalidOption(format!(
+                "cannot save {}: its weights were processed ({:?}) and no longer form a Hugging Face GPT-2 checkpoint; save the unprocessed model",
+                path.display(),
+                self.processing
+            )));
+        }
         write_safetensors(&self.to_raw(), path)
     }
 

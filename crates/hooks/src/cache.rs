@@ -1,0 +1,446 @@
+//! The activation cache: captured activations by hook point, the residual-stream
+//! decompositions TransformerLens offers on it, and safetensors files Python can read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burnlens_model::weights::{RawTensor, read_safetensors, write_safetensors};
+use burnlens_model::{Gpt2, HookPoint, IntoHookPoint};
+
+use crate::act::Act;
+use crate::error::{Error, Result};
+
+/// Which sublayer outputs [`ActivationCache::decompose_resid`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResidMode {
+    /// Attention and MLP outputs.
+    #[default]
+    All,
+    /// MLP outputs only.
+    Mlp,
+    /// Attention outputs only.
+    Attn,
+}
+
+/// A stack of residual-stream components with a label for each.
+///
+/// # Shapes
+/// - `stack`: `[components, batch, pos, d_model]`
+#[derive(Debug, Clone)]
+pub struct ResidStack {
+    /// The components, stacked on the first axis.
+    pub stack: Tensor<4>,
+    /// One label per component (TransformerLens's labels: `0_pre`, `final_post`, `embed`,
+    /// `1_attn_out`, `L0H3`, `remainder`, …).
+    pub labels: Vec<String>,
+}
+
+/// Activations by hook point (TransformerLens's `ActivationCache`).
+///
+/// Look up by [`HookPoint`], TransformerLens name or `(kind, layer)` shorthand. The methods
+/// that need weights (`stack_head_results`, `logit_attrs`, the final LayerNorm) take the model
+/// that produced the cache.
+#[derive(Debug, Clone, Default)]
+pub struct ActivationCache {
+    acts: BTreeMap<HookPoint, Act>,
+}
+
+impl ActivationCache {
+    /// Stores an activation (replacing any earlier one at the point).
+    pub fn insert(&mut self, point: HookPoint, act: Act) {
+        self.acts.insert(point, act);
+    }
+
+    /// The activation at a point.
+    ///
+    /// # Errors
+    /// An unknown name, or a point that was not captured.
+    pub fn get(&self, point: impl IntoHookPoint) -> Result<&Act> {
+        let p = point.into_hook_point()?;
+        self.acts.get(&p).ok_or_else(|| Error::NotCached {
+            point: p.to_string(),
+            hint: if p.is_default() {
+                " (capture it: HookSet::capture or run_with_cache with a selector that includes it)"
+                    .into()
+            } else {
+                " (an on-request point: it exists only when a hook set captures it)".into()
+            },
+        })
+    }
+
+    /// A rank-3 activation (`[batch, pos, d]`).
+    ///
+    /// # Errors
+    /// As [`ActivationCache::get`], or a rank-4 activation.
+    pub fn get3(&self, point: impl IntoHookPoint) -> Result<Tensor<3>> {
+        self.get(point)?.r3()
+    }
+
+    /// A rank-4 activation.
+    ///
+    /// # Errors
+    /// As [`ActivationCache::get`], or a rank-3 activation.
+    pub fn get4(&self, point: impl IntoHookPoint) -> Result<Tensor<4>> {
+        self.get(point)?.r4()
+    }
+
+    /// Whether the cache holds `point`.
+    pub fn contains(&self, point: HookPoint) -> bool {
+        self.acts.contains_key(&point)
+    }
+
+    /// The cached points, in forward order.
+    pub fn points(&self) -> impl Iterator<Item = HookPoint> + '_ {
+        self.acts.keys().copied()
+    }
+
+    /// Number of cached points.
+    pub fn len(&self) -> usize {
+        self.acts.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.acts.is_empty()
+    }
+
+    /// Bytes the cached activations occupy (4 per f32 element).
+    pub fn memory_bytes(&self) -> usize {
+        self.acts.values().map(|a| a.num_elements() * 4).sum()
+    }
+
+    /// Writes the cache as safetensors, keyed by TransformerLens names, so that Python can read
+    /// it with `safetensors.torch.load_file` (each value shaped as in TransformerLens).
+    ///
+    /// # Errors
+    /// A file that cannot be written.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let raw: BTreeMap<String, RawTensor> = self
+            .acts
+            .iter()
+            .map(|(p, a)| {
+                (
+                    p.to_string(),
+                    RawTensor {
+                        shape: a.dims(),
+                        data: a.to_vec(),
+                    },
+                )
+            })
+            .collect();
+        Ok(write_safetensors(&raw, path)?)
+    }
+
+    /// Reads a cache written by [`ActivationCache::save`] (or by Python with TransformerLens
+    /// names) onto `device`.
+    ///
+    /// # Errors
+    /// A missing or malformed file, a key that is not a hook point, a tensor that is neither
+    /// rank 3 nor rank 4.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let raw = read_safetensors(path)?;
+        let mut out = Self::default();
+        for (name, t) in raw {
+            let p: HookPoint = name.parse()?;
+            let act = match t.shape.as_slice() {
+                &[a, b, c] => Act::R3(Tensor::from_data(
+                    TensorData::new(t.data, [a, b, c]),
+                    device,
+                )),
+                &[a, b, c, d] => Act::R4(Tensor::from_data(
+                    TensorData::new(t.data, [a, b, c, d]),
+                    device,
+                )),
+                s => {
+                    return Err(Error::File {
+                        path: path.to_path_buf(),
+                        message: format!("{name} has shape {s:?}; activations have rank 3 or 4"),
+                    });
+                }
+            };
+            out.insert(p, act);
+        }
+        Ok(out)
+    }
+
+    fn n_layers_for(layer: Option<usize>, model: &Gpt2) -> Result<usize> {
+        let n = model.config.n_layer;
+        match layer {
+            None => Ok(n),
+            Some(l) if l <= n => Ok(l),
+            Some(l) => Err(Error::Shape(format!(
+                "layer {l} is out of range: the model has {n} blocks (use {n} or None for the final residual)"
+            ))),
+        }
+    }
+
+    /// The residual stream before each block up to `layer` (and after the last block when
+    /// `layer` is `None` or `n_layers`), stacked: TransformerLens's `accumulated_resid`.
+    ///
+    /// `incl_mid` adds `resid_mid` between blocks; `mlp_input` adds the last block's `resid_mid`
+    /// (the MLP's input). With `apply_ln`, the final LayerNorm is applied to each component
+    /// (the logit lens) when the stack reaches the end of the model, otherwise each component
+    /// is centered and divided by the cached LayerNorm scale of `layer`.
+    ///
+    /// # Shapes
+    /// - output: `[components, batch, pos, d_model]`
+    ///
+    /// # Errors
+    /// A layer out of range, or a needed point that was not captured.
+    pub fn accumulated_resid(
+        &self,
+        model: &Gpt2,
+        layer: Option<usize>,
+        incl_mid: bool,
+        apply_ln: bool,
+        mlp_input: bool,
+    ) -> Result<ResidStack> {
+        let n = model.config.n_layer;
+        let layer = Self::n_layers_for(layer, model)?;
+        let (mut parts, mut labels) = (Vec::new(), Vec::new());
+        for l in 0..=layer {
+            if l == n {
+                parts.push(self.get3(HookPoint::ResidPost(n - 1))?);
+                labels.push("final_post".to_string());
+                continue;
+            }
+            parts.push(self.get3(HookPoint::ResidPre(l))?);
+            labels.push(format!("{l}_pre"));
+            if (incl_mid && l < layer) || (mlp_input && l == layer) {
+                parts.push(self.get3(HookPoint::ResidMid(l))?);
+                labels.push(format!("{l}_mid"));
+            }
+        }
+        let mut stack = Tensor::stack(parts, 0);
+        if apply_ln {
+            stack = if layer == n {
+                let ln = &model.ln_f;
+                burn::tensor::module::layer_norm(
+                    stack,
+                    ln.gamma.val(),
+                    Some(ln.beta.val()),
+                    ln.epsilon,
+                )
+            } else {
+                self.apply_ln_to_stack(stack, Some(layer), mlp_input)?
+            };
+        }
+        Ok(ResidStack { stack, labels })
+    }
+
+    /// The residual stream at `layer` split into what wrote it: the embeddings and each
+    /// block's attention and MLP outputs (TransformerLens's `decompose_resid`).
+    ///
+    /// # Shapes
+    /// - output: `[components, batch, pos, d_model]`
+    ///
+    /// # Errors
+    /// A layer out of range, or a needed point that was not captured.
+    pub fn decompose_resid(
+        &self,
+        model: &Gpt2,
+        layer: Option<usize>,
+        mlp_input: bool,
+        mode: ResidMode,
+        apply_ln: bool,
+        incl_embeds: bool,
+    ) -> Result<ResidStack> {
+        let layer = Self::n_layers_for(layer, model)?;
+        let incl_attn = mode != ResidMode::Mlp;
+        let incl_mlp = mode != ResidMode::Attn;
+        let (mut parts, mut labels) = (Vec::new(), Vec::new());
+        if incl_embeds {
+            parts.push(self.get3(HookPoint::Embed)?);
+            labels.push("embed".to_string());
+            parts.push(self.get3(HookPoint::PosEmbed)?);
+            labels.push("pos_embed".to_string());
+        }
+        for l in 0..layer {
+            if incl_attn {
+                parts.push(self.get3(HookPoint::AttnOut(l))?);
+                labels.push(format!("{l}_attn_out"));
+            }
+            if incl_mlp {
+                parts.push(self.get3(HookPoint::MlpOut(l))?);
+                labels.push(format!("{l}_mlp_out"));
+            }
+        }
+        if mlp_input && incl_attn {
+            parts.push(self.get3(HookPoint::AttnOut(layer))?);
+            labels.push(format!("{layer}_attn_out"));
+        }
+        if parts.is_empty() {
+            return Err(Error::Shape(
+                "decompose_resid: no components selected".into(),
+            ));
+        }
+        let mut stack = Tensor::stack(parts, 0);
+        if apply_ln {
+            stack = self.apply_ln_to_stack(stack, Some(layer), mlp_input)?;
+        }
+        Ok(ResidStack { stack, labels })
+    }
+
+    /// Each head's output (`z · W_O[head]`, from `attn.hook_result` when captured, otherwise
+    /// computed from `attn.hook_z`) for every block before `layer`, stacked head by head
+    /// (TransformerLens's `stack_head_results`). `incl_remainder` adds what the heads do not
+    /// explain of `resid_post` of block `layer - 1`.
+    ///
+    /// # Shapes
+    /// - output: `[layer * n_heads (+1), batch, pos, d_model]`
+    ///
+    /// # Errors
+    /// A layer out of range, or a needed point that was not captured.
+    pub fn stack_head_results(
+        &self,
+        model: &Gpt2,
+        layer: Option<usize>,
+        incl_remainder: bool,
+        apply_ln: bool,
+    ) -> Result<ResidStack> {
+        let layer = Self::n_layers_for(layer, model)?;
+        let (mut parts, mut labels) = (Vec::new(), Vec::new());
+        for l in 0..layer {
+            let result = match self.acts.get(&HookPoint::Result(l)) {
+                Some(a) => a.r4()?,
+                None => model.blocks[l]
+                    .attn
+                    .head_results(self.get4(HookPoint::Z(l))?),
+            };
+            let h = result.dims()[2];
+            parts.push(result.permute([2, 0, 1, 3])); // [h, b, p, d]
+            labels.extend((0..h).map(|i| format!("L{l}H{i}")));
+        }
+        let mut stack = if parts.is_empty() {
+            None
+        } else {
+            Some(Tensor::cat(parts, 0))
+        };
+        if incl_remainder {
+            if layer == 0 {
+                return Err(Error::Shape(
+                    "stack_head_results: a remainder needs layer >= 1".into(),
+                ));
+            }
+            let post = self.get3(HookPoint::ResidPost(layer - 1))?;
+            let rest = match &stack {
+                Some(s) => post - s.clone().sum_dim(0).squeeze_dim::<3>(0),
+                None => post,
+            };
+            let rest = rest.unsqueeze_dim::<4>(0);
+            stack = Some(match stack {
+                Some(s) => Tensor::cat(vec![s, rest], 0),
+                None => rest,
+            });
+            labels.push("remainder".to_string());
+        }
+        let mut stack = stack.ok_or_else(|| {
+            Error::Shape("stack_head_results: layer 0 has no heads before it".into())
+        })?;
+        if apply_ln {
+            stack = self.apply_ln_to_stack(stack, Some(layer), false)?;
+        }
+        Ok(ResidStack { stack, labels })
+    }
+
+    /// Centers each component and divides it by the LayerNorm scale the model applied at
+    /// `layer` (`ln_final` for `None` or `n_layers`, else `ln1` of that block, or `ln2` with
+    /// `mlp_input`): TransformerLens's `apply_ln_to_stack`, which makes the components add up
+    /// to the normalised residual stream.
+    ///
+    /// # Shapes
+    /// - stack: `[components, batch, pos, d_model]`
+    /// - output: the same
+    ///
+    /// # Errors
+    /// The scale was not captured, or its shape does not match the stack.
+    pub fn apply_ln_to_stack(
+        &self,
+        stack: Tensor<4>,
+        layer: Option<usize>,
+        mlp_input: bool,
+    ) -> Result<Tensor<4>> {
+        let scale_point = match layer {
+            None => HookPoint::LnFinalScale,
+            Some(l) => {
+                let n = self.n_layers_seen();
+                if Some(l) == n {
+                    HookPoint::LnFinalScale
+                } else if mlp_input {
+                    HookPoint::Ln2Scale(l)
+                } else {
+                    HookPoint::Ln1Scale(l)
+                }
+            }
+        };
+        let scale = self.get3(scale_point)?; // [b, p, 1]
+        let [_, b, p, _] = stack.dims();
+        if scale.dims()[..2] != [b, p] {
+            return Err(Error::Shape(format!(
+                "the stack has batch {b} and {p} positions but {scale_point} has shape {:?}",
+                scale.dims()
+            )));
+        }
+        let centered = stack.clone() - stack.mean_dim(3);
+        Ok(centered / scale.unsqueeze_dim::<4>(0))
+    }
+
+    /// The number of blocks, inferred from the cached points (`None` for an empty cache).
+    fn n_layers_seen(&self) -> Option<usize> {
+        self.acts
+            .keys()
+            .filter_map(|p| p.layer())
+            .max()
+            .map(|l| l + 1)
+    }
+
+    /// How much each component of `stack` contributes to the logit of `tokens` (one per batch
+    /// row), or to the logit difference `tokens − incorrect`: the components go through
+    /// [`ActivationCache::apply_ln_to_stack`] with the final LayerNorm's scale, then are
+    /// projected on the unembedding directions (TransformerLens's `logit_attrs`).
+    ///
+    /// # Shapes
+    /// - stack: `[components, batch, pos, d_model]`
+    /// - output: `[components, batch, pos]`
+    ///
+    /// # Errors
+    /// Token lists of the wrong length or out of the vocabulary, or a missing
+    /// `ln_final.hook_scale`.
+    pub fn logit_attrs(
+        &self,
+        model: &Gpt2,
+        stack: Tensor<4>,
+        tokens: &[u32],
+        incorrect: Option<&[u32]>,
+    ) -> Result<Tensor<3>> {
+        let [c, b, p, d] = stack.dims();
+        let device = stack.device();
+        let directions = |ids: &[u32]| -> Result<Tensor<2>> {
+            if ids.len() != b {
+                return Err(Error::Shape(format!(
+                    "logit_attrs: {} tokens for a batch of {b}",
+                    ids.len()
+                )));
+            }
+            if let Some(&bad) = ids.iter().find(|&&t| t as usize >= model.config.vocab_size) {
+                return Err(Error::Shape(format!(
+                    "logit_attrs: token {bad} is outside the vocabulary ({})",
+                    model.config.vocab_size
+                )));
+            }
+            let idx = Tensor::<1, Int>::from_data(
+                TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [b]),
+                &device,
+            );
+            Ok(model.w_u.val().select(1, idx).swap_dims(0, 1)) // [b, d]
+        };
+        let mut dirs = directions(tokens)?;
+        if let Some(wrong) = incorrect {
+            dirs = dirs - directions(wrong)?;
+        }
+        let scaled = self.apply_ln_to_stack(stack, None, false)?;
+        let dirs = dirs.reshape([1, b, 1, d]);
+        Ok((scaled * dirs).sum_dim(3).reshape([c, b, p]))
+    }
+}
