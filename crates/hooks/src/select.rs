@@ -25,8 +25,15 @@ impl fmt::Debug for Selector {
 }
 
 impl Selector {
-    /// Every hook point.
+    /// Every default hook point (what TransformerLens's `run_with_cache` fills). The
+    /// on-request points (`hook_result`, `hook_attn_in`, …) are left out: selecting them
+    /// switches attention to its slower per-head path. [`Selector::every`] includes them.
     pub fn all() -> Self {
+        Self::predicate("every default point", |p| p.is_default())
+    }
+
+    /// Every hook point, the on-request ones included.
+    pub fn every() -> Self {
         Self::predicate("every point", |_| true)
     }
 
@@ -73,11 +80,12 @@ impl Selector {
         }
     }
 
-    /// The points of the blocks in `layers` (points outside the blocks excluded).
+    /// The default points of the blocks in `layers` (points outside the blocks and
+    /// on-request points excluded; combine with [`Selector::and`] for other sets).
     pub fn layers(layers: Range<usize>) -> Self {
         let about = format!("layers {layers:?}");
         Self::predicate(&about, move |p| {
-            p.layer().is_some_and(|l| layers.contains(&l))
+            p.is_default() && p.layer().is_some_and(|l| layers.contains(&l))
         })
     }
 

@@ -65,6 +65,33 @@ pub fn wgpu_adapter_available() -> bool {
     })
 }
 
+/// The devices of every backend that can run here, for tests and `--backend all`: ndarray,
+/// flex, and wgpu when an adapter exists. Without one, wgpu is left out with a message on
+/// stderr saying why, or this panics when `BURNLENS_REQUIRE_WGPU=1` (as CI sets it, so that a
+/// missing lavapipe cannot pass unnoticed).
+pub fn available_devices() -> Vec<(BackendKind, Device)> {
+    let mut out = Vec::new();
+    for kind in BackendKind::ALL {
+        if kind == BackendKind::Wgpu && !wgpu_adapter_available() {
+            if std::env::var("BURNLENS_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
+                panic!(
+                    "BURNLENS_REQUIRE_WGPU=1 but wgpu found no adapter (install mesa-vulkan-drivers for lavapipe)"
+                );
+            }
+            eprintln!(
+                "SKIP wgpu: no wgpu adapter on this machine (no GPU, no lavapipe); set BURNLENS_REQUIRE_WGPU=1 to make this an error"
+            );
+            continue;
+        }
+        out.push((
+            kind,
+            kind.device()
+                .expect("a backend with an adapter has a device"),
+        ));
+    }
+    out
+}
+
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 /// `[batch, pos, n_heads, d_head]` for `hook_q/k/v/z`, `[batch, n_heads, query_pos, key_pos]`
 /// for `hook_attn_scores`/`hook_pattern`, `[batch, pos, 1]` for the LayerNorm scales.
 ///
-/// The first 21 kinds are TransformerLens's default hook points for GPT-2 ([`HookPoint::all`]).
-/// The last six ([`HookPoint::on_request`]) are the ones TransformerLens computes only when a flag
+/// The default kinds are TransformerLens's default hook points for GPT-2 ([`HookPoint::all`]);
+/// six more ([`HookPoint::on_request`]) are the ones TransformerLens computes only when a flag
 /// asks (`use_attn_result`, `use_attn_in`, `use_split_qkv_input`, `use_hook_mlp_in`); burnlens
 /// computes them only when a hook set is active on them, so they cost nothing otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +86,11 @@ pub enum HookPoint {
     LnFinalScale,
     /// `ln_final.hook_normalized`.
     LnFinalNormalized,
+    /// `unembed.hook_in`: the unembedding's input, the final LayerNorm's output
+    /// `[batch, pos, d_model]`.
+    UnembedIn,
+    /// `unembed.hook_out`: the logits `[batch, pos, vocab]`.
+    UnembedOut,
 }
 
 /// A per-block hook kind: its name after `blocks.{l}.`, its shorthand, its constructor and
@@ -154,7 +159,7 @@ const BLOCK_KINDS: [BlockKind; 23] = [
 ];
 
 /// Points outside the blocks: name, shorthand, point.
-const GLOBAL_KINDS: [(&str, &str, HookPoint); 4] = [
+const GLOBAL_KINDS: [(&str, &str, HookPoint); 6] = [
     ("hook_embed", "embed", HookPoint::Embed),
     ("hook_pos_embed", "pos_embed", HookPoint::PosEmbed),
     (
@@ -167,6 +172,8 @@ const GLOBAL_KINDS: [(&str, &str, HookPoint); 4] = [
         "ln_final.normalized",
         HookPoint::LnFinalNormalized,
     ),
+    ("unembed.hook_in", "unembed_in", HookPoint::UnembedIn),
+    ("unembed.hook_out", "unembed_out", HookPoint::UnembedOut),
 ];
 
 /// TransformerLens's aliases for shorthand kinds (`utils.get_act_name`).
@@ -185,7 +192,7 @@ impl HookPoint {
     pub fn layer(&self) -> Option<usize> {
         use HookPoint::*;
         match *self {
-            Embed | PosEmbed | LnFinalScale | LnFinalNormalized => None,
+            Embed | PosEmbed | LnFinalScale | LnFinalNormalized | UnembedIn | UnembedOut => None,
             ResidPre(l) | AttnIn(l) | QInput(l) | KInput(l) | VInput(l) | Ln1Scale(l)
             | Ln1Normalized(l) | Q(l) | K(l) | V(l) | AttnScores(l) | Pattern(l) | Z(l)
             | Result(l) | AttnOut(l) | ResidMid(l) | MlpIn(l) | Ln2Scale(l) | Ln2Normalized(l)
@@ -250,8 +257,8 @@ impl HookPoint {
         }
     }
 
-    /// TransformerLens's default hook points of a model with `n_layers` blocks (21 kinds, the
-    /// set `run_with_cache` fills for GPT-2), in the order the forward pass reaches them.
+    /// TransformerLens's default hook points of a model with `n_layers` blocks (23 kinds: the
+    /// set TransformerLens 3.9's `run_with_cache` fills for GPT-2), in forward order.
     pub fn all(n_layers: usize) -> Vec<HookPoint> {
         Self::listed(n_layers, |k| k.default)
     }
@@ -276,7 +283,7 @@ impl HookPoint {
         for l in 0..n_layers {
             v.extend(BLOCK_KINDS.iter().filter(|k| keep(k)).map(|k| (k.make)(l)));
         }
-        v.extend([LnFinalScale, LnFinalNormalized]);
+        v.extend([LnFinalScale, LnFinalNormalized, UnembedIn, UnembedOut]);
         v
     }
 
@@ -460,7 +467,7 @@ mod tests {
     #[test]
     fn names_round_trip() {
         let all = HookPoint::all(3);
-        assert_eq!(all.len(), 2 + 3 * 17 + 2);
+        assert_eq!(all.len(), 2 + 3 * 17 + 4);
         assert_eq!(HookPoint::on_request(3).len(), 3 * 6);
         for p in HookPoint::every(3) {
             let name = p.to_string();

@@ -26,7 +26,7 @@ pub mod source;
 pub mod tokenizer;
 pub mod weights;
 
-pub use backend::{BackendKind, wgpu_adapter_available};
+pub use backend::{BackendKind, available_devices, wgpu_adapter_available};
 pub use batch::{PaddingSide, TokenBatch};
 pub use cache::KvCache;
 pub use config::{Activation, Gpt2Config};

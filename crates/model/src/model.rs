@@ -571,12 +571,17 @@ impl Gpt2 {
             (HookPoint::LnFinalScale, HookPoint::LnFinalNormalized),
             hooks,
         )?;
+        let x = run3(hooks, HookPoint::UnembedIn, x)?;
         let logits = x.reshape([b * t, d]).matmul(self.w_u.val());
         let logits = match &self.b_u {
             Some(b_u) => logits + b_u.val().unsqueeze::<2>(),
             None => logits,
         };
-        Ok(logits.reshape([b, t, cfg.vocab_size]))
+        run3(
+            hooks,
+            HookPoint::UnembedOut,
+            logits.reshape([b, t, cfg.vocab_size]),
+        )
     }
 }
 

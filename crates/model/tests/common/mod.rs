@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor};
+use burnlens_model::BackendKind;
 use burnlens_model::weights::{RawTensor, read_safetensors};
-use burnlens_model::{BackendKind, wgpu_adapter_available};
 use serde_json::Value;
 
 /// The workspace root.
@@ -46,25 +46,10 @@ pub fn floats(v: &Value) -> Vec<f32> {
         .collect()
 }
 
-/// The devices to test on: ndarray, flex, and wgpu where an adapter exists. Without one the
-/// wgpu case is skipped with a message, or fails when `BURNLENS_REQUIRE_WGPU=1`.
+/// The devices to test on: ndarray, flex, and wgpu where an adapter exists (see
+/// [`burnlens_model::available_devices`]).
 pub fn devices() -> Vec<(BackendKind, Device)> {
-    let mut out = Vec::new();
-    for kind in BackendKind::ALL {
-        if kind == BackendKind::Wgpu && !wgpu_adapter_available() {
-            if std::env::var("BURNLENS_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
-                panic!(
-                    "BURNLENS_REQUIRE_WGPU=1 but wgpu found no adapter (install mesa-vulkan-drivers for lavapipe)"
-                );
-            }
-            eprintln!(
-                "SKIP wgpu: no wgpu adapter on this machine (no GPU, no lavapipe); set BURNLENS_REQUIRE_WGPU=1 to make this an error"
-            );
-            continue;
-        }
-        out.push((kind, kind.device().expect("device")));
-    }
-    out
+    burnlens_model::available_devices()
 }
 
 /// Rows of a `[rows, cols]` tensor's host copy.
