@@ -13,7 +13,7 @@ use crate::select::{Positions, Selector};
 
 enum Action {
     Capture(Positions),
-    Intervene(Intervention),
+    Intervene(Box<Intervention>),
     Grad,
 }
 
@@ -100,13 +100,17 @@ impl HookSet {
         Ok(self.push(
             Selector::point(p)?,
             vec![p],
-            Action::Intervene(intervention),
+            Action::Intervene(Box::new(intervention)),
         ))
     }
 
     /// Apply `intervention` at every point `selector` selects.
     pub fn intervene_where(&mut self, selector: Selector, intervention: Intervention) -> &mut Self {
-        self.push(selector, Vec::new(), Action::Intervene(intervention))
+        self.push(
+            selector,
+            Vec::new(),
+            Action::Intervene(Box::new(intervention)),
+        )
     }
 
     /// Keep the gradient at every point `selector` selects (see [`HookSet::run_with_grads`]).

@@ -163,6 +163,8 @@ pub(crate) struct AttentionMask {
 
 /// What attention reads: one normalised input for q, k and v (the usual path), or one per
 /// head and per role while `hook_attn_in`/`hook_q/k/v_input` are active.
+// A burn tensor handle is large (~640 bytes); this value lives for one call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AttnInput {
     /// `[batch, pos, d_model]`, after `ln_1`.
     Shared(Tensor<3>),
@@ -197,11 +199,14 @@ impl Attention {
                 };
                 (split(0), split(1), split(2))
             }
-            AttnInput::PerHead([xq, xk, xv]) => (
-                self.project_per_head(xq, 0),
-                self.project_per_head(xk, 1),
-                self.project_per_head(xv, 2),
-            ),
+            AttnInput::PerHead(inputs) => {
+                let [xq, xk, xv] = inputs;
+                (
+                    self.project_per_head(xq, 0),
+                    self.project_per_head(xk, 1),
+                    self.project_per_head(xv, 2),
+                )
+            }
         };
         let [b, t, h, dh] = q.dims();
         let q = run4(hooks, HookPoint::Q(layer), q)?;
@@ -252,7 +257,7 @@ impl Attention {
             .c_attn
             .bias
             .as_ref()
-            .map(|b| b.val().slice([role * d..(role + 1) * d]).reshape([h, dh]));
+            .map(|b| b.val().slice(role * d..(role + 1) * d).reshape([h, dh]));
         (w, b)
     }
 

@@ -139,7 +139,7 @@ impl Gpt2 {
                     continue;
                 };
                 let d = self.config.n_embd;
-                let b_v = b_qkv.clone().slice([2 * d..3 * d]);
+                let b_v = b_qkv.clone().slice(2 * d..3 * d);
                 let shift = b_v.unsqueeze::<2>().matmul(attn.c_proj.weight.val());
                 let b_o = match &attn.c_proj.bias {
                     Some(b) => b.val() + shift.reshape([d]),
@@ -147,7 +147,7 @@ impl Gpt2 {
                 };
                 let b_o = if recenter { centered(b_o, 0) } else { b_o };
                 attn.c_proj.bias = Some(param(b_o));
-                let b_qkv = b_qkv.slice_assign([2 * d..3 * d], Tensor::zeros([d], &device));
+                let b_qkv = b_qkv.slice_assign(2 * d..3 * d, Tensor::zeros([d], &device));
                 attn.c_attn.bias = Some(param(b_qkv));
             }
         }
