@@ -1,4 +1,5 @@
-//! `cargo xtask`: burnlens's command line — generation, logits dumps, fixtures.
+//! `cargo xtask`: burnlens's command line — generation, logits dumps, activation caches,
+//! fixtures.
 
 mod npy;
 
@@ -6,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_model::generate::EarlyStopping;
 use burnlens_model::{
-    BackendKind, GenerationConfig, Gpt2Config, Gpt2Tokenizer, Strategy, TokenBatch, load,
+    BackendKind, GenerationConfig, Gpt2Config, Gpt2Tokenizer, HookPoint, Strategy, TokenBatch,
+    WeightProcessing, load,
 };
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -31,6 +34,28 @@ enum Command {
     Logits(LogitsArgs),
     /// Regenerate the fixtures that Rust makes.
     Fixtures(FixturesArgs),
+    /// Run a prompt and save hook activations (TransformerLens names) as safetensors.
+    Cache(CacheArgs),
+}
+
+#[derive(Args)]
+struct CacheArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Comma-separated hook names; `*` matches any characters among the default points
+    /// (`blocks.0.*`, `*.hook_resid_pre`, `*` for all of them). Name on-request points
+    /// (`blocks.0.attn.hook_result`, `blocks.1.hook_q_input`, …) in full.
+    #[arg(long, default_value = "*")]
+    hooks: String,
+    /// Apply TransformerLens's weight processing (fold_ln, centering, fold_value_biases).
+    #[arg(long)]
+    processed: bool,
+    /// Output file (.safetensors).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -127,7 +152,66 @@ fn main() -> Result<()> {
         Command::Generate(a) => generate(a),
         Command::Logits(a) => logits(a),
         Command::Fixtures(a) => fixtures(a),
+        Command::Cache(a) => cache(a),
     }
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
+        }
+    }
+}
+
+fn cache(a: CacheArgs) -> Result<()> {
+    let (mut lm, _) = open(&a.model)?;
+    if a.processed {
+        lm.model = lm
+            .model
+            .process_weights(WeightProcessing::transformer_lens());
+    }
+    let ids = lm.tokenizer.encode(&a.prompt, a.model.prepend_bos)?;
+    let batch = TokenBatch::single(&ids)?;
+    let n = lm.model.config.n_layer;
+    let patterns: Vec<String> = a.hooks.split(',').map(|p| p.trim().to_string()).collect();
+    let mut points = Vec::new();
+    for pattern in &patterns {
+        let matched: Vec<HookPoint> = if pattern.contains('*') {
+            HookPoint::all(n)
+                .into_iter()
+                .filter(|p| glob(pattern, &p.to_string()))
+                .collect()
+        } else {
+            let p: HookPoint = pattern.parse()?;
+            p.check_layer(n)?;
+            vec![p]
+        };
+        if matched.is_empty() {
+            bail!("--hooks: {pattern:?} matches no hook point of this {n}-block model");
+        }
+        points.extend(matched);
+    }
+    points.sort();
+    points.dedup();
+    let (_, cache) = run_with_cache(&lm.model, &batch, Selector::points(points)?)?;
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    cache.save(&a.out)?;
+    eprintln!(
+        "cached {} hook points ({:.1} KiB) for {} tokens into {}",
+        cache.len(),
+        cache.memory_bytes() as f64 / 1024.0,
+        ids.len(),
+        a.out.display()
+    );
+    Ok(())
 }
 
 fn open(args: &ModelArgs) -> Result<(burnlens_model::LoadedModel, BackendKind)> {
