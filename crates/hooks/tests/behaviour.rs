@@ -1,37 +1,19 @@
 //! Hook-set behaviour that needs no reference: ordering, regions, noise, custom hooks, errors.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{host, max_diff, tiny as model};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use burnlens_hooks::{Act, HookSet, Intervention, Positions, Selector, run_with_cache};
-use burnlens_model::{BackendKind, Gpt2, HookPoint, NoHooks, TokenBatch, load};
+use burnlens_model::{BackendKind, HookPoint, NoHooks, TokenBatch};
 
 fn device() -> Device {
     BackendKind::NdArray.device().unwrap()
 }
 
-fn model(device: &Device) -> Gpt2 {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-gpt2");
-    load(dir.to_str().unwrap(), device).unwrap().model
-}
-
 fn batch() -> TokenBatch {
     TokenBatch::new(vec![vec![5, 17, 300, 42, 8], vec![99, 1, 2, 3, 640]], None).unwrap()
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

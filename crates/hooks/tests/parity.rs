@@ -2,23 +2,22 @@
 //! the tiny fixture, against `scripts/reference/hooks_reference.py` (TransformerLens 3.9.0).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+mod common;
+
+use common::{host, max_diff, root, tiny as model};
+
+use burn::tensor::{Int, Tensor, TensorData};
 use burnlens_hooks::{
     Act, ActivationCache, HookSet, Intervention, ResidMode, Selector, run_with_cache,
 };
 use burnlens_model::weights::{RawTensor, read_safetensors};
 use burnlens_model::{
-    BackendKind, Gpt2, HookPoint, TokenBatch, WeightProcessing, available_devices, load, load_with,
+    BackendKind, HookPoint, TokenBatch, WeightProcessing, available_devices, load_with,
 };
 use serde_json::Value;
 
 const TOL: f32 = 1e-4;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 struct Reference {
     json: Value,
@@ -76,28 +75,6 @@ impl Reference {
             .map(|s| s.as_str().unwrap().to_string())
             .collect()
     }
-}
-
-fn model(device: &Device) -> Gpt2 {
-    load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), device)
-        .unwrap()
-        .model
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
-}
-
-/// Max |a - b|, treating equal infinities (masked attention scores) as equal.
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
-        .fold(0.0, f32::max)
 }
 
 fn assert_close(what: &str, got: &Act, want: &RawTensor, tol: f32) {
