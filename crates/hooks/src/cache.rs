@@ -223,7 +223,7 @@ impl ActivationCache {
                     ln.epsilon,
                 )
             } else {
-                self.apply_ln_to_stack(stack, Some(layer), mlp_input)?
+                self.apply_ln_to_stack(model, stack, Some(layer), mlp_input)?
             };
         }
         Ok(ResidStack { stack, labels })
@@ -277,7 +277,7 @@ impl ActivationCache {
         }
         let mut stack = Tensor::stack(parts, 0);
         if apply_ln {
-            stack = self.apply_ln_to_stack(stack, Some(layer), mlp_input)?;
+            stack = self.apply_ln_to_stack(model, stack, Some(layer), mlp_input)?;
         }
         Ok(ResidStack { stack, labels })
     }
@@ -339,7 +339,7 @@ impl ActivationCache {
             Error::Shape("stack_head_results: layer 0 has no heads before it".into())
         })?;
         if apply_ln {
-            stack = self.apply_ln_to_stack(stack, Some(layer), false)?;
+            stack = self.apply_ln_to_stack(model, stack, Some(layer), false)?;
         }
         Ok(ResidStack { stack, labels })
     }
@@ -357,22 +357,18 @@ impl ActivationCache {
     /// The scale was not captured, or its shape does not match the stack.
     pub fn apply_ln_to_stack(
         &self,
+        model: &Gpt2,
         stack: Tensor<4>,
         layer: Option<usize>,
         mlp_input: bool,
     ) -> Result<Tensor<4>> {
-        let scale_point = match layer {
-            None => HookPoint::LnFinalScale,
-            Some(l) => {
-                let n = self.n_layers_seen();
-                if Some(l) == n {
-                    HookPoint::LnFinalScale
-                } else if mlp_input {
-                    HookPoint::Ln2Scale(l)
-                } else {
-                    HookPoint::Ln1Scale(l)
-                }
-            }
+        let layer = Self::n_layers_for(layer, model)?;
+        let scale_point = if layer == model.config.n_layer {
+            HookPoint::LnFinalScale
+        } else if mlp_input {
+            HookPoint::Ln2Scale(layer)
+        } else {
+            HookPoint::Ln1Scale(layer)
         };
         let scale = self.get3(scale_point)?; // [b, p, 1]
         let [_, b, p, _] = stack.dims();
@@ -384,15 +380,6 @@ impl ActivationCache {
         }
         let centered = stack.clone() - stack.mean_dim(3);
         Ok(centered / scale.unsqueeze_dim::<4>(0))
-    }
-
-    /// The number of blocks, inferred from the cached points (`None` for an empty cache).
-    fn n_layers_seen(&self) -> Option<usize> {
-        self.acts
-            .keys()
-            .filter_map(|p| p.layer())
-            .max()
-            .map(|l| l + 1)
     }
 
     /// How much each component of `stack` contributes to the logit of `tokens` (one per batch
@@ -439,7 +426,7 @@ impl ActivationCache {
         if let Some(wrong) = incorrect {
             dirs = dirs - directions(wrong)?;
         }
-        let scaled = self.apply_ln_to_stack(stack, None, false)?;
+        let scaled = self.apply_ln_to_stack(model, stack, None, false)?;
         let dirs = dirs.reshape([1, b, 1, d]);
         Ok((scaled * dirs).sum_dim(3).reshape([c, b, p]))
     }

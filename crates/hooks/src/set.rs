@@ -176,6 +176,12 @@ impl HookSet {
             ));
         }
         let value = metric(logits);
+        if !value.is_tracked() {
+            return Err(Error::Shape(
+                "the metric does not depend on any gradient point (is it computed from the logits?)"
+                    .into(),
+            ));
+        }
         if value.dims() != [1] {
             return Err(Error::Shape(format!(
                 "the metric must return one number (shape [1]), not shape {:?}",

@@ -265,6 +265,19 @@ fn bad_hooks_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no gradient point"), "{err}");
+    // A metric that ignores the logits, and one that is not a single number.
+    let mut set = HookSet::new();
+    set.grad(Selector::kind("resid_pre"));
+    let err = set
+        .run_with_grads(&m, &batch(), |l| Tensor::zeros([1], &l.device()).inner())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not depend"), "{err}");
+    let err = set
+        .run_with_grads(&m, &batch(), |l| l.sum_dim(2).sum_dim(1).reshape([2]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("one number"), "{err}");
 }
 
 #[test]
