@@ -1,5 +1,27 @@
 //! # burnlens-datasets
 //!
-//! Prompt pairs, CounterFact / known-facts loaders and generated factual-recall prompt sets.
-//! Not implemented yet: this crate reserves its place in the layering (see
-//! docs/ARCHITECTURE.md); issue 4 fills it.
+//! Inputs for experiments: clean/corrupted prompt pairs (JSON, JSONL, CSV) and their
+//! tokenization with the usual checks; CounterFact, counterfact-tracing and ROME known-facts
+//! loaders that validate their records; the factual-recall "dual setting" prompt generator;
+//! text files cut into context-length rows for activation statistics.
+//!
+//! Every loader names the file, the record and the field at fault.
+
+pub mod dual;
+pub mod error;
+pub mod facts;
+pub mod pairs;
+pub mod records;
+pub mod text;
+
+pub use dual::{DualConfig, DualForm, DualPrompt, generate_dual};
+pub use error::{Error, Result};
+pub use facts::{
+    CounterFactRecord, KnownFact, RequestedRewrite, Target, TracingRecord, load_counterfact,
+    load_known_facts, load_tracing,
+};
+pub use pairs::{
+    DropReason, Dropped, PairOptions, PromptPair, TokenizedPairs, load_pairs, tokenize_pairs,
+};
+pub use records::Format;
+pub use text::{batches, chunk_texts, read_texts};

@@ -1,0 +1,184 @@
+//! Factual-recall records: CounterFact, the counterfact-tracing columns, and ROME's known
+//! facts. Each loader validates that the subject occurs in the prompt.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::records::read_records;
+
+/// A target of a CounterFact rewrite (`{"str": " French", "id": "Q150"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The target text.
+    #[serde(rename = "str")]
+    pub text: String,
+    /// Its Wikidata id, when given.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// The fact a CounterFact record asks to rewrite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestedRewrite {
+    /// The prompt with `{}` where the subject goes ("The mother tongue of {} is").
+    pub prompt: String,
+    /// The subject.
+    pub subject: String,
+    /// The new (counterfactual) target.
+    pub target_new: Target,
+    /// The true target.
+    pub target_true: Target,
+    /// The Wikidata relation, when given.
+    #[serde(default)]
+    pub relation_id: Option<String>,
+}
+
+impl RequestedRewrite {
+    /// The prompt with the subject filled in.
+    pub fn filled_prompt(&self) -> String {
+        self.prompt.replacen("{}", &self.subject, 1)
+    }
+}
+
+/// A CounterFact record (ROME's `counterfact.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterFactRecord {
+    /// Record id.
+    pub case_id: u64,
+    /// The rewrite.
+    pub requested_rewrite: RequestedRewrite,
+    /// Paraphrases of the prompt (generalisation).
+    #[serde(default)]
+    pub paraphrase_prompts: Vec<String>,
+    /// Prompts about neighbouring subjects (specificity).
+    #[serde(default)]
+    pub neighborhood_prompts: Vec<String>,
+    /// Prompts for generation tests.
+    #[serde(default)]
+    pub generation_prompts: Vec<String>,
+}
+
+/// A row of the counterfact-tracing table (the columns of the CounterFact set used for causal
+/// tracing: the relation template, its split around the subject, and both targets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracingRecord {
+    /// The relation template with `{}` for the subject.
+    pub relation: String,
+    /// The template before the subject.
+    pub relation_prefix: String,
+    /// The template after the subject.
+    pub relation_suffix: String,
+    /// The filled prompt.
+    pub prompt: String,
+    /// The Wikidata relation id.
+    pub relation_id: String,
+    /// The true target (" French").
+    pub target_true: String,
+    /// The counterfactual target.
+    pub target_false: String,
+    /// Wikidata id of the true target.
+    pub target_true_id: String,
+    /// Wikidata id of the counterfactual target.
+    pub target_false_id: String,
+    /// The subject.
+    pub subject: String,
+}
+
+/// A record of ROME's known facts (`known_1000.json`): prompts the model completes correctly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownFact {
+    /// Record id.
+    pub known_id: u64,
+    /// The subject.
+    pub subject: String,
+    /// The attribute the model predicts.
+    pub attribute: String,
+    /// The template with `{}` for the subject.
+    pub template: String,
+    /// The model's prediction (as recorded by ROME).
+    pub prediction: String,
+    /// The filled prompt.
+    pub prompt: String,
+    /// The Wikidata relation id.
+    pub relation_id: String,
+}
+
+fn check(path: &Path, record: usize, ok: bool, message: impl FnOnce() -> String) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Record {
+            path: path.to_path_buf(),
+            record,
+            message: message(),
+        })
+    }
+}
+
+/// Reads CounterFact records (`.json` array or `.jsonl`).
+///
+/// # Errors
+/// Malformed files, missing fields, and a prompt without the `{}` subject slot or an empty
+/// subject (named with file and record).
+pub fn load_counterfact(path: &Path) -> Result<Vec<CounterFactRecord>> {
+    let records: Vec<CounterFactRecord> = read_records(path)?;
+    for (i, r) in records.iter().enumerate() {
+        let rw = &r.requested_rewrite;
+        check(path, i, !rw.subject.is_empty(), || {
+            "requested_rewrite.subject is empty".into()
+        })?;
+        check(path, i, rw.prompt.contains("{}"), || {
+            format!(
+                "requested_rewrite.prompt {:?} has no {{}} slot for the subject {:?}",
+                rw.prompt, rw.subject
+            )
+        })?;
+    }
+    Ok(records)
+}
+
+/// Reads counterfact-tracing rows (`.json`, `.jsonl` or `.csv`).
+///
+/// # Errors
+/// Malformed files, missing fields, and a subject that does not occur in the prompt.
+pub fn load_tracing(path: &Path) -> Result<Vec<TracingRecord>> {
+    let records: Vec<TracingRecord> = read_records(path)?;
+    for (i, r) in records.iter().enumerate() {
+        check(
+            path,
+            i,
+            !r.subject.is_empty() && r.prompt.contains(&r.subject),
+            || {
+                format!(
+                    "subject {:?} does not occur in prompt {:?}",
+                    r.subject, r.prompt
+                )
+            },
+        )?;
+    }
+    Ok(records)
+}
+
+/// Reads known facts (`.json` array or `.jsonl`).
+///
+/// # Errors
+/// Malformed files, missing fields, and a subject that does not occur in the prompt.
+pub fn load_known_facts(path: &Path) -> Result<Vec<KnownFact>> {
+    let records: Vec<KnownFact> = read_records(path)?;
+    for (i, r) in records.iter().enumerate() {
+        check(
+            path,
+            i,
+            !r.subject.is_empty() && r.prompt.contains(&r.subject),
+            || {
+                format!(
+                    "subject {:?} does not occur in prompt {:?}",
+                    r.subject, r.prompt
+                )
+            },
+        )?;
+    }
+    Ok(records)
+}

@@ -1,0 +1,346 @@
+//! Loaders round-trip the hand-written fixtures; malformed input names file, record and field;
+//! the dual-setting generator is deterministic and yields single-token answers.
+
+use std::path::{Path, PathBuf};
+
+use burnlens_datasets::*;
+use burnlens_model::{Gpt2Tokenizer, PaddingSide};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn gpt2() -> Gpt2Tokenizer {
+    Gpt2Tokenizer::from_dir(&fixtures().join("gpt2-bpe")).unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn prompt_pairs_load_alike_from_json_jsonl_and_csv_and_round_trip() {
+    let d = fixtures().join("datasets");
+    let json = load_pairs(&d.join("pairs.json")).unwrap();
+    assert_eq!(json.len(), 5);
+    assert_eq!(json[1].answer, " Mary");
+    assert_eq!(load_pairs(&d.join("pairs.jsonl")).unwrap(), json);
+    assert_eq!(load_pairs(&d.join("pairs.csv")).unwrap(), json);
+    // Write back and read again.
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "back.json",
+        &serde_json::to_string(&json).unwrap(),
+    );
+    assert_eq!(load_pairs(&p).unwrap(), json);
+}
+
+#[test]
+fn tokenized_pairs_are_padded_and_report_what_was_dropped() {
+    let pairs = load_pairs(&fixtures().join("datasets/pairs.json")).unwrap();
+    let tok = gpt2();
+    let t = tokenize_pairs(
+        &pairs,
+        &tok,
+        PairOptions {
+            prepend_bos: false,
+            padding: PaddingSide::Right,
+        },
+    )
+    .unwrap();
+    assert_eq!(t.indices, vec![0, 1]);
+    assert_eq!(t.dropped.len(), 3);
+    let reason = |i: usize| {
+        t.dropped
+            .iter()
+            .find(|d| d.index == i)
+            .unwrap()
+            .reason
+            .clone()
+    };
+    let (a, b) = (
+        tok.encode(&pairs[2].clean, false).unwrap().len(),
+        tok.encode(&pairs[2].corrupted, false).unwrap().len(),
+    );
+    assert_eq!(
+        reason(2),
+        DropReason::LengthMismatch {
+            clean: a,
+            corrupted: b
+        }
+    );
+    assert_eq!(reason(3), DropReason::Identical);
+    assert!(matches!(
+        reason(4),
+        DropReason::NotSingleToken {
+            field: "answer",
+            tokens: 2,
+            ..
+        }
+    ));
+    assert!(
+        reason(4)
+            .to_string()
+            .contains("\" Buenos Aires\" is 2 tokens")
+    );
+    // Padded to the longest kept prompt; the answer is read at each row's last real token.
+    assert_eq!(
+        t.clean.seq_len(),
+        tok.encode(&pairs[1].clean, false).unwrap().len()
+    );
+    assert_eq!(t.last_positions, vec![4, t.clean.seq_len() - 1]);
+    assert_eq!(
+        t.answer_ids,
+        vec![
+            tok.single_token(" Paris").unwrap(),
+            tok.single_token(" Mary").unwrap()
+        ]
+    );
+    assert_eq!(t.foil_ids[0], tok.single_token(" Rome").unwrap());
+    // France/Italy differ at position 3; the IOI pair at the second name.
+    assert_eq!(t.diff_positions[0], vec![3]);
+    assert_eq!(t.diff_positions[1].len(), 1);
+    // Left padding with BOS: rows end together.
+    let t = tokenize_pairs(
+        &pairs,
+        &tok,
+        PairOptions {
+            prepend_bos: true,
+            padding: PaddingSide::Left,
+        },
+    )
+    .unwrap();
+    assert_eq!(t.last_positions, vec![t.clean.seq_len() - 1; 2]);
+    assert_eq!(t.clean.row(1)[0], tok.endoftext_id().unwrap());
+    // Everything dropped is an error that says why.
+    let err = tokenize_pairs(&pairs[3..], &tok, PairOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("every prompt pair was dropped")
+            && err.contains("pair 0")
+            && err.contains("not one"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fact_records_load_and_round_trip() {
+    let d = fixtures().join("datasets");
+    let cf = load_counterfact(&d.join("counterfact.json")).unwrap();
+    assert_eq!(cf.len(), 2);
+    assert_eq!(
+        cf[0].requested_rewrite.filled_prompt(),
+        "The mother tongue of Marie Curie is"
+    );
+    assert_eq!(cf[0].requested_rewrite.target_true.text, "Polish");
+    assert_eq!(cf[1].requested_rewrite.target_new.id, None);
+    let tr = load_tracing(&d.join("tracing.json")).unwrap();
+    assert_eq!(tr[1].relation_suffix, " is located in");
+    let kf = load_known_facts(&d.join("known_facts.json")).unwrap();
+    assert_eq!(
+        kf.iter().map(|k| k.known_id).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let back = write(
+        tmp.path(),
+        "cf.jsonl",
+        &cf.iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    assert_eq!(load_counterfact(&back).unwrap(), cf);
+    let back = write(tmp.path(), "kf.json", &serde_json::to_string(&kf).unwrap());
+    assert_eq!(load_known_facts(&back).unwrap(), kf);
+    let back = write(tmp.path(), "tr.json", &serde_json::to_string(&tr).unwrap());
+    assert_eq!(load_tracing(&back).unwrap(), tr);
+}
+
+#[test]
+fn malformed_input_names_file_record_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let check = |err: Error, parts: &[&str]| {
+        let msg = err.to_string();
+        for p in parts {
+            assert!(msg.contains(p), "{msg:?} should mention {p:?}");
+        }
+    };
+    let p = write(
+        dir,
+        "missing.json",
+        r#"[{"clean": "a", "corrupted": "b", "answer": " c", "foil": " d"}, {"clean": "a", "corrupted": "b", "answer": " c"}]"#,
+    );
+    check(
+        load_pairs(&p).unwrap_err(),
+        &["missing.json", "record 1", "foil"],
+    );
+    let p = write(
+        dir,
+        "empty.jsonl",
+        "{\"clean\": \"\", \"corrupted\": \"b\", \"answer\": \" c\", \"foil\": \" d\"}\n",
+    );
+    check(
+        load_pairs(&p).unwrap_err(),
+        &["empty.jsonl", "record 0", "clean"],
+    );
+    let p = write(dir, "short.csv", "clean,corrupted,answer,foil\na,b, c\n");
+    check(
+        load_pairs(&p).unwrap_err(),
+        &["short.csv", "record 0", "3 fields"],
+    );
+    let p = write(dir, "bad.jsonl", "{\"clean\": \"a\"}\nnot json\n");
+    check(load_pairs(&p).unwrap_err(), &["bad.jsonl", "line 2"]);
+    check(
+        load_pairs(&dir.join("nope.json")).unwrap_err(),
+        &["nope.json"],
+    );
+    check(
+        load_pairs(&write(dir, "x.txt", "")).unwrap_err(),
+        &["x.txt", ".json, .jsonl or .csv"],
+    );
+    let p = write(
+        dir,
+        "known.json",
+        r#"[{"known_id": 7, "subject": "Toyota", "attribute": "Japan", "template": "{} is from", "prediction": " Japan", "prompt": "Honda is from", "relation_id": "P17"}]"#,
+    );
+    check(
+        load_known_facts(&p).unwrap_err(),
+        &["known.json", "record 0", "\"Toyota\" does not occur"],
+    );
+    let p = write(
+        dir,
+        "cf.json",
+        r#"[{"case_id": 3, "requested_rewrite": {"prompt": "The capital is", "subject": "X", "target_new": {"str": "A"}, "target_true": {"str": "B"}}}]"#,
+    );
+    check(
+        load_counterfact(&p).unwrap_err(),
+        &["cf.json", "record 0", "no {} slot"],
+    );
+    let p = write(
+        dir,
+        "cf2.json",
+        r#"[{"case_id": 3, "requested_rewrite": {"prompt": "{} is", "subject": "X", "target_new": {"text": "A"}, "target_true": {"str": "B"}}}]"#,
+    );
+    check(
+        load_counterfact(&p).unwrap_err(),
+        &["cf2.json", "record 0", "`str`"],
+    );
+    let p = write(
+        dir,
+        "tr.json",
+        r#"[{"relation": "{} is", "prompt": "X is"}]"#,
+    );
+    check(
+        load_tracing(&p).unwrap_err(),
+        &["tr.json", "record 0", "relation_prefix"],
+    );
+    let p = write(dir, "t.jsonl", "{\"text\": \"ok\"}\n{\"body\": \"no\"}\n");
+    check(
+        read_texts(&p).unwrap_err(),
+        &["t.jsonl", "record 1", "`text`"],
+    );
+}
+
+#[test]
+fn dual_setting_prompts_are_deterministic_and_single_token() {
+    let tok = gpt2();
+    for form in [DualForm::Explicit, DualForm::Implicit] {
+        let cfg = DualConfig {
+            form,
+            n_shots: 3,
+            n_prompts: 25,
+            seed: 11,
+        };
+        let a = generate_dual(&cfg, Some(&tok)).unwrap();
+        assert_eq!(
+            a,
+            generate_dual(&cfg, Some(&tok)).unwrap(),
+            "same seed, same prompts"
+        );
+        assert_ne!(
+            a,
+            generate_dual(&DualConfig { seed: 12, ..cfg }, Some(&tok)).unwrap()
+        );
+        assert_eq!(a.len(), 25);
+        for p in &a {
+            assert_eq!(
+                tok.encode(&p.answer, false).unwrap().len(),
+                1,
+                "{}",
+                p.answer
+            );
+            assert_eq!(tok.encode(&p.foil, false).unwrap().len(), 1, "{}", p.foil);
+            assert_ne!(p.answer, p.foil);
+            assert_ne!(p.country, p.corrupted_country);
+            // Three in-context facts, then the query; the corrupted prompt only swaps the country.
+            assert_eq!(p.prompt.matches(" is from ").count(), 4);
+            // Shots use other countries, so swapping the query country everywhere is exactly
+            // the corruption.
+            assert_eq!(
+                p.corrupted,
+                p.prompt.replace(&p.country, &p.corrupted_country)
+            );
+            let query = p.prompt.rsplit(". ").next().unwrap();
+            match form {
+                DualForm::Explicit => assert!(
+                    query.ends_with(&format!("The capital of {} is", p.country)),
+                    "{query}"
+                ),
+                DualForm::Implicit => assert!(
+                    query.ends_with(" lives in") && query.contains(&p.country),
+                    "{query}"
+                ),
+            }
+        }
+        // Pairs align token by token, so none is dropped.
+        let pairs: Vec<PromptPair> = a.iter().map(DualPrompt::pair).collect();
+        let t = tokenize_pairs(&pairs, &tok, PairOptions::default()).unwrap();
+        assert!(t.dropped.is_empty(), "{:?}", t.dropped);
+    }
+    let err = generate_dual(
+        &DualConfig {
+            n_shots: 40,
+            ..DualConfig::default()
+        },
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("40 shots"));
+}
+
+#[test]
+fn texts_are_chunked_to_the_context() {
+    let d = fixtures().join("datasets");
+    let tok = gpt2();
+    let txt = read_texts(&d.join("text.txt")).unwrap();
+    assert_eq!(txt.len(), 3);
+    assert_eq!(read_texts(&d.join("text.jsonl")).unwrap(), txt);
+    let rows = chunk_texts(&txt, &tok, 16, true).unwrap();
+    let eos = tok.endoftext_id().unwrap();
+    let total: usize = txt
+        .iter()
+        .map(|t| tok.encode(t, false).unwrap().len())
+        .sum::<usize>()
+        + txt.len()
+        - 1;
+    assert_eq!(rows.len(), total / 15);
+    assert!(rows.iter().all(|r| r.len() == 16 && r[0] == eos));
+    // The rows are the joined stream, in order.
+    let first = tok.encode(&txt[0], false).unwrap();
+    assert_eq!(&rows[0][1..], &first[..15]);
+    let b = batches(&rows, 2).unwrap();
+    assert_eq!(b.len(), rows.len().div_ceil(2));
+    assert!(chunk_texts(&txt, &tok, 1, true).is_err());
+    assert!(
+        chunk_texts(&txt[..1], &tok, 1000, false)
+            .unwrap_err()
+            .to_string()
+            .contains("fewer than one row")
+    );
+}
