@@ -1,5 +1,11 @@
 //! # burnlens-experiments
 //!
-//! Activation patching, ROME-style causal tracing, contrastive attribution and the rest. Not
-//! implemented yet: this crate reserves its place in the layering (see docs/ARCHITECTURE.md);
-//! issue 5 and later fill it.
+//! Experiments built on the one forward pass and its hook sets: activation patching sweeps
+//! with TransformerLens's sites and result shapes (`patching`). Causal tracing, the batched
+//! patching engine and attribution patching come next (issue 5).
+
+pub mod error;
+pub mod patching;
+
+pub use error::{Error, Result};
+pub use patching::{PatchIndex, PatchResult, Sweep, patch_sweep};

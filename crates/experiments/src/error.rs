@@ -1,0 +1,18 @@
+//! The experiments crate's error type.
+
+/// What can go wrong running an experiment.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error from the hooks crate (unknown hook point, missing cache entry, …).
+    #[error(transparent)]
+    Hooks(#[from] burnlens_hooks::Error),
+    /// An error from the model (forward pass, tokenizer).
+    #[error(transparent)]
+    Model(#[from] burnlens_model::Error),
+    /// Inputs that do not fit together (e.g. clean and corrupted runs of different shapes).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
