@@ -2,11 +2,14 @@
 //! fixtures.
 
 mod npy;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use burnlens_datasets::{PairOptions, PromptPair, tokenize_pairs};
+use burnlens_experiments::{PatchIndex, Sweep, patch_sweep_observed};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_model::generate::EarlyStopping;
 use burnlens_model::{
@@ -36,6 +39,34 @@ enum Command {
     Fixtures(FixturesArgs),
     /// Run a prompt and save hook activations (TransformerLens names) as safetensors.
     Cache(CacheArgs),
+    /// Activation patching sweeps on a clean/corrupted pair: result.json, SVG heatmaps, index.html.
+    Patch(PatchArgs),
+}
+
+#[derive(Args)]
+struct PatchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The clean prompt.
+    #[arg(long)]
+    clean: String,
+    /// The corrupted prompt (must tokenize to the clean prompt's length).
+    #[arg(long)]
+    corrupted: String,
+    /// The clean answer (one token, e.g. " Paris").
+    #[arg(long)]
+    answer: String,
+    /// The foil (one token).
+    #[arg(long)]
+    foil: String,
+    /// Comma-separated sweeps: resid_pre, resid_mid, resid_post, attn_out, mlp_out,
+    /// head_out_all_pos, head_q_all_pos, head_k_all_pos, head_v_all_pos, head_pattern_all_pos,
+    /// head_out_by_pos, head_pattern_by_pos, or block_every / head_all_pos_every.
+    #[arg(long, default_value = "block_every")]
+    sweeps: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -153,7 +184,179 @@ fn main() -> Result<()> {
         Command::Logits(a) => logits(a),
         Command::Fixtures(a) => fixtures(a),
         Command::Cache(a) => cache(a),
+        Command::Patch(a) => patch(a),
     }
+}
+
+fn parse_sweeps(list: &str) -> Result<Vec<(String, Sweep)>> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let named = |n: &str, s: Sweep| (n.to_string(), s);
+        match name {
+            "block_every" => out.extend(
+                ["resid_pre", "attn_out", "mlp_out"]
+                    .into_iter()
+                    .zip(Sweep::BLOCK_EVERY)
+                    .map(|(n, s)| named(n, s)),
+            ),
+            "head_all_pos_every" => out.extend(
+                [
+                    "head_out_all_pos",
+                    "head_q_all_pos",
+                    "head_k_all_pos",
+                    "head_v_all_pos",
+                    "head_pattern_all_pos",
+                ]
+                .into_iter()
+                .zip(Sweep::HEAD_ALL_POS_EVERY)
+                .map(|(n, s)| named(n, s)),
+            ),
+            _ => {
+                let s = match name {
+                    "resid_pre" => Sweep::RESID_PRE,
+                    "resid_mid" => Sweep::RESID_MID,
+                    "resid_post" => Sweep::RESID_POST,
+                    "attn_out" => Sweep::ATTN_OUT,
+                    "mlp_out" => Sweep::MLP_OUT,
+                    "head_out_all_pos" => Sweep::HEAD_OUT_ALL_POS,
+                    "head_q_all_pos" => Sweep::HEAD_Q_ALL_POS,
+                    "head_k_all_pos" => Sweep::HEAD_K_ALL_POS,
+                    "head_v_all_pos" => Sweep::HEAD_V_ALL_POS,
+                    "head_pattern_all_pos" => Sweep::HEAD_PATTERN_ALL_POS,
+                    "head_out_by_pos" => Sweep::HEAD_OUT_BY_POS,
+                    "head_pattern_by_pos" => Sweep::HEAD_PATTERN_BY_POS,
+                    _ => bail!("unknown sweep {name:?} (see cargo xtask patch --help)"),
+                };
+                out.push(named(name, s));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn patch(a: PatchArgs) -> Result<()> {
+    let started = Instant::now();
+    let sweeps = parse_sweeps(&a.sweeps)?;
+    let (lm, backend) = open(&a.model)?;
+    let pair = PromptPair {
+        clean: a.clean.clone(),
+        corrupted: a.corrupted.clone(),
+        answer: a.answer.clone(),
+        foil: a.foil.clone(),
+    };
+    let options = PairOptions {
+        prepend_bos: a.model.prepend_bos,
+        ..PairOptions::default()
+    };
+    let t = tokenize_pairs(std::slice::from_ref(&pair), &lm.tokenizer, options)?;
+    let (answer, foil) = (t.answer_ids.clone(), t.foil_ids.clone());
+    let logit_diff_of = |logits: burnlens_model::burn::tensor::Tensor<3>| -> Result<f32> {
+        Ok(
+            burnlens_metrics::logit_diff(burnlens_metrics::last_position(logits), &answer, &foil)?
+                .mean()
+                .into_scalar::<f32>(),
+        )
+    };
+    let (clean_logits, cache) = run_with_cache(&lm.model, &t.clean, Selector::all())?;
+    let clean_ld = logit_diff_of(clean_logits)?;
+    let corrupt_ld = logit_diff_of(lm.model.logits(&t.corrupted)?)?;
+    // Fail early on a degenerate baseline rather than after the sweep.
+    burnlens_metrics::normalized_patch_score(
+        burnlens_model::burn::tensor::Tensor::<1>::zeros([1], &lm.model.device()),
+        clean_ld,
+        corrupt_ld,
+    )?;
+    let metric = |logits: burnlens_model::burn::tensor::Tensor<3>| -> f32 {
+        let ld = logit_diff_of(logits).unwrap_or(f32::NAN);
+        (ld - corrupt_ld) / (clean_ld - corrupt_ld)
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let str_tokens = lm.tokenizer.str_tokens(t.clean.row(0))?;
+    let n_layers = lm.model.config.n_layer;
+    let mut results = Vec::new();
+    let mut figures = Vec::new();
+    for (name, sweep) in &sweeps {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>22} [{bar:40}] {pos}/{len} patches ({eta})")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(name.clone());
+        let sweep_start = Instant::now();
+        let r = patch_sweep_observed(
+            &lm.model,
+            &t.corrupted,
+            &cache,
+            *sweep,
+            &metric,
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?;
+        bar.finish();
+        let seconds = sweep_start.elapsed().as_secs_f64();
+        if r.shape.len() == 2 {
+            let rows: Vec<String> = (0..n_layers).map(|l| format!("L{l}")).collect();
+            let cols: Vec<String> = match sweep.index {
+                PatchIndex::LayerPos => str_tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| format!("{i} {s:?}"))
+                    .collect(),
+                _ => (0..r.shape[1]).map(|h| format!("H{h}")).collect(),
+            };
+            let file = format!("{name}.svg");
+            let title = format!("{name}: normalized logit difference after patching");
+            std::fs::write(
+                a.out.join(&file),
+                report::heatmap_svg(&title, &rows, &cols, &r.values),
+            )?;
+            figures.push((name.clone(), file));
+        }
+        results.push(serde_json::json!({
+            "name": name, "sweep": sweep, "axes": sweep.index.axes(), "shape": r.shape,
+            "values": r.values, "seconds": seconds,
+        }));
+    }
+    let result = serde_json::json!({
+        "experiment": "activation_patching",
+        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
+        "clean": a.clean, "corrupted": a.corrupted, "answer": a.answer, "foil": a.foil,
+        "str_tokens": str_tokens, "clean_ids": t.clean.row(0), "corrupted_ids": t.corrupted.row(0),
+        "metric": "normalized logit difference at the last position: (ld - ld_corrupted) / (ld_clean - ld_corrupted)",
+        "clean_logit_diff": clean_ld, "corrupted_logit_diff": corrupt_ld,
+        "sweeps": results, "seconds_total": started.elapsed().as_secs_f64(),
+    });
+    std::fs::write(
+        a.out.join("result.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    let summary = format!(
+        "{:?} vs {:?}; logit difference{:?} − {:?}: clean {clean_ld:.4}, corrupted {corrupt_ld:.4}",
+        a.clean, a.corrupted, a.answer, a.foil
+    );
+    std::fs::write(
+        a.out.join("index.html"),
+        report::index_html("Activation patching", &summary, &figures),
+    )?;
+    eprintln!(
+        "wrote {}/{{result.json, index.html, {} SVGs}}",
+        a.out.display(),
+        figures.len()
+    );
+    Ok(())
 }
 
 /// Whether `name` matches `pattern`, where `*` matches any run of characters.

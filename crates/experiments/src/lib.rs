@@ -8,4 +8,4 @@ pub mod error;
 pub mod patching;
 
 pub use error::{Error, Result};
-pub use patching::{PatchIndex, PatchResult, Sweep, patch_sweep};
+pub use patching::{PatchIndex, PatchResult, Sweep, patch_sweep, patch_sweep_observed};

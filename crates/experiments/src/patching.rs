@@ -175,6 +175,21 @@ pub fn patch_sweep(
     sweep: Sweep,
     metric: &dyn Fn(Tensor<3>) -> f32,
 ) -> Result<PatchResult> {
+    patch_sweep_observed(model, corrupted, clean_cache, sweep, metric, &mut |_, _| {})
+}
+
+/// [`patch_sweep`], calling `observe(done, total)` after each patch (for progress bars).
+///
+/// # Errors
+/// As [`patch_sweep`].
+pub fn patch_sweep_observed(
+    model: &Gpt2,
+    corrupted: &TokenBatch,
+    clean_cache: &ActivationCache,
+    sweep: Sweep,
+    metric: &dyn Fn(Tensor<3>) -> f32,
+    observe: &mut dyn FnMut(usize, usize),
+) -> Result<PatchResult> {
     let n_layers = model.config.n_layer;
     let n_heads = model.config.n_head;
     let n_pos = corrupted.seq_len();
@@ -222,6 +237,7 @@ pub fn patch_sweep(
         hooks.intervene(point, patch)?;
         let logits = hooks.run(model, corrupted)?;
         values.push(metric(logits));
+        observe(flat + 1, total);
     }
     Ok(PatchResult {
         sweep,
