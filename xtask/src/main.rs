@@ -271,14 +271,13 @@ fn patch(a: PatchArgs) -> Result<()> {
     let clean_ld = logit_diff_of(clean_logits)?;
     let corrupt_ld = logit_diff_of(lm.model.logits(&t.corrupted)?)?;
     // Fail early on a degenerate baseline rather than after the sweep.
-    burnlens_metrics::normalized_patch_score(
-        burnlens_model::burn::tensor::Tensor::<1>::zeros([1], &lm.model.device()),
-        clean_ld,
-        corrupt_ld,
-    )?;
+    let score = |ld: f32| -> Result<f32> {
+        let t = burnlens_model::burn::tensor::Tensor::<1>::from_floats([ld], &lm.model.device());
+        Ok(burnlens_metrics::normalized_patch_score(t, clean_ld, corrupt_ld)?.into_scalar::<f32>())
+    };
+    score(corrupt_ld)?;
     let metric = |logits: burnlens_model::burn::tensor::Tensor<3>| -> f32 {
-        let ld = logit_diff_of(logits).unwrap_or(f32::NAN);
-        (ld - corrupt_ld) / (clean_ld - corrupt_ld)
+        logit_diff_of(logits).and_then(&score).unwrap_or(f32::NAN)
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let str_tokens = lm.tokenizer.str_tokens(t.clean.row(0))?;

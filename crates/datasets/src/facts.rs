@@ -139,26 +139,32 @@ pub fn load_counterfact(path: &Path) -> Result<Vec<CounterFactRecord>> {
     Ok(records)
 }
 
+/// Reads records and checks that each one's subject occurs in its prompt.
+fn load_with_subject<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    subject_and_prompt: impl Fn(&T) -> (&str, &str),
+) -> Result<Vec<T>> {
+    let records: Vec<T> = read_records(path)?;
+    for (i, r) in records.iter().enumerate() {
+        let (subject, prompt) = subject_and_prompt(r);
+        check(
+            path,
+            i,
+            !subject.is_empty() && prompt.contains(subject),
+            || format!("subject {subject:?} does not occur in prompt {prompt:?}"),
+        )?;
+    }
+    Ok(records)
+}
+
 /// Reads counterfact-tracing rows (`.json`, `.jsonl` or `.csv`).
 ///
 /// # Errors
 /// Malformed files, missing fields, and a subject that does not occur in the prompt.
 pub fn load_tracing(path: &Path) -> Result<Vec<TracingRecord>> {
-    let records: Vec<TracingRecord> = read_records(path)?;
-    for (i, r) in records.iter().enumerate() {
-        check(
-            path,
-            i,
-            !r.subject.is_empty() && r.prompt.contains(&r.subject),
-            || {
-                format!(
-                    "subject {:?} does not occur in prompt {:?}",
-                    r.subject, r.prompt
-                )
-            },
-        )?;
-    }
-    Ok(records)
+    load_with_subject(path, |r: &TracingRecord| {
+        (r.subject.as_str(), r.prompt.as_str())
+    })
 }
 
 /// Reads known facts (`.json` array or `.jsonl`).
@@ -166,19 +172,7 @@ pub fn load_tracing(path: &Path) -> Result<Vec<TracingRecord>> {
 /// # Errors
 /// Malformed files, missing fields, and a subject that does not occur in the prompt.
 pub fn load_known_facts(path: &Path) -> Result<Vec<KnownFact>> {
-    let records: Vec<KnownFact> = read_records(path)?;
-    for (i, r) in records.iter().enumerate() {
-        check(
-            path,
-            i,
-            !r.subject.is_empty() && r.prompt.contains(&r.subject),
-            || {
-                format!(
-                    "subject {:?} does not occur in prompt {:?}",
-                    r.subject, r.prompt
-                )
-            },
-        )?;
-    }
-    Ok(records)
+    load_with_subject(path, |r: &KnownFact| {
+        (r.subject.as_str(), r.prompt.as_str())
+    })
 }

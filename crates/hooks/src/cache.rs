@@ -215,13 +215,12 @@ impl ActivationCache {
         let mut stack = Tensor::stack(parts, 0);
         if apply_ln {
             stack = if layer == n {
-                let ln = &model.ln_f;
-                burn::tensor::module::layer_norm(
+                // The model's own final LayerNorm, applied to each component.
+                model.ln_f.forward(
                     stack,
-                    ln.gamma.val(),
-                    Some(ln.beta.val()),
-                    ln.epsilon,
-                )
+                    (HookPoint::LnFinalScale, HookPoint::LnFinalNormalized),
+                    &mut burnlens_model::NoHooks,
+                )?
             } else {
                 self.apply_ln_to_stack(model, stack, Some(layer), mlp_input)?
             };
