@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burnlens_datasets::{PairOptions, PromptPair, tokenize_pairs};
-use burnlens_experiments::{PatchIndex, Sweep, patch_sweep_observed};
+use burnlens_experiments::{Engine, NormalizedLogitDiff, PatchIndex, Sweep, patch_sweep_with};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_model::generate::EarlyStopping;
 use burnlens_model::{
@@ -259,26 +259,15 @@ fn patch(a: PatchArgs) -> Result<()> {
         ..PairOptions::default()
     };
     let t = tokenize_pairs(std::slice::from_ref(&pair), &lm.tokenizer, options)?;
-    let (answer, foil) = (t.answer_ids.clone(), t.foil_ids.clone());
-    let logit_diff_of = |logits: burnlens_model::burn::tensor::Tensor<3>| -> Result<f32> {
-        Ok(
-            burnlens_metrics::logit_diff(burnlens_metrics::last_position(logits), &answer, &foil)?
-                .mean()
-                .into_scalar::<f32>(),
-        )
-    };
     let (clean_logits, cache) = run_with_cache(&lm.model, &t.clean, Selector::all())?;
-    let clean_ld = logit_diff_of(clean_logits)?;
-    let corrupt_ld = logit_diff_of(lm.model.logits(&t.corrupted)?)?;
-    // Fail early on a degenerate baseline rather than after the sweep.
-    let score = |ld: f32| -> Result<f32> {
-        let t = burnlens_model::burn::tensor::Tensor::<1>::from_floats([ld], &lm.model.device());
-        Ok(burnlens_metrics::normalized_patch_score(t, clean_ld, corrupt_ld)?.into_scalar::<f32>())
-    };
-    score(corrupt_ld)?;
-    let metric = |logits: burnlens_model::burn::tensor::Tensor<3>| -> f32 {
-        logit_diff_of(logits).and_then(&score).unwrap_or(f32::NAN)
-    };
+    // Fails early on a degenerate baseline rather than after the sweep.
+    let metric = NormalizedLogitDiff::new(
+        &t.answer_ids,
+        &t.foil_ids,
+        clean_logits,
+        lm.model.logits(&t.corrupted)?,
+    )?;
+    let (clean_ld, corrupt_ld) = (metric.clean(), metric.corrupted());
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let str_tokens = lm.tokenizer.str_tokens(t.clean.row(0))?;
     let n_layers = lm.model.config.n_layer;
@@ -293,12 +282,13 @@ fn patch(a: PatchArgs) -> Result<()> {
         );
         bar.set_message(name.clone());
         let sweep_start = Instant::now();
-        let r = patch_sweep_observed(
+        let r = patch_sweep_with(
             &lm.model,
             &t.corrupted,
             &cache,
             *sweep,
             &metric,
+            Engine::default(),
             &mut |done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);

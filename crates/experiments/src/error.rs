@@ -9,6 +9,9 @@ pub enum Error {
     /// An error from the model (forward pass, tokenizer).
     #[error(transparent)]
     Model(#[from] burnlens_model::Error),
+    /// An error from a metric (bad token ids, a degenerate baseline, …).
+    #[error(transparent)]
+    Metric(#[from] burnlens_metrics::MetricError),
     /// Inputs that do not fit together (e.g. clean and corrupted runs of different shapes).
     #[error("{0}")]
     Invalid(String),

@@ -1,11 +1,21 @@
 //! # burnlens-experiments
 //!
 //! Experiments built on the one forward pass and its hook sets: activation patching sweeps
-//! with TransformerLens's sites and result shapes (`patching`). Causal tracing, the batched
-//! patching engine and attribution patching come next (issue 5).
+//! with TransformerLens's sites and result shapes, computed by a batched engine or the naive
+//! one-forward-per-patch reference (`patching`).
 
+mod batched;
 pub mod error;
 pub mod patching;
+pub mod tracing;
 
 pub use error::{Error, Result};
-pub use patching::{PatchIndex, PatchResult, Sweep, patch_sweep, patch_sweep_observed};
+pub use patching::{
+    Engine, LastPosition, NormalizedLogitDiff, PatchIndex, PatchMetric, PatchResult, Sweep,
+    patch_sweep, patch_sweep_with,
+};
+pub use tracing::{
+    CausalTrace, GroupEffect, IndirectEffects, NoiseSpec, TOKEN_GROUPS, TraceConfig, TraceKind,
+    TracePrompt, TraceTable, average_indirect_effect, causal_trace, load_noise, make_noise,
+    save_noise, subject_embedding_std,
+};

@@ -2,11 +2,14 @@
 //! (`transformer_lens.patching`): for every index, run the corrupted input with the clean
 //! run's activation patched in at that index, and record a metric of the logits.
 //!
-//! This is the naive engine, one forward per patch, kept as the reference for the batched
-//! engine to come.
+//! Two engines compute the same numbers: [`Engine::Naive`], one full forward per patch as
+//! TransformerLens runs it (the reference in tests), and [`Engine::Batched`] (the default),
+//! which runs many patches per forward and starts each from the corrupted run's cached state
+//! (see the `batched` module).
 
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use burnlens_hooks::{ActivationCache, HookSet, Intervention};
+use burnlens_metrics::{last_position, logit_diff, normalized_patch_score};
 use burnlens_model::{Gpt2, HookPoint, TokenBatch};
 use serde::Serialize;
 
@@ -159,11 +162,184 @@ impl PatchResult {
     }
 }
 
-/// Runs a patching sweep the naive way (one forward per index).
+/// A metric of one patched run's logits.
+///
+/// Any `Fn(Tensor<3>) -> Tensor<1>` is one (reading every position); wrap it in
+/// [`LastPosition`] when it reads only the last position, which lets the batched engine skip
+/// the unembedding elsewhere.
+pub trait PatchMetric {
+    /// The score of one run: logits `[batch, pos, vocab]` (`pos` = 1, the last position, when
+    /// [`PatchMetric::last_position_only`]) to a tensor of shape `[1]`.
+    fn score(&self, logits: Tensor<3>) -> Tensor<1>;
+
+    /// Whether the metric reads only the last position's logits.
+    fn last_position_only(&self) -> bool {
+        false
+    }
+}
+
+impl<F: Fn(Tensor<3>) -> Tensor<1>> PatchMetric for F {
+    fn score(&self, logits: Tensor<3>) -> Tensor<1> {
+        self(logits)
+    }
+}
+
+/// A metric that reads only the last position: it is given logits `[batch, 1, vocab]`.
+pub struct LastPosition<F>(pub F);
+
+impl<F: Fn(Tensor<3>) -> Tensor<1>> PatchMetric for LastPosition<F> {
+    fn score(&self, logits: Tensor<3>) -> Tensor<1> {
+        let [b, t, v] = logits.dims();
+        (self.0)(logits.slice([0..b, t - 1..t, 0..v]))
+    }
+
+    fn last_position_only(&self) -> bool {
+        true
+    }
+}
+
+/// The default patching metric: the mean logit difference `answer − foil` at the last
+/// position, normalized to 0 at the corrupted run and 1 at the clean run
+/// ([`burnlens_metrics::normalized_patch_score`]).
+#[derive(Debug, Clone)]
+pub struct NormalizedLogitDiff {
+    answer: Vec<u32>,
+    foil: Vec<u32>,
+    clean: f32,
+    corrupted: f32,
+}
+
+impl NormalizedLogitDiff {
+    /// The metric for one prompt pair batch, with its baselines taken from the clean and
+    /// corrupted runs' logits.
+    ///
+    /// # Errors
+    /// Token id lists that do not fit the batch or the vocabulary, and a degenerate baseline
+    /// (clean and corrupted logit differences equal), reported before any sweep runs.
+    pub fn new(
+        answer: &[u32],
+        foil: &[u32],
+        clean_logits: Tensor<3>,
+        corrupted_logits: Tensor<3>,
+    ) -> Result<Self> {
+        let diff = |logits: Tensor<3>| -> Result<f32> {
+            Ok(logit_diff(last_position(logits), answer, foil)?
+                .mean()
+                .into_scalar::<f32>())
+        };
+        let (clean, corrupted) = (diff(clean_logits)?, diff(corrupted_logits.clone())?);
+        let probe = Tensor::<1>::from_floats([corrupted], &corrupted_logits.device());
+        normalized_patch_score(probe, clean, corrupted)?;
+        Ok(Self {
+            answer: answer.to_vec(),
+            foil: foil.to_vec(),
+            clean,
+            corrupted,
+        })
+    }
+
+    /// The clean run's mean logit difference.
+    pub fn clean(&self) -> f32 {
+        self.clean
+    }
+
+    /// The corrupted run's mean logit difference.
+    pub fn corrupted(&self) -> f32 {
+        self.corrupted
+    }
+}
+
+impl PatchMetric for NormalizedLogitDiff {
+    fn score(&self, logits: Tensor<3>) -> Tensor<1> {
+        // Ids and batch size were checked against the same model's logits in `new`.
+        let ld = logit_diff(last_position(logits), &self.answer, &self.foil)
+            .expect("answer and foil ids checked in NormalizedLogitDiff::new")
+            .mean();
+        (ld - self.corrupted) / (self.clean - self.corrupted)
+    }
+
+    fn last_position_only(&self) -> bool {
+        true
+    }
+}
+
+/// How a sweep is computed; both give the same numbers (to float rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Engine {
+    /// One full forward of the corrupted input per patch, as TransformerLens does.
+    Naive,
+    /// Many patches per forward, each starting from the corrupted run's state at its layer
+    /// and recomputing only the positions from its own on (the earlier ones keep the corrupted
+    /// run's keys and values). `max_rows` bounds the rows (patches × batch) of one forward.
+    Batched {
+        /// The most rows one forward runs.
+        max_rows: usize,
+    },
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::Batched { max_rows: 128 }
+    }
+}
+
+/// One patch of a sweep: its flat result index and where it applies.
+#[derive(Debug, Clone)]
+pub(crate) struct Patch {
+    /// Flat index into the result.
+    pub index: usize,
+    /// The layers patched (one for a sweep; a window for causal tracing).
+    pub layers: std::ops::Range<usize>,
+    /// The one position (query position for patterns) patched, or `None` for all.
+    pub pos: Option<usize>,
+    /// The one head patched, or `None` for all.
+    pub head: Option<usize>,
+}
+
+/// The result shape of a sweep and its patches, in result order.
+pub(crate) fn plan(
+    sweep: Sweep,
+    n_layers: usize,
+    n_heads: usize,
+    n_pos: usize,
+) -> (Vec<usize>, Vec<Patch>) {
+    let shape: Vec<usize> = match sweep.index {
+        PatchIndex::LayerPos => vec![n_layers, n_pos],
+        PatchIndex::LayerHead => vec![n_layers, n_heads],
+        PatchIndex::LayerPosHead => vec![n_layers, n_pos, n_heads],
+        PatchIndex::LayerHeadDestPos => vec![n_layers, n_heads, n_pos],
+    };
+    let total: usize = shape.iter().product();
+    let patches = (0..total)
+        .map(|flat| {
+            let mut idx = vec![0; shape.len()];
+            let mut rest = flat;
+            for (slot, n) in idx.iter_mut().zip(&shape).rev() {
+                *slot = rest % n;
+                rest /= n;
+            }
+            let (pos, head) = match sweep.index {
+                PatchIndex::LayerPos => (Some(idx[1]), None),
+                PatchIndex::LayerHead => (None, Some(idx[1])),
+                PatchIndex::LayerPosHead => (Some(idx[1]), Some(idx[2])),
+                PatchIndex::LayerHeadDestPos => (Some(idx[2]), Some(idx[1])),
+            };
+            Patch {
+                index: flat,
+                layers: idx[0]..idx[0] + 1,
+                pos,
+                head,
+            }
+        })
+        .collect();
+    (shape, patches)
+}
+
+/// Runs a patching sweep with the default (batched) engine.
 ///
 /// `clean_cache` must hold the swept kind at every layer (capture it with
-/// `Selector::kind(sweep.kind)` on the clean run). `metric` maps the patched logits
-/// `[batch, pos, vocab]` to a number (e.g. a normalized logit difference).
+/// `Selector::kind(sweep.kind)` on the clean run). `metric` maps the patched logits to a
+/// score (e.g. a normalized logit difference).
 ///
 /// # Errors
 /// An unknown kind, a cache without the needed points or of another shape than the corrupted
@@ -173,30 +349,37 @@ pub fn patch_sweep(
     corrupted: &TokenBatch,
     clean_cache: &ActivationCache,
     sweep: Sweep,
-    metric: &dyn Fn(Tensor<3>) -> f32,
+    metric: &dyn PatchMetric,
 ) -> Result<PatchResult> {
-    patch_sweep_observed(model, corrupted, clean_cache, sweep, metric, &mut |_, _| {})
+    patch_sweep_with(
+        model,
+        corrupted,
+        clean_cache,
+        sweep,
+        metric,
+        Engine::default(),
+        &mut |_, _| {},
+    )
 }
 
-/// [`patch_sweep`], calling `observe(done, total)` after each patch (for progress bars).
+/// [`patch_sweep`] with a chosen engine, calling `observe(done, total)` as patches complete
+/// (for progress bars).
 ///
 /// # Errors
 /// As [`patch_sweep`].
-pub fn patch_sweep_observed(
+pub fn patch_sweep_with(
     model: &Gpt2,
     corrupted: &TokenBatch,
     clean_cache: &ActivationCache,
     sweep: Sweep,
-    metric: &dyn Fn(Tensor<3>) -> f32,
+    metric: &dyn PatchMetric,
+    engine: Engine,
     observe: &mut dyn FnMut(usize, usize),
 ) -> Result<PatchResult> {
     let n_layers = model.config.n_layer;
     let n_heads = model.config.n_head;
     let n_pos = corrupted.seq_len();
-    let points: Vec<HookPoint> = (0..n_layers)
-        .map(|l| HookPoint::from_kind(sweep.kind, Some(l)))
-        .collect::<Result<_, _>>()
-        .map_err(burnlens_hooks::Error::from)?;
+    let points = sweep_points(sweep, n_layers)?;
     for p in &points {
         let act = clean_cache.get(*p)?;
         let dims = act.dims();
@@ -209,39 +392,90 @@ pub fn patch_sweep_observed(
             )));
         }
     }
-    let shape: Vec<usize> = match sweep.index {
-        PatchIndex::LayerPos => vec![n_layers, n_pos],
-        PatchIndex::LayerHead => vec![n_layers, n_heads],
-        PatchIndex::LayerPosHead => vec![n_layers, n_pos, n_heads],
-        PatchIndex::LayerHeadDestPos => vec![n_layers, n_heads, n_pos],
+    let (shape, patches) = plan(sweep, n_layers, n_heads, n_pos);
+    let values = match engine {
+        Engine::Naive => naive(
+            model,
+            corrupted,
+            clean_cache,
+            &points,
+            &patches,
+            metric,
+            observe,
+        )?,
+        Engine::Batched { max_rows } => crate::batched::run(
+            model,
+            &crate::batched::Baseline::new(model, corrupted, None)?,
+            clean_cache,
+            &points,
+            &patches,
+            metric,
+            max_rows,
+            observe,
+        )?,
     };
-    let total: usize = shape.iter().product();
-    let mut values = Vec::with_capacity(total);
-    for flat in 0..total {
-        let mut idx = vec![0; shape.len()];
-        let mut rest = flat;
-        for (slot, n) in idx.iter_mut().zip(&shape).rev() {
-            *slot = rest % n;
-            rest /= n;
-        }
-        let point = points[idx[0]];
-        let clean = clean_cache.get(point)?.clone();
-        let patch = Intervention::replace(clean);
-        let patch = match sweep.index {
-            PatchIndex::LayerPos => patch.at(vec![idx[1]]),
-            PatchIndex::LayerHead => patch.heads([idx[1]]),
-            PatchIndex::LayerPosHead => patch.at(vec![idx[1]]).heads([idx[2]]),
-            PatchIndex::LayerHeadDestPos => patch.heads([idx[1]]).at(vec![idx[2]]),
-        };
-        let mut hooks = HookSet::new();
-        hooks.intervene(point, patch)?;
-        let logits = hooks.run(model, corrupted)?;
-        values.push(metric(logits));
-        observe(flat + 1, total);
-    }
     Ok(PatchResult {
         sweep,
         shape,
         values,
     })
+}
+
+/// The hook point of `sweep` at every layer.
+pub(crate) fn sweep_points(sweep: Sweep, n_layers: usize) -> Result<Vec<HookPoint>> {
+    (0..n_layers)
+        .map(|l| HookPoint::from_kind(sweep.kind, Some(l)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Hooks(burnlens_hooks::Error::from(e)))
+}
+
+/// Reads a `[n]` score tensor (or several concatenated) back to the host.
+pub(crate) fn host_scores(scores: Vec<Tensor<1>>) -> Result<Vec<f32>> {
+    if scores.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = scores.len();
+    let all = Tensor::cat(scores, 0);
+    if all.dims()[0] != n {
+        return Err(Error::Invalid(format!(
+            "the metric must return one number per run (shape [1]); got {} numbers for {n} runs",
+            all.dims()[0]
+        )));
+    }
+    let data: TensorData = all.into_data();
+    Ok(data
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("float scores"))
+}
+
+/// The reference engine: one forward per patch.
+fn naive(
+    model: &Gpt2,
+    corrupted: &TokenBatch,
+    clean_cache: &ActivationCache,
+    points: &[HookPoint],
+    patches: &[Patch],
+    metric: &dyn PatchMetric,
+    observe: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f32>> {
+    let mut values = Vec::with_capacity(patches.len());
+    for (done, patch) in patches.iter().enumerate() {
+        let mut hooks = HookSet::new();
+        for layer in patch.layers.clone() {
+            let point = points[layer];
+            let mut intervention = Intervention::replace(clean_cache.get(point)?.clone());
+            if let Some(p) = patch.pos {
+                intervention = intervention.at(vec![p]);
+            }
+            if let Some(h) = patch.head {
+                intervention = intervention.heads([h]);
+            }
+            hooks.intervene(point, intervention)?;
+        }
+        let logits = hooks.run(model, corrupted)?;
+        values.extend(host_scores(vec![metric.score(logits)])?);
+        observe(done + 1, patches.len());
+    }
+    Ok(values)
 }

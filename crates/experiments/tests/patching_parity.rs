@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::Tensor;
-use burnlens_experiments::{PatchResult, Sweep, patch_sweep};
+use burnlens_experiments::{Engine, PatchResult, Sweep, patch_sweep, patch_sweep_with};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_metrics::{last_position, logit_diff};
 use burnlens_model::weights::read_safetensors;
@@ -46,11 +46,10 @@ fn sweeps_match_transformer_lens_on_every_backend() {
     let clean = TokenBatch::new(rows(&json["clean"]), None).unwrap();
     let corrupted = TokenBatch::new(rows(&json["corrupted"]), None).unwrap();
     let (answer, foil) = (ids(&json["answer"]), ids(&json["foil"]));
-    let metric = |logits: Tensor<3>| -> f32 {
+    let metric = |logits: Tensor<3>| -> Tensor<1> {
         logit_diff(last_position(logits), &answer, &foil)
             .unwrap()
             .mean()
-            .into_scalar::<f32>()
     };
     let sweeps = [
         ("resid_pre", Sweep::RESID_PRE),
@@ -71,9 +70,18 @@ fn sweeps_match_transformer_lens_on_every_backend() {
             .model;
         let (clean_logits, cache) = run_with_cache(&model, &clean, Selector::all()).unwrap();
         let clean_metric = json["clean_metric"].as_f64().unwrap() as f32;
-        assert!((metric(clean_logits) - clean_metric).abs() < 1e-4);
+        assert!((metric(clean_logits).into_scalar::<f32>() - clean_metric).abs() < 1e-4);
         for (name, sweep) in sweeps {
-            let got: PatchResult = patch_sweep(&model, &corrupted, &cache, sweep, &metric).unwrap();
+            let got: PatchResult = patch_sweep_with(
+                &model,
+                &corrupted,
+                &cache,
+                sweep,
+                &metric,
+                Engine::Naive,
+                &mut |_, _| {},
+            )
+            .unwrap();
             let w = &want[name];
             assert_eq!(got.shape, w.shape, "{kind} {name}: shape");
             let d = got
@@ -102,7 +110,7 @@ fn mismatched_runs_and_missing_cache_entries_are_errors() {
     let clean = TokenBatch::new(vec![vec![1, 2, 3, 4]], None).unwrap();
     let longer = TokenBatch::new(vec![vec![1, 2, 3, 4, 5]], None).unwrap();
     let (_, cache) = run_with_cache(&model, &clean, Selector::kind("resid_pre")).unwrap();
-    let metric = |l: Tensor<3>| l.sum().into_scalar::<f32>();
+    let metric = |l: Tensor<3>| l.sum();
     let err = patch_sweep(&model, &longer, &cache, Sweep::RESID_PRE, &metric)
         .unwrap_err()
         .to_string();

@@ -261,6 +261,14 @@ impl Intervention {
     }
 }
 
+/// `n` draws from `U(-scale, scale)` (a seeded `StdRng`).
+pub fn uniform(n: usize, scale: f64, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (scale * (2.0 * rng.random::<f64>() - 1.0)) as f32)
+        .collect()
+}
+
 /// `n` draws from `N(0, std²)` (Box–Muller on a seeded `StdRng`).
 pub fn gaussian(n: usize, std: f64, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);

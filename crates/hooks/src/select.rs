@@ -101,6 +101,12 @@ impl Selector {
         Self::predicate(&about, move |p| (self.pred)(p) && (other.pred)(p))
     }
 
+    /// Either this or `other`.
+    pub fn or(self, other: Selector) -> Self {
+        let about = format!("{} or {}", self.about, other.about);
+        Self::predicate(&about, move |p| (self.pred)(p) || (other.pred)(p))
+    }
+
     /// Whether `point` is selected.
     pub fn matches(&self, point: HookPoint) -> bool {
         (self.pred)(point)

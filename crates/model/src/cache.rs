@@ -12,6 +12,24 @@ pub struct LayerKv {
 }
 
 impl LayerKv {
+    /// A cache holding given keys and values (e.g. another run's, for a pass over a suffix).
+    ///
+    /// # Shapes
+    /// - k, v: `[batch, n_heads, past, d_head]`
+    pub fn new(k: Tensor<4>, v: Tensor<4>) -> Self {
+        Self { kv: Some((k, v)) }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.kv.is_none()
+    }
+
     /// Appends the new keys and values and returns the full ones.
     ///
     /// # Shapes

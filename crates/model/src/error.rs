@@ -91,6 +91,14 @@ pub enum Error {
     /// Inputs of inconsistent shapes (ragged batch, mask of the wrong size, cache of another batch).
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A substring (a subject) that the prompt does not contain.
+    #[error("{substring:?} does not occur in the prompt {text:?}")]
+    NotInPrompt {
+        /// The substring looked for.
+        substring: String,
+        /// The prompt.
+        text: String,
+    },
     /// An invalid generation or runtime option.
     #[error("invalid option: {0}")]
     InvalidOption(String),

@@ -28,12 +28,12 @@ pub mod weights;
 
 pub use backend::{BackendKind, available_devices, wgpu_adapter_available};
 pub use batch::{PaddingSide, TokenBatch};
-pub use cache::KvCache;
+pub use cache::{KvCache, LayerKv};
 pub use config::{Activation, Gpt2Config};
 pub use error::{Error, Result};
 pub use generate::{Generated, GenerationConfig, Strategy};
 pub use hook::{HookPoint, Hooks, IntoHookPoint, NoHooks, UnknownHookPoint};
-pub use model::Gpt2;
+pub use model::{ForwardContext, Gpt2};
 pub use process::WeightProcessing;
 pub use source::{LoadedModel, ModelSource, load, load_with};
 pub use tokenizer::Gpt2Tokenizer;

@@ -487,6 +487,10 @@ impl Gpt2 {
     /// of the padding. With a `cache`, the batch holds only the new tokens; their keys and
     /// values are appended to it.
     ///
+    /// It is the composition of its stages, [`Gpt2::context`], [`Gpt2::embed`],
+    /// [`Gpt2::block`] for every layer and [`Gpt2::unembed`], which engines that run only part
+    /// of a pass (batched patching, causal tracing) call directly.
+    ///
     /// # Shapes
     /// - batch: token ids `[batch, pos]` and optional mask `[batch, pos]`
     /// - output: logits `[batch, pos, vocab]`
@@ -500,9 +504,27 @@ impl Gpt2 {
         mut cache: Option<&mut KvCache>,
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor<3>> {
+        let ctx = self.context(batch, cache.as_deref())?;
+        let mut resid = self.embed(batch, &ctx, hooks)?;
+        for l in 0..self.blocks.len() {
+            let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(l));
+            resid = self.block(l, resid, &ctx, layer_cache, hooks)?;
+        }
+        if let Some(c) = cache {
+            c.advance(batch, &ctx.positions);
+        }
+        self.unembed(resid, hooks)
+    }
+
+    /// The first stage of [`Gpt2::forward`]: checks the batch against the model and the cache
+    /// and derives the positions and the attention mask every block shares.
+    ///
+    /// # Errors
+    /// Token ids outside the vocabulary, a sequence longer than `n_positions` (cache
+    /// included), a cache built for another batch size.
+    pub fn context(&self, batch: &TokenBatch, cache: Option<&KvCache>) -> Result<ForwardContext> {
         let cfg = &self.config;
-        let device = self.device();
-        let (b, t) = (batch.batch_size(), batch.seq_len());
+        let b = batch.batch_size();
         if let Some(&id) = batch
             .ids()
             .iter()
@@ -513,20 +535,12 @@ impl Gpt2 {
                 vocab_size: cfg.vocab_size,
             });
         }
-        let past = match cache.as_deref() {
+        let (past, past_real, start_pos) = match cache {
             Some(c) => {
                 c.check_compatible(b, cfg.n_layer)?;
-                c.len()
+                (c.len(), c.key_mask().to_vec(), c.next_positions().to_vec())
             }
-            None => 0,
-        };
-        let past_real: Vec<bool> = match cache.as_deref() {
-            Some(c) => c.key_mask().to_vec(),
-            None => Vec::new(),
-        };
-        let start_pos: Vec<usize> = match cache.as_deref() {
-            Some(c) => c.next_positions().to_vec(),
-            None => vec![0; b],
+            None => (0, Vec::new(), vec![0; b]),
         };
         let positions = batch.positions(&start_pos);
         if let Some(&max_pos) = positions.iter().max()
@@ -537,19 +551,50 @@ impl Gpt2 {
                 n_positions: cfg.n_positions,
             });
         }
-        let mask = build_mask(batch, past, &past_real, &device);
+        let mask = build_mask(batch, past, &past_real, &self.device());
+        Ok(ForwardContext {
+            mask,
+            positions,
+            rows: b,
+            queries: batch.seq_len(),
+            keys: past + batch.seq_len(),
+        })
+    }
 
+    /// Token plus position embeddings (`hook_embed`, `hook_pos_embed`): the residual stream
+    /// entering block 0.
+    ///
+    /// # Shapes
+    /// - batch: token ids `[batch, pos]`, the batch `ctx` was built from
+    /// - output: `[batch, pos, d_model]`
+    ///
+    /// # Errors
+    /// A batch of another shape than the context's, and errors raised by hooks.
+    pub fn embed(
+        &self,
+        batch: &TokenBatch,
+        ctx: &ForwardContext,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor<3>> {
+        let device = self.device();
+        let (b, t) = (batch.batch_size(), batch.seq_len());
+        if (b, t) != (ctx.rows, ctx.queries) {
+            return Err(Error::Shape(format!(
+                "a batch of {b} × {t} tokens with a forward context for {} × {}",
+                ctx.rows, ctx.queries
+            )));
+        }
         let ids = int_tensor(
             batch.ids().iter().map(|&i| i as i64).collect(),
             [b, t],
             &device,
         );
         let pos = int_tensor(
-            positions.iter().map(|&p| p as i64).collect(),
+            ctx.positions.iter().map(|&p| p as i64).collect(),
             [b, t],
             &device,
         );
-        let d = cfg.n_embd;
+        let d = self.config.n_embd;
         let embed = self
             .wte
             .val()
@@ -562,15 +607,66 @@ impl Gpt2 {
             .select(0, pos.reshape([b * t]))
             .reshape([b, t, d]);
         let pos_embed = run3(hooks, HookPoint::PosEmbed, pos_embed)?;
+        Ok(embed + pos_embed)
+    }
 
-        let mut resid = embed + pos_embed;
-        for (l, block) in self.blocks.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(l));
-            resid = block.forward(resid, &mask, layer_cache, hooks)?;
+    /// Block `layer` on the residual stream: `hook_resid_pre` in, `hook_resid_post` out.
+    ///
+    /// `cache` holds this block's keys and values of earlier positions (if any); the new ones
+    /// are appended to it.
+    ///
+    /// # Shapes
+    /// - resid: `[ctx.rows(), ctx.queries(), d_model]`
+    /// - cache: keys and values `[ctx.rows(), n_heads, ctx.keys() - ctx.queries(), d_head]`
+    /// - output: `[ctx.rows(), ctx.queries(), d_model]`
+    ///
+    /// # Errors
+    /// A layer past the model, a residual or cache that does not fit the context, and errors
+    /// raised by hooks.
+    pub fn block(
+        &self,
+        layer: usize,
+        resid: Tensor<3>,
+        ctx: &ForwardContext,
+        cache: Option<&mut crate::cache::LayerKv>,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor<3>> {
+        let block = self.blocks.get(layer).ok_or_else(|| {
+            Error::Shape(format!(
+                "block {layer} requested from a model of {} blocks",
+                self.blocks.len()
+            ))
+        })?;
+        let [b, t, d] = resid.dims();
+        if (b, t, d) != (ctx.rows, ctx.queries, self.config.n_embd) {
+            return Err(Error::Shape(format!(
+                "block {layer} got a residual stream of shape {:?}; the context expects [{}, {}, {}]",
+                [b, t, d],
+                ctx.rows,
+                ctx.queries,
+                self.config.n_embd
+            )));
         }
-        if let Some(c) = cache {
-            c.advance(batch, &positions);
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        if past + t != ctx.keys {
+            return Err(Error::Shape(format!(
+                "block {layer}: {past} cached positions plus {t} new ones, but the context has {} keys",
+                ctx.keys
+            )));
         }
+        block.forward(resid, &ctx.mask, cache, hooks)
+    }
+
+    /// The final LayerNorm and the unembedding (`ln_final.*`, `unembed.hook_in/out`).
+    ///
+    /// # Shapes
+    /// - resid: `[batch, pos, d_model]`, the last block's output
+    /// - output: logits `[batch, pos, vocab]`
+    ///
+    /// # Errors
+    /// Errors raised by hooks.
+    pub fn unembed(&self, resid: Tensor<3>, hooks: &mut dyn Hooks) -> Result<Tensor<3>> {
+        let [b, t, d] = resid.dims();
         let x = self.ln_f.forward(
             resid,
             (HookPoint::LnFinalScale, HookPoint::LnFinalNormalized),
@@ -585,8 +681,97 @@ impl Gpt2 {
         run3(
             hooks,
             HookPoint::UnembedOut,
-            logits.reshape([b, t, cfg.vocab_size]),
+            logits.reshape([b, t, self.config.vocab_size]),
         )
+    }
+}
+
+/// What every block of one forward pass shares: the positions and the attention mask (causal,
+/// with the padding of the batch and of any cached keys).
+///
+/// Built by [`Gpt2::context`]; [`ForwardContext::suffix`] and [`ForwardContext::tile`] derive
+/// the contexts of part of a pass, as batched patching and causal tracing run them.
+#[derive(Clone, Debug)]
+pub struct ForwardContext {
+    mask: AttentionMask,
+    positions: Vec<usize>,
+    rows: usize,
+    queries: usize,
+    keys: usize,
+}
+
+impl ForwardContext {
+    /// Number of sequences.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of new positions (queries) per sequence.
+    pub fn queries(&self) -> usize {
+        self.queries
+    }
+
+    /// Number of positions attended to (cached plus new).
+    pub fn keys(&self) -> usize {
+        self.keys
+    }
+
+    /// The position-embedding index of every query, row-major `[rows, queries]`.
+    pub fn positions(&self) -> &[usize] {
+        &self.positions
+    }
+
+    /// The context of the queries `from..` only, every key kept: what a pass over the tail of
+    /// the sequence sees when the keys and values of the positions before `from` come from a
+    /// cache. Causal attention makes its outputs equal to the full pass's at those positions.
+    ///
+    /// # Errors
+    /// `from` not inside the queries.
+    pub fn suffix(&self, from: usize) -> Result<Self> {
+        if from >= self.queries {
+            return Err(Error::Shape(format!(
+                "suffix from query {from} of a context with {} queries",
+                self.queries
+            )));
+        }
+        let (b, t, k) = (self.rows, self.queries, self.keys);
+        let positions = (0..b)
+            .flat_map(|r| self.positions[r * t + from..(r + 1) * t].iter().copied())
+            .collect();
+        Ok(Self {
+            mask: AttentionMask {
+                blocked: self.mask.blocked.clone().slice([0..b, 0..1, from..t, 0..k]),
+                empty_rows: self
+                    .mask
+                    .empty_rows
+                    .as_ref()
+                    .map(|e| e.clone().slice([0..b, 0..1, from..t, 0..1])),
+            },
+            positions,
+            rows: b,
+            queries: t - from,
+            keys: k,
+        })
+    }
+
+    /// `copies` copies of every row, copy-major (row `c * rows + r` is row `r` of copy `c`):
+    /// the context of a batch that runs several variants of the same sequences at once.
+    pub fn tile(&self, copies: usize) -> Self {
+        let copies = copies.max(1);
+        Self {
+            mask: AttentionMask {
+                blocked: self.mask.blocked.clone().repeat_dim(0, copies),
+                empty_rows: self
+                    .mask
+                    .empty_rows
+                    .as_ref()
+                    .map(|e| e.clone().repeat_dim(0, copies)),
+            },
+            positions: self.positions.repeat(copies),
+            rows: self.rows * copies,
+            queries: self.queries,
+            keys: self.keys,
+        }
     }
 }
 

@@ -153,6 +153,43 @@ impl Gpt2Tokenizer {
         Ok(ids)
     }
 
+    /// Token ids of `text` and the range of tokens that cover the first occurrence of
+    /// `substring` (a subject in a prompt), found through the tokenizer's character offsets:
+    /// every token that overlaps the substring's bytes, as ROME's `find_token_range` counts
+    /// them. With `prepend_bos` the range counts the BOS token.
+    ///
+    /// # Errors
+    /// [`Error::NotInPrompt`] when `substring` is empty or absent, and as [`Self::encode`].
+    pub fn encode_with_span(
+        &self,
+        text: &str,
+        substring: &str,
+        prepend_bos: bool,
+    ) -> Result<(Vec<u32>, std::ops::Range<usize>)> {
+        let not_found = || Error::NotInPrompt {
+            substring: substring.to_string(),
+            text: text.to_string(),
+        };
+        let start = text
+            .find(substring)
+            .filter(|_| !substring.is_empty())
+            .ok_or_else(not_found)?;
+        let end = start + substring.len();
+        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        let offset = usize::from(prepend_bos);
+        let covering: Vec<usize> = enc
+            .get_offsets()
+            .iter()
+            .enumerate()
+            .filter(|&(_, &(a, b))| a < end && b > start && b > a)
+            .map(|(i, _)| i + offset)
+            .collect();
+        let (Some(&first), Some(&last)) = (covering.first(), covering.last()) else {
+            return Err(not_found());
+        };
+        Ok((self.encode(text, prepend_bos)?, first..last + 1))
+    }
+
     /// Token ids of `text` without BOS (the `transformers` convention; see the module docs).
     pub fn encode_default(&self, text: &str) -> Result<Vec<u32>> {
         self.encode(text, false)

@@ -152,3 +152,65 @@ fn bos_is_an_explicit_option() {
         Err(burnlens_model::Error::EmptyPrompt)
     ));
 }
+
+/// ROME's `find_token_range`: decode each token, join, find the substring's character index,
+/// and take the tokens whose cumulative decoded length passes its start and reaches its end.
+fn rome_token_range(tok: &Gpt2Tokenizer, ids: &[u32], substring: &str) -> (usize, usize) {
+    let toks = tok.str_tokens(ids).unwrap();
+    let whole: String = toks.concat();
+    let char_loc = whole.find(substring).unwrap();
+    let (mut loc, mut start) = (0, None);
+    for (i, t) in toks.iter().enumerate() {
+        loc += t.len();
+        if start.is_none() && loc > char_loc {
+            start = Some(i);
+        }
+        if loc >= char_loc + substring.len() {
+            return (start.unwrap(), i + 1);
+        }
+    }
+    unreachable!("substring found above")
+}
+
+#[test]
+fn subject_spans_match_rome_find_token_range() {
+    let tok = Gpt2Tokenizer::from_dir(&bpe_dir()).unwrap();
+    let cases = [
+        ("The Louvre is located in the city of", "The Louvre"),
+        ("Toyota, a company from", "Toyota"),
+        ("Lionel Messi is a professional", "Lionel Messi"),
+        (
+            "The mother tongue of Danielle Darrieux is",
+            "Danielle Darrieux",
+        ),
+        ("In 1998, Apple Inc. released the", "Apple Inc."),
+        (
+            "Where is the Eiffel Tower? The Eiffel Tower is in",
+            "Eiffel Tower",
+        ),
+        ("The capital of Burkina Faso is", "Faso"),
+    ];
+    for (prompt, subject) in cases {
+        let (ids, span) = tok.encode_with_span(prompt, subject, false).unwrap();
+        assert_eq!(ids, tok.encode(prompt, false).unwrap());
+        let (a, b) = rome_token_range(&tok, &ids, subject);
+        assert_eq!((span.start, span.end), (a, b), "{prompt:?} / {subject:?}");
+        // The covered tokens spell the subject (with at most a leading space).
+        let covered = tok.decode(&ids[span.clone()]).unwrap();
+        assert_eq!(covered.trim_start(), subject, "{prompt:?}");
+        // With BOS, the span moves by one.
+        let (_, with_bos) = tok.encode_with_span(prompt, subject, true).unwrap();
+        assert_eq!(with_bos, span.start + 1..span.end + 1);
+    }
+    for (prompt, subject) in [("Toyota, a company from", "Honda"), ("Toyota", "")] {
+        let err = tok.encode_with_span(prompt, subject, false).unwrap_err();
+        assert!(
+            matches!(err, burnlens_model::Error::NotInPrompt { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("does not occur in the prompt"),
+            "{err}"
+        );
+    }
+}

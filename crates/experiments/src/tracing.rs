@@ -1,0 +1,550 @@
+//! ROME's causal tracing (Meng et al., 2022, `experiments/causal_trace.py`), on the batched
+//! patching engine.
+//!
+//! - **Corruption**: noise is added to the token embeddings (`hook_embed`, the `wte` output,
+//!   before position embeddings) of the subject's tokens, in `samples` copies of the prompt.
+//!   ROME runs them as rows `1..=n` of one batch whose row 0 is the clean prompt; here the
+//!   clean run is computed once and the `n` corrupted rows form the baseline batch, which gives
+//!   the same numbers. The noise is one tensor `[samples, subject tokens, d_model]`, the same
+//!   for every restoration (ROME reseeds before each run), seeded or replayed from a file.
+//! - **Restoration**: the clean hidden state at one token is copied into every corrupted row:
+//!   the block output (`state`, one layer) or the MLP or attention output at every layer of a
+//!   window around the layer (`mlp`, `attn`: `max(0, L − w/2) .. min(n_layers, L + ⌈w/2⌉)`).
+//! - **Score**: the mean over corrupted rows of p(answer) at the last position, where the
+//!   answer is the clean run's top prediction; tables are `[tokens, layers]`, next to the
+//!   clean (high) and corrupted (low) scores.
+
+use std::ops::Range;
+use std::path::Path;
+
+use burn::tensor::{Tensor, TensorData};
+use burnlens_hooks::intervene::{gaussian, uniform};
+use burnlens_hooks::{Act, Intervention, Selector, run_with_cache};
+use burnlens_metrics::{last_position, token_probs};
+use burnlens_model::weights::{RawTensor, read_safetensors, write_safetensors};
+use burnlens_model::{Gpt2, Gpt2Tokenizer, HookPoint, TokenBatch};
+use serde::Serialize;
+
+use crate::batched::{Baseline, run};
+use crate::error::{Error, Result};
+use crate::patching::{LastPosition, Patch};
+
+/// What a restoration copies from the clean run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceKind {
+    /// The block output (`hook_resid_post`) at one layer.
+    State,
+    /// The MLP output (`hook_mlp_out`) over a window of layers.
+    Mlp,
+    /// The attention output (`hook_attn_out`) over a window of layers.
+    Attn,
+}
+
+impl TraceKind {
+    /// The three kinds, in ROME's plotting order.
+    pub const ALL: [TraceKind; 3] = [TraceKind::State, TraceKind::Mlp, TraceKind::Attn];
+
+    /// `"state"`, `"mlp"` or `"attn"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TraceKind::State => "state",
+            TraceKind::Mlp => "mlp",
+            TraceKind::Attn => "attn",
+        }
+    }
+
+    /// The hook kind restored.
+    pub fn hook_kind(&self) -> &'static str {
+        match self {
+            TraceKind::State => "resid_post",
+            TraceKind::Mlp => "mlp_out",
+            TraceKind::Attn => "attn_out",
+        }
+    }
+
+    /// The layers restored for the table's column `layer`.
+    pub fn layers(&self, layer: usize, window: usize, n_layers: usize) -> Range<usize> {
+        match self {
+            TraceKind::State => layer..layer + 1,
+            _ => layer.saturating_sub(window / 2)..(layer + window.div_ceil(2)).min(n_layers),
+        }
+    }
+}
+
+impl std::str::FromStr for TraceKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "state" | "resid_post" | "hidden" => Ok(TraceKind::State),
+            "mlp" | "mlp_out" => Ok(TraceKind::Mlp),
+            "attn" | "attn_out" => Ok(TraceKind::Attn),
+            _ => Err(Error::Invalid(format!(
+                "unknown trace kind {s:?}: expected state, mlp or attn"
+            ))),
+        }
+    }
+}
+
+/// The distribution of the embedding noise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "distribution", rename_all = "lowercase")]
+pub enum NoiseSpec {
+    /// `level × N(0, 1)`: ROME's default, with `level` = 3 × the embeddings' standard
+    /// deviation ([`subject_embedding_std`]).
+    Gaussian {
+        /// The standard deviation.
+        level: f32,
+    },
+    /// `level × U(−1, 1)` (ROME's `u<level>` noise rule).
+    Uniform {
+        /// The half-width.
+        level: f32,
+    },
+}
+
+/// Options of a causal trace; `Default` gives ROME's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceConfig {
+    /// Corrupted copies of the prompt (ROME's `samples`, 10).
+    pub samples: usize,
+    /// Width of the MLP / attention restoration window (10).
+    pub window: usize,
+    /// Replace the subject embeddings with the noise instead of adding it.
+    pub replace: bool,
+    /// Seed of the noise.
+    pub seed: u64,
+    /// The most rows (restorations × samples) one forward runs.
+    pub max_rows: usize,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            samples: 10,
+            window: 10,
+            replace: false,
+            seed: 1,
+            max_rows: 160,
+        }
+    }
+}
+
+/// A prompt to trace: its token ids and strings, and the subject's token range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TracePrompt {
+    /// The prompt text.
+    pub text: String,
+    /// The subject.
+    pub subject: String,
+    /// Token ids (no BOS, as ROME tokenizes).
+    pub ids: Vec<u32>,
+    /// Each token as a string.
+    pub tokens: Vec<String>,
+    /// The subject's tokens (every token overlapping its characters).
+    pub subject_range: Range<usize>,
+}
+
+impl TracePrompt {
+    /// Tokenizes `text` and finds `subject` in it.
+    ///
+    /// # Errors
+    /// A subject that does not occur in the prompt, and tokenizer errors.
+    pub fn new(tokenizer: &Gpt2Tokenizer, text: &str, subject: &str) -> Result<Self> {
+        let (ids, subject_range) = tokenizer.encode_with_span(text, subject, false)?;
+        Ok(Self {
+            text: text.to_string(),
+            subject: subject.to_string(),
+            tokens: tokenizer.str_tokens(&ids)?,
+            ids,
+            subject_range,
+        })
+    }
+}
+
+/// The standard deviation of the token embeddings of `subjects` (each tokenized on its own,
+/// no BOS), over every element: ROME's `collect_embedding_std`, whose 3× is the default noise
+/// level.
+///
+/// # Errors
+/// No subjects, a subject with no tokens, and tokenizer errors.
+pub fn subject_embedding_std(
+    model: &Gpt2,
+    tokenizer: &Gpt2Tokenizer,
+    subjects: &[&str],
+) -> Result<f32> {
+    let mut ids = Vec::new();
+    for s in subjects {
+        ids.extend(tokenizer.encode(s, false)?);
+    }
+    if ids.is_empty() {
+        return Err(Error::Invalid(
+            "no subjects to measure the embeddings of".into(),
+        ));
+    }
+    let d = model.config.n_embd;
+    let idx = Tensor::<1, burn::tensor::Int>::from_data(
+        TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
+        &model.device(),
+    );
+    let rows: Vec<f32> = model
+        .wte
+        .val()
+        .select(0, idx)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("float weights");
+    let n = rows.len() as f64;
+    let mean = rows.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = rows.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    debug_assert_eq!(rows.len(), ids.len() * d);
+    Ok(var.sqrt() as f32)
+}
+
+/// Seeded noise `[samples, subject_len, d_model]` drawn from `spec`.
+pub fn make_noise(
+    spec: NoiseSpec,
+    samples: usize,
+    subject_len: usize,
+    d_model: usize,
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> Tensor<3> {
+    let n = samples * subject_len * d_model;
+    let values = match spec {
+        NoiseSpec::Gaussian { level } => gaussian(n, level as f64, seed),
+        NoiseSpec::Uniform { level } => uniform(n, level as f64, seed),
+    };
+    Tensor::from_data(
+        TensorData::new(values, [samples, subject_len, d_model]),
+        device,
+    )
+}
+
+/// Writes noise as a safetensors file with one tensor `noise` (f32), which another
+/// implementation (e.g. `scripts/reference/tracing_reference.py`) can replay.
+///
+/// # Errors
+/// I/O errors.
+pub fn save_noise(noise: &Tensor<3>, path: &Path) -> Result<()> {
+    let raw = RawTensor {
+        shape: noise.dims().to_vec(),
+        data: noise
+            .to_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("float noise"),
+    };
+    write_safetensors(&std::iter::once(("noise".to_string(), raw)).collect(), path)?;
+    Ok(())
+}
+
+/// Reads the noise tensor `name` (`"noise"` as [`save_noise`] writes it; the reference script
+/// writes `noise.<prompt index>`) from a safetensors file.
+///
+/// # Errors
+/// A missing or malformed file, or no rank-3 tensor `name` in it.
+pub fn load_noise(path: &Path, name: &str, device: &burn::tensor::Device) -> Result<Tensor<3>> {
+    let tensors = read_safetensors(path)?;
+    let t = tensors.get(name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{} has no tensor named {name:?} (it has {:?})",
+            path.display(),
+            tensors.keys().collect::<Vec<_>>()
+        ))
+    })?;
+    let [a, b, c]: [usize; 3] = t.shape.clone().try_into().map_err(|_| {
+        Error::Invalid(format!(
+            "{}: noise has shape {:?}; expected [samples, subject tokens, d_model]",
+            path.display(),
+            t.shape
+        ))
+    })?;
+    Ok(Tensor::from_data(
+        TensorData::new(t.data.clone(), [a, b, c]),
+        device,
+    ))
+}
+
+/// One causal-trace table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceTable {
+    /// What was restored.
+    pub kind: TraceKind,
+    /// The window (1 for `state`).
+    pub window: usize,
+    /// p(answer) after each restoration, row-major `[tokens, layers]`.
+    pub scores: Vec<f32>,
+    /// Number of tokens (rows).
+    pub n_tokens: usize,
+    /// Number of layers (columns).
+    pub n_layers: usize,
+}
+
+impl TraceTable {
+    /// The score of restoring at `(token, layer)`.
+    pub fn get(&self, token: usize, layer: usize) -> Option<f32> {
+        (token < self.n_tokens && layer < self.n_layers)
+            .then(|| self.scores[token * self.n_layers + layer])
+    }
+}
+
+/// The causal trace of one prompt.
+#[derive(Debug, Clone, Serialize)]
+pub struct CausalTrace {
+    /// The prompt.
+    pub prompt: TracePrompt,
+    /// The clean run's top prediction at the last position.
+    pub answer_id: u32,
+    /// p(answer) in the clean run (ROME's `high_score`).
+    pub high_score: f32,
+    /// Mean p(answer) over the corrupted rows with nothing restored (`low_score`).
+    pub low_score: f32,
+    /// One table per kind asked for.
+    pub tables: Vec<TraceTable>,
+}
+
+/// Traces one prompt: every (token, layer) restoration of every kind in `kinds`.
+///
+/// `noise` is `[samples, subject tokens, d_model]` ([`make_noise`] or [`load_noise`]);
+/// `observe(done, total)` is called as restorations complete.
+///
+/// # Errors
+/// A window of zero or wider than the model, noise of the wrong shape, and forward errors.
+pub fn causal_trace(
+    model: &Gpt2,
+    prompt: &TracePrompt,
+    kinds: &[TraceKind],
+    config: &TraceConfig,
+    noise: &Tensor<3>,
+    observe: &mut dyn FnMut(usize, usize),
+) -> Result<CausalTrace> {
+    let n_layers = model.config.n_layer;
+    let d = model.config.n_embd;
+    if config.window == 0 || config.window > n_layers {
+        return Err(Error::Invalid(format!(
+            "a restoration window of {} layers does not fit a model of {n_layers} layers (use 1..={n_layers})",
+            config.window
+        )));
+    }
+    let range = prompt.subject_range.clone();
+    let (samples, sub) = (config.samples, range.len());
+    if noise.dims() != [samples, sub, d] {
+        return Err(Error::Invalid(format!(
+            "noise has shape {:?}; this trace needs [samples = {samples}, subject tokens = {sub}, d_model = {d}]",
+            noise.dims()
+        )));
+    }
+    if samples == 0 || range.is_empty() || range.end > prompt.ids.len() {
+        return Err(Error::Invalid(format!(
+            "{samples} samples and subject tokens {range:?} of a {}-token prompt",
+            prompt.ids.len()
+        )));
+    }
+    let t = prompt.ids.len();
+    // The clean run: answer, high score, and the states to restore.
+    let clean = TokenBatch::single(&prompt.ids)?;
+    let selector = kinds
+        .iter()
+        .map(|k| Selector::kind(k.hook_kind()))
+        .reduce(Selector::or)
+        .unwrap_or_else(|| Selector::kind("resid_post"));
+    let (clean_logits, clean_cache) = run_with_cache(model, &clean, selector)?;
+    let last = last_position(clean_logits);
+    let answer_id = last.clone().argmax(1).into_scalar::<i64>() as u32;
+    let high_score = token_probs(last, &[answer_id])?.into_scalar::<f32>();
+    // The corrupted rows: noise on the subject's token embeddings.
+    let device = model.device();
+    let full = Tensor::<3>::zeros([samples, t, d], &device)
+        .slice_assign([0..samples, range.clone(), 0..d], noise.clone());
+    let corrupt = if config.replace {
+        Intervention::replace(Act::R3(full)).at(range.clone().collect::<Vec<_>>())
+    } else {
+        let mut full = Some(full);
+        Intervention::custom(move |_, act| match (act, full.as_ref()) {
+            (Act::R3(x), Some(n)) => Ok(Act::R3(x + n.clone())),
+            _ => {
+                full = None;
+                Err("the token embedding is rank 3".to_string())
+            }
+        })
+    };
+    let batch = TokenBatch::new(vec![prompt.ids.clone(); samples], None)?;
+    let base = Baseline::new(model, &batch, Some((HookPoint::Embed, corrupt)))?;
+    let answers = vec![answer_id; samples];
+    let metric = LastPosition(|logits: Tensor<3>| {
+        token_probs(last_position(logits), &answers)
+            .expect("answer id comes from the model's own logits")
+            .mean()
+    });
+    let low_score = token_probs(last_position(base.logits.clone()), &answers)?
+        .mean()
+        .into_scalar::<f32>();
+    let total = kinds.len() * t * n_layers;
+    let mut tables = Vec::with_capacity(kinds.len());
+    for (k, kind) in kinds.iter().enumerate() {
+        let points: Vec<HookPoint> = (0..n_layers)
+            .map(|l| HookPoint::from_kind(kind.hook_kind(), Some(l)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Hooks(e.into()))?;
+        let patches: Vec<Patch> = (0..t)
+            .flat_map(|token| {
+                (0..n_layers).map(move |layer| Patch {
+                    index: token * n_layers + layer,
+                    layers: kind.layers(layer, config.window, n_layers),
+                    pos: Some(token),
+                    head: None,
+                })
+            })
+            .collect();
+        let done_before = k * t * n_layers;
+        let scores = run(
+            model,
+            &base,
+            &clean_cache,
+            &points,
+            &patches,
+            &metric,
+            config.max_rows,
+            &mut |done, _| observe(done_before + done, total),
+        )?;
+        tables.push(TraceTable {
+            kind: *kind,
+            window: if *kind == TraceKind::State {
+                1
+            } else {
+                config.window
+            },
+            scores,
+            n_tokens: t,
+            n_layers,
+        });
+    }
+    Ok(CausalTrace {
+        prompt: prompt.clone(),
+        answer_id,
+        high_score,
+        low_score,
+        tables,
+    })
+}
+
+/// ROME's six token groups of the dataset roll-up, in its order.
+pub const TOKEN_GROUPS: [&str; 6] = [
+    "First subject token",
+    "Middle subject tokens",
+    "Last subject token",
+    "First subsequent token",
+    "Further tokens",
+    "Last token",
+];
+
+/// One token group's average indirect effect per layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupEffect {
+    /// The group's name ([`TOKEN_GROUPS`]).
+    pub name: &'static str,
+    /// Mean score of the group's tokens minus the mean low score, per layer (empty when the
+    /// group has no token in any prompt).
+    pub aie: Vec<f32>,
+    /// Half-width of the 95% interval, `1.96 · std / sqrt(prompts)`, per layer.
+    pub interval: Vec<f32>,
+    /// Token rows averaged (a prompt adds several to the middle and further groups).
+    pub count: usize,
+}
+
+/// The average indirect effect of one kind of restoration over a set of traces.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndirectEffects {
+    /// The kind of restoration.
+    pub kind: TraceKind,
+    /// Prompts averaged.
+    pub prompts: usize,
+    /// Mean clean p(answer).
+    pub high_score: f32,
+    /// Mean corrupted p(answer).
+    pub low_score: f32,
+    /// The six groups.
+    pub groups: Vec<GroupEffect>,
+}
+
+/// ROME's roll-up (`average_causal_effects.ipynb`): for each of the six token groups, the
+/// mean score per layer over the group's tokens in every trace, minus the mean low score, with
+/// 95% intervals. Filter the traces to correctly predicted facts before calling (as
+/// `cargo xtask trace` does).
+///
+/// # Errors
+/// No traces, a trace without a table of `kind`, or tables with different numbers of layers.
+pub fn average_indirect_effect(traces: &[CausalTrace], kind: TraceKind) -> Result<IndirectEffects> {
+    if traces.is_empty() {
+        return Err(Error::Invalid(
+            "no traces to average (no fact was predicted correctly?)".into(),
+        ));
+    }
+    let mut groups: Vec<Vec<&[f32]>> = vec![Vec::new(); 6];
+    let mut n_layers = None;
+    for trace in traces {
+        let table = trace
+            .tables
+            .iter()
+            .find(|t| t.kind == kind)
+            .ok_or_else(|| Error::Invalid(format!("a trace has no {} table", kind.name())))?;
+        if *n_layers.get_or_insert(table.n_layers) != table.n_layers {
+            return Err(Error::Invalid(
+                "traces of models with different numbers of layers".into(),
+            ));
+        }
+        let row = |t: usize| &table.scores[t * table.n_layers..(t + 1) * table.n_layers];
+        let range = &trace.prompt.subject_range;
+        let (first_e, first_a) = (range.start, range.end);
+        let (last_e, last_a) = (first_a - 1, table.n_tokens - 1);
+        groups[0].push(row(first_e));
+        groups[1].extend((first_e + 1..last_e).map(row));
+        groups[2].push(row(last_e));
+        groups[3].push(row(first_a.min(last_a)));
+        groups[4].extend((first_a + 1..last_a).map(row));
+        groups[5].push(row(last_a));
+    }
+    let n = traces.len() as f64;
+    let mean = |xs: &mut dyn Iterator<Item = f32>| {
+        let v: Vec<f64> = xs.map(f64::from).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let low = mean(&mut traces.iter().map(|t| t.low_score));
+    let high = mean(&mut traces.iter().map(|t| t.high_score));
+    let n_layers = n_layers.unwrap_or(0);
+    let groups = groups
+        .into_iter()
+        .zip(TOKEN_GROUPS)
+        .map(|(rows, name)| {
+            let count = rows.len();
+            let (mut aie, mut interval) = (Vec::new(), Vec::new());
+            if count > 0 {
+                for l in 0..n_layers {
+                    let m = mean(&mut rows.iter().map(|r| r[l]));
+                    let var = rows
+                        .iter()
+                        .map(|r| (f64::from(r[l]) - m).powi(2))
+                        .sum::<f64>()
+                        / count as f64;
+                    aie.push((m - low) as f32);
+                    interval.push((1.96 * var.sqrt() / n.sqrt()) as f32);
+                }
+            }
+            GroupEffect {
+                name,
+                aie,
+                interval,
+                count,
+            }
+        })
+        .collect();
+    Ok(IndirectEffects {
+        kind,
+        prompts: traces.len(),
+        high_score: high as f32,
+        low_score: low as f32,
+        groups,
+    })
+}
