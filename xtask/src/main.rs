@@ -2,14 +2,18 @@
 //! fixtures.
 
 mod npy;
+mod recipe;
 mod report;
+mod trace;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burnlens_datasets::{PairOptions, PromptPair, tokenize_pairs};
-use burnlens_experiments::{Engine, NormalizedLogitDiff, PatchIndex, Sweep, patch_sweep_with};
+use burnlens_experiments::{
+    Engine, NormalizedLogitDiff, PatchIndex, Sweep, attribution_patch, patch_sweep_with, pearson,
+};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_model::generate::EarlyStopping;
 use burnlens_model::{
@@ -41,6 +45,10 @@ enum Command {
     Cache(CacheArgs),
     /// Activation patching sweeps on a clean/corrupted pair: result.json, SVG heatmaps, index.html.
     Patch(PatchArgs),
+    /// ROME's causal tracing of a prompt or a file of facts: result.json, SVG heatmaps, index.html.
+    Trace(trace::TraceArgs),
+    /// Run a recipe: a TOML file naming a command and its options (see recipes/).
+    Run(recipe::RunArgs),
 }
 
 #[derive(Args)]
@@ -64,6 +72,10 @@ struct PatchArgs {
     /// head_out_by_pos, head_pattern_by_pos, or block_every / head_all_pos_every.
     #[arg(long, default_value = "block_every")]
     sweeps: String,
+    /// Also estimate every sweep by attribution patching (one forward and one backward) and
+    /// report its correlation with the exact values.
+    #[arg(long)]
+    attribution: bool,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
@@ -89,17 +101,18 @@ struct CacheArgs {
     out: PathBuf,
 }
 
+/// Which model, on which backend.
 #[derive(Args)]
-struct ModelArgs {
+pub struct ModelArgs {
     /// A local directory in Hugging Face layout, or a hub id (needs `--features hub`).
     #[arg(long, default_value = "fixtures/tiny-gpt2")]
-    model: String,
+    pub model: String,
     /// Backend: ndarray, flex or wgpu.
     #[arg(long, default_value = "flex")]
-    backend: String,
+    pub backend: String,
     /// Prepend <|endoftext|> as BOS (TransformerLens's default; transformers' is not to).
     #[arg(long)]
-    prepend_bos: bool,
+    pub prepend_bos: bool,
 }
 
 #[derive(Args)]
@@ -179,12 +192,18 @@ fn main() -> Result<()> {
     if std::env::current_dir().is_ok_and(|d| !d.join("fixtures").is_dir()) {
         std::env::set_current_dir(&root).context("changing to the workspace root")?;
     }
-    match Cli::parse().command {
+    dispatch(Cli::parse().command)
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
         Command::Generate(a) => generate(a),
         Command::Logits(a) => logits(a),
         Command::Fixtures(a) => fixtures(a),
         Command::Cache(a) => cache(a),
         Command::Patch(a) => patch(a),
+        Command::Trace(a) => trace::trace(a),
+        Command::Run(a) => recipe::run(a),
     }
 }
 
@@ -234,7 +253,7 @@ fn parse_sweeps(list: &str) -> Result<Vec<(String, Sweep)>> {
     Ok(out)
 }
 
-fn git_commit() -> Option<String> {
+pub(crate) fn git_commit() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
@@ -270,10 +289,28 @@ fn patch(a: PatchArgs) -> Result<()> {
     let (clean_ld, corrupt_ld) = (metric.clean(), metric.corrupted());
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let str_tokens = lm.tokenizer.str_tokens(t.clean.row(0))?;
-    let n_layers = lm.model.config.n_layer;
+    let n_heads = lm.model.config.n_head;
+    let pos_labels: Vec<String> = str_tokens
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{i} {s:?}"))
+        .collect();
+    let attributions = if a.attribution {
+        let t0 = Instant::now();
+        let list: Vec<Sweep> = sweeps.iter().map(|(_, s)| *s).collect();
+        let r = attribution_patch(&lm.model, &t.corrupted, &cache, &list, &metric)?;
+        eprintln!(
+            "attribution patching of {} sweeps in {:.2?}",
+            list.len(),
+            t0.elapsed()
+        );
+        Some((r, t0.elapsed().as_secs_f64()))
+    } else {
+        None
+    };
     let mut results = Vec::new();
     let mut figures = Vec::new();
-    for (name, sweep) in &sweeps {
+    for (k, (name, sweep)) in sweeps.iter().enumerate() {
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template("{msg:>22} [{bar:40}] {pos}/{len} patches ({eta})")
@@ -296,28 +333,35 @@ fn patch(a: PatchArgs) -> Result<()> {
         )?;
         bar.finish();
         let seconds = sweep_start.elapsed().as_secs_f64();
-        if r.shape.len() == 2 {
-            let rows: Vec<String> = (0..n_layers).map(|l| format!("L{l}")).collect();
-            let cols: Vec<String> = match sweep.index {
-                PatchIndex::LayerPos => str_tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| format!("{i} {s:?}"))
-                    .collect(),
-                _ => (0..r.shape[1]).map(|h| format!("H{h}")).collect(),
-            };
-            let file = format!("{name}.svg");
-            let title = format!("{name}: normalized logit difference after patching");
-            std::fs::write(
-                a.out.join(&file),
-                report::heatmap_svg(&title, &rows, &cols, &r.values),
-            )?;
-            figures.push((name.clone(), file));
-        }
-        results.push(serde_json::json!({
+        let (rows, cols, values) = as_table(&r, n_heads, &pos_labels);
+        let file = format!("{name}.svg");
+        let title = format!("{name}: normalized logit difference after patching");
+        std::fs::write(
+            a.out.join(&file),
+            report::heatmap_svg(&title, &rows, &cols, &values),
+        )?;
+        figures.push((name.clone(), file));
+        let mut entry = serde_json::json!({
             "name": name, "sweep": sweep, "axes": sweep.index.axes(), "shape": r.shape,
             "values": r.values, "seconds": seconds,
-        }));
+        });
+        if let Some((attr, attr_seconds)) = &attributions {
+            let attr = &attr[k];
+            let corr = pearson(&r.values, &attr.values);
+            let (rows, cols, values) = as_table(attr, n_heads, &pos_labels);
+            let file = format!("{name}_attribution.svg");
+            let title = format!("{name}: attribution patching estimate (r = {corr:.3} with exact)");
+            std::fs::write(
+                a.out.join(&file),
+                report::heatmap_svg(&title, &rows, &cols, &values),
+            )?;
+            figures.push((format!("{name} (attribution patching)"), file));
+            entry["attribution"] = serde_json::json!({
+                "values": attr.values, "pearson_with_exact": corr,
+                "seconds_all_sweeps": attr_seconds,
+            });
+        }
+        results.push(entry);
     }
     let result = serde_json::json!({
         "experiment": "activation_patching",
@@ -346,6 +390,45 @@ fn patch(a: PatchArgs) -> Result<()> {
         figures.len()
     );
     Ok(())
+}
+
+/// A sweep's result as a 2-D table: rows are layers (or layer·head), columns positions or heads.
+fn as_table(
+    r: &burnlens_experiments::PatchResult,
+    n_heads: usize,
+    pos_labels: &[String],
+) -> (Vec<String>, Vec<String>, Vec<f32>) {
+    let n_layers = r.shape[0];
+    match r.sweep.index {
+        PatchIndex::LayerPos => (
+            (0..n_layers).map(|l| format!("L{l}")).collect(),
+            pos_labels.to_vec(),
+            r.values.clone(),
+        ),
+        PatchIndex::LayerHead => (
+            (0..n_layers).map(|l| format!("L{l}")).collect(),
+            (0..n_heads).map(|h| format!("H{h}")).collect(),
+            r.values.clone(),
+        ),
+        PatchIndex::LayerPosHead | PatchIndex::LayerHeadDestPos => {
+            let n_pos = pos_labels.len();
+            let mut v = Vec::with_capacity(r.values.len());
+            let mut rows = Vec::new();
+            for l in 0..n_layers {
+                for h in 0..n_heads {
+                    rows.push(format!("L{l}H{h}"));
+                    for p in 0..n_pos {
+                        let idx = match r.sweep.index {
+                            PatchIndex::LayerPosHead => [l, p, h],
+                            _ => [l, h, p],
+                        };
+                        v.push(r.get(&idx).unwrap_or(f32::NAN));
+                    }
+                }
+            }
+            (rows, pos_labels.to_vec(), v)
+        }
+    }
 }
 
 /// Whether `name` matches `pattern`, where `*` matches any run of characters.
@@ -406,7 +489,7 @@ fn cache(a: CacheArgs) -> Result<()> {
     Ok(())
 }
 
-fn open(args: &ModelArgs) -> Result<(burnlens_model::LoadedModel, BackendKind)> {
+pub(crate) fn open(args: &ModelArgs) -> Result<(burnlens_model::LoadedModel, BackendKind)> {
     let backend: BackendKind = args.backend.parse()?;
     let device = backend.device()?;
     let t = Instant::now();

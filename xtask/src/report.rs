@@ -25,10 +25,49 @@ pub fn diverging(v: f32) -> String {
     }
 }
 
-/// A heatmap of `values` (`rows × cols`, row-major) as SVG: one cell per value, coloured on a
-/// diverging scale symmetric around zero (scaled by the largest magnitude), row and column
-/// labels, the value in each cell's tooltip.
+/// A sequential colour: white at `v` = 0 to `rgb` at `v` = 1 (clamped).
+pub fn sequential(v: f32, rgb: (u8, u8, u8)) -> String {
+    let v = if v.is_finite() {
+        v.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let mix = |c: u8| (255.0 + (f32::from(c) - 255.0) * v).round() as u8;
+    format!("#{:02x}{:02x}{:02x}", mix(rgb.0), mix(rgb.1), mix(rgb.2))
+}
+
+/// How a heatmap maps values to colours.
+#[derive(Debug, Clone, Copy)]
+pub enum Scale {
+    /// Blue–white–red, symmetric around zero, scaled by the largest magnitude.
+    Diverging,
+    /// White at `low` to `rgb` at `high` (ROME's Purples / Greens / Reds, with `low` the
+    /// corrupted score).
+    Sequential {
+        /// The value shown white.
+        low: f32,
+        /// The value shown in full colour.
+        high: f32,
+        /// The full colour.
+        rgb: (u8, u8, u8),
+    },
+}
+
+/// A heatmap of `values` (`rows × cols`, row-major) as SVG on a diverging scale (see
+/// [`heatmap_svg_with`]).
 pub fn heatmap_svg(title: &str, rows: &[String], cols: &[String], values: &[f32]) -> String {
+    heatmap_svg_with(title, rows, cols, values, Scale::Diverging)
+}
+
+/// A heatmap of `values` (`rows × cols`, row-major) as SVG: one cell per value coloured on
+/// `scale`, row and column labels, the value in each cell's tooltip, and the scale's range.
+pub fn heatmap_svg_with(
+    title: &str,
+    rows: &[String],
+    cols: &[String],
+    values: &[f32],
+    scale_kind: Scale,
+) -> String {
     assert_eq!(
         values.len(),
         rows.len() * cols.len(),
@@ -69,7 +108,11 @@ pub fn heatmap_svg(title: &str, rows: &[String], cols: &[String], values: &[f32]
             let _ = writeln!(
                 s,
                 r##"<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{}" stroke="#ddd"><title>{} / {}: {v:.4}</title></rect>"##,
-                diverging(v / scale),
+                match scale_kind {
+                    Scale::Diverging => diverging(v / scale),
+                    Scale::Sequential { low, high, rgb } =>
+                        sequential((v - low) / (high - low).max(1e-12), rgb),
+                },
                 escape(label),
                 escape(&cols[c])
             );
@@ -84,11 +127,158 @@ pub fn heatmap_svg(title: &str, rows: &[String], cols: &[String], values: &[f32]
             escape(label)
         );
     }
+    let legend = match scale_kind {
+        Scale::Diverging => format!("scale: ±{scale:.4} (blue negative, red positive)"),
+        Scale::Sequential { low, high, .. } => {
+            format!("scale: {low:.4} (white) to {high:.4} (full colour)")
+        }
+    };
     let _ = writeln!(
         s,
-        r##"<text x="{left}" y="{}" fill="#555">scale: ±{scale:.4} (blue negative, red positive)</text>"##,
-        height - 8.0
+        r##"<text x="{left}" y="{}" fill="#555">{}</text>"##,
+        height - 8.0,
+        escape(&legend)
     );
+    s.push_str("</svg>\n");
+    s
+}
+
+/// One line of a [`line_plot_svg`]: a name, a value per x, and a half-width band per x.
+pub struct Series<'a> {
+    /// Legend entry.
+    pub name: &'a str,
+    /// The values.
+    pub values: &'a [f32],
+    /// Half-width of the shaded band (e.g. a 95% interval); empty for none.
+    pub band: &'a [f32],
+}
+
+const PALETTE: [&str; 6] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+];
+
+/// A line plot with shaded bands (ROME's average-indirect-effect figure): `x_label` under
+/// integer x ticks `0..n`, one line per series.
+pub fn line_plot_svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    let (w, h, left, top, right, bottom) = (560.0, 320.0, 70.0, 40.0, 190.0, 50.0);
+    let n = series.iter().map(|s| s.values.len()).max().unwrap_or(0);
+    let lo_hi = |s: &Series, i: usize| {
+        let b = s.band.get(i).copied().unwrap_or(0.0);
+        (s.values[i] - b, s.values[i] + b)
+    };
+    let mut y_min = f32::INFINITY;
+    let mut y_max = f32::NEG_INFINITY;
+    for s in series {
+        for i in 0..s.values.len() {
+            let (a, b) = lo_hi(s, i);
+            if a.is_finite() && b.is_finite() {
+                y_min = y_min.min(a);
+                y_max = y_max.max(b);
+            }
+        }
+    }
+    if !y_min.is_finite() {
+        (y_min, y_max) = (0.0, 1.0);
+    }
+    if y_max - y_min < 1e-9 {
+        y_max = y_min + 1e-3;
+    }
+    let px = |i: usize| left + (w - left - right) * i as f64 / (n.max(2) - 1) as f64;
+    let py = |v: f32| top + (h - top - bottom) * f64::from((y_max - v) / (y_max - y_min));
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="20" font-size="14">{}</text>"#,
+        escape(title)
+    );
+    let (x0, x1, y0, y1) = (left, w - right, top, h - bottom);
+    let _ = writeln!(
+        s,
+        r##"<path d="M{x0} {y0} L{x0} {y1} L{x1} {y1}" fill="none" stroke="#333"/>"##
+    );
+    for (v, label) in [
+        (y_min, y_min),
+        (y_max, y_max),
+        ((y_min + y_max) / 2.0, (y_min + y_max) / 2.0),
+    ] {
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{label:.3}</text>"#,
+            x0 - 4.0,
+            py(v) + 4.0
+        );
+    }
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{i}</text>"#,
+            px(i),
+            y1 + 14.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+        (x0 + x1) / 2.0,
+        h - 12.0,
+        escape(x_label)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">{}</text>"#,
+        (y0 + y1) / 2.0,
+        (y0 + y1) / 2.0,
+        escape(y_label)
+    );
+    for (k, line) in series.iter().enumerate() {
+        let colour = PALETTE[k % PALETTE.len()];
+        let m = line.values.len();
+        if m == 0 {
+            continue;
+        }
+        if !line.band.is_empty() {
+            let mut d = String::new();
+            for i in 0..m {
+                let _ = write!(
+                    d,
+                    "{}{} {} ",
+                    if i == 0 { "M" } else { "L" },
+                    px(i),
+                    py(lo_hi(line, i).1)
+                );
+            }
+            for i in (0..m).rev() {
+                let _ = write!(d, "L{} {} ", px(i), py(lo_hi(line, i).0));
+            }
+            let _ = writeln!(
+                s,
+                r#"<path d="{d}Z" fill="{colour}" fill-opacity="0.25" stroke="none"/>"#
+            );
+        }
+        let points: Vec<String> = (0..m)
+            .map(|i| format!("{},{}", px(i), py(line.values[i])))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"><title>{}</title></polyline>"#,
+            points.join(" "),
+            escape(line.name)
+        );
+        let ly = top + 16.0 * k as f64;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{}" y="{}" width="12" height="3" fill="{colour}"/><text x="{}" y="{}">{}</text>"#,
+            x1 + 12.0,
+            ly,
+            x1 + 28.0,
+            ly + 5.0,
+            escape(line.name)
+        );
+    }
     s.push_str("</svg>\n");
     s
 }
@@ -124,6 +314,51 @@ mod tests {
         assert_eq!(diverging(-1.0), "#0000ff");
         assert_eq!(diverging(5.0), "#ff0000");
         assert_eq!(diverging(f32::NAN), "#ffffff");
+    }
+
+    #[test]
+    fn sequential_colours_run_from_white_to_the_colour() {
+        assert_eq!(sequential(0.0, (0x54, 0x27, 0x88)), "#ffffff");
+        assert_eq!(sequential(1.0, (0x54, 0x27, 0x88)), "#542788");
+        assert_eq!(sequential(2.0, (0, 0, 0)), "#000000");
+        let svg = heatmap_svg_with(
+            "t",
+            &["a*".to_string()],
+            &["0".to_string(), "1".to_string()],
+            &[0.1, 0.3],
+            Scale::Sequential {
+                low: 0.1,
+                high: 0.3,
+                rgb: (0, 128, 0),
+            },
+        );
+        assert!(svg.contains("fill=\"#ffffff\"") && svg.contains("fill=\"#008000\""));
+    }
+
+    #[test]
+    fn line_plot_draws_every_series_with_its_band() {
+        let a = [0.0, 0.5, 1.0];
+        let band = [0.1, 0.1, 0.1];
+        let svg = line_plot_svg(
+            "AIE",
+            "layer",
+            "effect",
+            &[
+                Series {
+                    name: "first",
+                    values: &a,
+                    band: &band,
+                },
+                Series {
+                    name: "last",
+                    values: &a,
+                    band: &[],
+                },
+            ],
+        );
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(svg.matches("fill-opacity").count(), 1);
+        assert!(svg.contains(">first<") && svg.contains(">last<"));
     }
 
     #[test]

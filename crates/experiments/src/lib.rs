@@ -4,11 +4,13 @@
 //! with TransformerLens's sites and result shapes, computed by a batched engine or the naive
 //! one-forward-per-patch reference (`patching`).
 
+pub mod attribution;
 mod batched;
 pub mod error;
 pub mod patching;
 pub mod tracing;
 
+pub use attribution::{attribution_patch, pearson};
 pub use error::{Error, Result};
 pub use patching::{
     Engine, LastPosition, NormalizedLogitDiff, PatchIndex, PatchMetric, PatchResult, Sweep,

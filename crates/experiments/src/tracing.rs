@@ -222,26 +222,34 @@ pub fn make_noise(
     )
 }
 
-/// Writes noise as a safetensors file with one tensor `noise` (f32), which another
-/// implementation (e.g. `scripts/reference/tracing_reference.py`) can replay.
+/// Writes the noise of several prompts as one safetensors file, tensor `noise.<i>` (f32) for
+/// prompt `i`, as `scripts/reference/tracing_reference.py` writes it, so that either side can
+/// replay the other's noise ([`load_noise`]).
 ///
 /// # Errors
 /// I/O errors.
-pub fn save_noise(noise: &Tensor<3>, path: &Path) -> Result<()> {
-    let raw = RawTensor {
-        shape: noise.dims().to_vec(),
-        data: noise
-            .to_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("float noise"),
-    };
-    write_safetensors(&std::iter::once(("noise".to_string(), raw)).collect(), path)?;
+pub fn save_noise(noises: &[Tensor<3>], path: &Path) -> Result<()> {
+    let raw = noises
+        .iter()
+        .enumerate()
+        .map(|(i, noise)| {
+            let t = RawTensor {
+                shape: noise.dims().to_vec(),
+                data: noise
+                    .to_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("float noise"),
+            };
+            (format!("noise.{i}"), t)
+        })
+        .collect();
+    write_safetensors(&raw, path)?;
     Ok(())
 }
 
-/// Reads the noise tensor `name` (`"noise"` as [`save_noise`] writes it; the reference script
-/// writes `noise.<prompt index>`) from a safetensors file.
+/// Reads the noise tensor `name` (`noise.<prompt index>`, as [`save_noise`] and the reference
+/// script write it) from a safetensors file.
 ///
 /// # Errors
 /// A missing or malformed file, or no rank-3 tensor `name` in it.

@@ -1,0 +1,144 @@
+//! `cargo xtask run recipes/<name>.toml`: a recipe names a command (`patch`, `trace`, …) and
+//! its options, exactly the command's flags without the dashes:
+//!
+//! ```toml
+//! command = "trace"
+//! [args]
+//! model = "fixtures/tiny-gpt2"   # --model
+//! backend = "flex"               # --backend
+//! kinds = ["state", "mlp", "attn"]  # lists become comma-separated values
+//! all_facts = true               # true becomes a bare flag; false leaves it out
+//! out = "runs/causal-trace"
+//! ```
+//!
+//! The recipe is parsed by the same command-line parser as the flags, so a recipe and a
+//! command line do the same thing, and a misspelt option is an error naming it. The recipe is
+//! copied into the output directory next to result.json.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser};
+
+use crate::{Cli, Command, dispatch};
+
+/// Options of `cargo xtask run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// The recipe (TOML).
+    pub recipe: PathBuf,
+}
+
+/// The command line a recipe stands for.
+pub fn argv(text: &str) -> Result<Vec<String>> {
+    let table: toml::Table = toml::from_str(text)?;
+    let command = table
+        .get("command")
+        .and_then(|c| c.as_str())
+        .context("the recipe needs `command = \"patch\"` (or trace, cache, …)")?;
+    if command == "run" {
+        bail!("a recipe cannot run another recipe");
+    }
+    if let Some(key) = table.keys().find(|k| *k != "command" && *k != "args") {
+        bail!("unknown top-level key {key:?}: put options under [args]");
+    }
+    let mut argv = vec!["cargo xtask".to_string(), command.to_string()];
+    if let Some(args) = table.get("args") {
+        let args = args
+            .as_table()
+            .context("[args] must be a table of options")?;
+        for (key, value) in args {
+            let flag = format!("--{}", key.replace('_', "-"));
+            let scalar = |v: &toml::Value| -> Result<String> {
+                Ok(match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    other => bail!("option {key:?}: unsupported value {other}"),
+                })
+            };
+            match value {
+                toml::Value::Boolean(true) => argv.push(flag),
+                toml::Value::Boolean(false) => {}
+                toml::Value::Array(items) => {
+                    let parts: Vec<String> = items.iter().map(scalar).collect::<Result<_>>()?;
+                    argv.push(flag);
+                    argv.push(parts.join(","));
+                }
+                v => {
+                    argv.push(flag);
+                    argv.push(scalar(v)?);
+                }
+            }
+        }
+    }
+    Ok(argv)
+}
+
+/// Runs `cargo xtask run`.
+pub fn run(a: RunArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.recipe)
+        .with_context(|| format!("reading the recipe {}", a.recipe.display()))?;
+    let argv = argv(&text).with_context(|| format!("in {}", a.recipe.display()))?;
+    let cli =
+        Cli::try_parse_from(&argv).map_err(|e| anyhow::anyhow!("{}: {e}", a.recipe.display()))?;
+    let out = out_dir(&cli.command);
+    eprintln!("{}: {}", a.recipe.display(), argv[1..].join(" "));
+    dispatch(cli.command)?;
+    if let Some(out) = out {
+        std::fs::write(out.join("recipe.toml"), &text)
+            .with_context(|| format!("copying the recipe into {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn out_dir(command: &Command) -> Option<PathBuf> {
+    match command {
+        Command::Patch(a) => Some(a.out.clone()),
+        Command::Trace(a) => Some(a.out.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipes_become_the_command_line() {
+        let line = argv(
+            "command = \"trace\"\n[args]\nprompt = \"a b\"\nkinds = [\"state\", \"mlp\"]\nwindow = 2\nnoise_factor = 2.5\nall_facts = true\nreplace = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            [
+                "cargo xtask",
+                "trace",
+                "--all-facts",
+                "--kinds",
+                "state,mlp",
+                "--noise-factor",
+                "2.5",
+                "--prompt",
+                "a b",
+                "--window",
+                "2"
+            ]
+        );
+        let err = argv_err("command = \"run\"");
+        assert!(err.contains("cannot run another recipe"), "{err}");
+        let err = argv_err("[args]\nout = \"x\"");
+        assert!(err.contains("needs `command"), "{err}");
+        let err = argv_err("command = \"trace\"\nout = \"x\"");
+        assert!(err.contains("unknown top-level key \"out\""), "{err}");
+        // A misspelt option is the parser's error, naming it.
+        let line = argv("command = \"trace\"\n[args]\nwindoww = 3\nout = \"x\"").unwrap();
+        let err = Cli::try_parse_from(line).err().unwrap().to_string();
+        assert!(err.contains("--windoww"), "{err}");
+    }
+
+    fn argv_err(text: &str) -> String {
+        argv(text).unwrap_err().to_string()
+    }
+}
