@@ -2,8 +2,8 @@
 //!
 //! GPT-2 small's shapes with seeded random weights, one 20-token clean/corrupted pair, the
 //! `resid_pre`, `attn_out`, `mlp_out` and head-out-all-positions sweeps with the mean logit
-//! difference at the last position as the metric. burnlens runs its batched engine (and the
-//! naive one-forward-per-patch engine, for scale) on ndarray and flex; with
+//! difference at the last position as the metric. burnlens runs its batched engine (and, with
+//! `BURNLENS_BENCH_NAIVE=1`, the naive one-forward-per-patch engine) on ndarray and flex; with
 //! `BURNLENS_ORACLE_PYTHON=/path/to/venv/bin/python` the same checkpoint and pair go through
 //! `scripts/reference/bench_patching.py` (TransformerLens 3.9.0, PyTorch CPU) first, and the
 //! table gives the ratios and the largest difference between the two results.
@@ -44,6 +44,11 @@ fn main() {
             .init(&device)
             .save_pretrained(&dir)
             .expect("save checkpoint");
+        // GPT-2's real BPE files (the loader wants a tokenizer; the benchmark feeds ids).
+        let bpe = workspace().join("fixtures/gpt2-bpe");
+        for f in ["vocab.json", "merges.txt"] {
+            std::fs::copy(bpe.join(f), dir.join(f)).expect("copy the BPE files");
+        }
     }
     let clean_ids: Vec<u32> = batch(1, 20).row(0).to_vec();
     let mut corrupted_ids = clean_ids.clone();
@@ -68,6 +73,8 @@ fn main() {
         assert!(status.success(), "bench_patching.py failed");
         serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
     });
+    // The naive engine takes minutes per backend on GPT-2 small: opt in.
+    let naive_too = std::env::var("BURNLENS_BENCH_NAIVE").is_ok_and(|x| x == "1");
     if tl.is_none() {
         eprintln!("BURNLENS_ORACLE_PYTHON is not set: timing burnlens only");
     }
@@ -107,7 +114,7 @@ fn main() {
                 .unwrap();
                 (r, t0.elapsed().as_secs_f64())
             };
-            let (naive, naive_s) = run(Engine::Naive);
+            let naive = naive_too.then(|| run(Engine::Naive));
             // Best of three for the batched engine (it is short enough to repeat).
             let mut fast_s = f64::INFINITY;
             let mut fast = None;
@@ -123,10 +130,13 @@ fn main() {
                     .map(|(x, y)| (x - y).abs())
                     .fold(0.0f32, f32::max)
             };
-            assert!(
-                max_diff(&naive.values, &fast.values) <= 1e-5,
-                "{name}: engines disagree"
-            );
+            if let Some((naive, _)) = &naive {
+                assert!(
+                    max_diff(&naive.values, &fast.values) <= 1e-5,
+                    "{name}: engines disagree"
+                );
+            }
+            let naive_s = naive.as_ref().map(|(_, s)| *s);
             let (tl_s, diff) = match &tl {
                 Some(tl) => {
                     let s = &tl["sweeps"][name];
@@ -141,15 +151,16 @@ fn main() {
                 None => (None, None),
             };
             tl_total += tl_s.unwrap_or(0.0);
-            naive_total += naive_s;
+            naive_total += naive_s.unwrap_or(0.0);
             fast_total += fast_s;
             let opt =
                 |x: Option<f64>, p: usize| x.map_or("–".to_string(), |v| format!("{v:.p$}"));
             println!(
-                "| {} | {name} | {} | {} | {naive_s:.3} | {fast_s:.3} | {} | {} |",
+                "| {} | {name} | {} | {} | {} | {fast_s:.3} | {} | {} |",
                 backend.name(),
                 fast.values.len(),
                 opt(tl_s, 2),
+                opt(naive_s, 3),
                 opt(tl_s.map(|t| t / fast_s), 1),
                 diff.map_or("–".to_string(), |d| format!("{d:.1e}")),
             );
@@ -158,10 +169,14 @@ fn main() {
         let tl_all = tl.as_ref().map(|_| tl_total + tl_cache.unwrap_or(0.0));
         let ours = fast_total + cache_s;
         println!(
-            "| {} | **all four** (with the clean cache) | | {} | {:.3} | {ours:.3} | {} | |",
+            "| {} | **all four** (with the clean cache) | | {} | {} | {ours:.3} | {} | |",
             backend.name(),
             tl_all.map_or("–".into(), |t| format!("{t:.2}")),
-            naive_total + cache_s,
+            if naive_too {
+                format!("{:.3}", naive_total + cache_s)
+            } else {
+                "–".into()
+            },
             tl_all.map_or("–".into(), |t| format!("**{:.1}×**", t / ours)),
         );
     }

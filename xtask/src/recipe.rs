@@ -138,6 +138,48 @@ mod tests {
         assert!(err.contains("--windoww"), "{err}");
     }
 
+    /// Every shipped recipe parses, and the causal-tracing one writes its report (into a
+    /// temporary directory instead of `runs/`).
+    #[test]
+    fn shipped_recipes_run() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::env::set_current_dir(&root).unwrap();
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(root.join("recipes")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let line = argv(&text).unwrap();
+            Cli::try_parse_from(&line).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            names.push(path.file_name().unwrap().to_string_lossy().to_string());
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "activation-patching.toml",
+                "attribution-patching.toml",
+                "causal-trace.toml"
+            ]
+        );
+        let text = std::fs::read_to_string(root.join("recipes/causal-trace.toml")).unwrap();
+        let out = std::env::temp_dir().join(format!("burnlens-recipe-{}", std::process::id()));
+        let mut line = argv(&text).unwrap();
+        let at = line.iter().position(|a| a == "--out").unwrap();
+        line[at + 1] = out.to_string_lossy().to_string();
+        dispatch(Cli::try_parse_from(&line).unwrap().command).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["cases"].as_array().unwrap().len(), 3);
+        for kind in ["state", "mlp", "attn"] {
+            assert!(out.join(format!("trace_0_{kind}.svg")).is_file());
+            assert!(out.join(format!("aie_{kind}.svg")).is_file());
+        }
+        let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert!(html.contains("trace_2_attn.svg"));
+        std::fs::remove_dir_all(&out).ok();
+    }
+
     fn argv_err(text: &str) -> String {
         argv(text).unwrap_err().to_string()
     }

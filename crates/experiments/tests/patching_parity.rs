@@ -119,4 +119,29 @@ fn mismatched_runs_and_missing_cache_entries_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("blocks.0.hook_attn_out"), "{err}");
+    // An unknown site names itself.
+    let nonsense = Sweep {
+        kind: "resid_sideways",
+        index: burnlens_experiments::PatchIndex::LayerPos,
+    };
+    let err = patch_sweep(&model, &clean, &cache, nonsense, &metric)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("resid_sideways"), "{err}");
+    // An answer id outside the vocabulary is caught before any sweep runs.
+    let logits = model.logits(&clean).unwrap();
+    let err = burnlens_experiments::NormalizedLogitDiff::new(
+        &[999_999],
+        &[1],
+        logits.clone(),
+        logits.clone(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("999999"), "{err}");
+    // Equal clean and corrupted runs leave nothing to normalize by.
+    let err = burnlens_experiments::NormalizedLogitDiff::new(&[1], &[2], logits.clone(), logits)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("degenerate") || err.contains("equal"), "{err}");
 }
