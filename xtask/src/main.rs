@@ -1,6 +1,7 @@
 //! `cargo xtask`: burnlens's command line — generation, logits dumps, activation caches,
 //! fixtures.
 
+mod lens;
 mod npy;
 mod recipe;
 mod report;
@@ -47,6 +48,8 @@ enum Command {
     Patch(PatchArgs),
     /// ROME's causal tracing of a prompt or a file of facts: result.json, SVG heatmaps, index.html.
     Trace(trace::TraceArgs),
+    /// The logit lens of a prompt: top tokens per layer and position, an answer across layers.
+    Lens(lens::LensArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
     Run(recipe::RunArgs),
 }
@@ -203,6 +206,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Cache(a) => cache(a),
         Command::Patch(a) => patch(a),
         Command::Trace(a) => trace::trace(a),
+        Command::Lens(a) => lens::lens(a),
         Command::Run(a) => recipe::run(a),
     }
 }

@@ -96,6 +96,7 @@ fn out_dir(command: &Command) -> Option<PathBuf> {
     match command {
         Command::Patch(a) => Some(a.out.clone()),
         Command::Trace(a) => Some(a.out.clone()),
+        Command::Lens(a) => Some(a.out.clone()),
         _ => None,
     }
 }
@@ -177,6 +178,18 @@ mod tests {
         }
         let html = std::fs::read_to_string(out.join("index.html")).unwrap();
         assert!(html.contains("trace_2_attn.svg"));
+        // Token labels can decode to control characters, which XML forbids.
+        for entry in std::fs::read_dir(&out).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "svg") {
+                let svg = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    !svg.chars().any(|c| c.is_control() && c != '\n'),
+                    "{} has control characters",
+                    path.display()
+                );
+            }
+        }
         std::fs::remove_dir_all(&out).ok();
     }
 

@@ -2,9 +2,21 @@
 
 use std::fmt::Write;
 
-/// Escapes text for SVG/HTML.
+/// Escapes text for SVG/HTML; control characters (which XML forbids, and which single tokens
+/// can decode to) are written as Rust escapes (`\u{7}`).
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    let visible: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    visible
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
@@ -68,12 +80,26 @@ pub fn heatmap_svg_with(
     values: &[f32],
     scale_kind: Scale,
 ) -> String {
+    heatmap_svg_annotated(title, rows, cols, values, scale_kind, None)
+}
+
+/// [`heatmap_svg_with`], with a short text written in each cell (e.g. the logit lens's top
+/// token), row-major like `values`.
+pub fn heatmap_svg_annotated(
+    title: &str,
+    rows: &[String],
+    cols: &[String],
+    values: &[f32],
+    scale_kind: Scale,
+    texts: Option<&[String]>,
+) -> String {
     assert_eq!(
         values.len(),
         rows.len() * cols.len(),
         "values must be rows × cols"
     );
-    let (cell, left, top) = (28.0, 110.0, 40.0);
+    let cell = if texts.is_some() { 56.0 } else { 28.0 };
+    let (left, top) = (110.0, 40.0);
     let bottom = 90.0;
     let width =
         (left + cell * cols.len() as f64 + 20.0).max(left + 8.0 * title.chars().count() as f64);
@@ -116,6 +142,16 @@ pub fn heatmap_svg_with(
                 escape(label),
                 escape(&cols[c])
             );
+            if let Some(texts) = texts {
+                let text: String = texts[r * cols.len() + c].chars().take(8).collect();
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{}" y="{}" text-anchor="middle" font-size="10" pointer-events="none">{}</text>"#,
+                    x + cell / 2.0,
+                    y + cell * 0.6,
+                    escape(&text)
+                );
+            }
         }
     }
     for (c, label) in cols.iter().enumerate() {
@@ -368,6 +404,7 @@ mod tests {
         let svg = heatmap_svg("t & u", &rows, &cols, &[0.0, 0.5, -1.0, 1.0, 0.25, 0.0]);
         assert_eq!(svg.matches("<rect").count(), 6);
         assert!(svg.contains("&lt;a&gt;") && svg.contains("t &amp; u"));
+        assert_eq!(escape("a\u{7}b\n"), "a\\u{7}b\\n");
         assert!(svg.contains("fill=\"#0000ff\"") && svg.contains("fill=\"#ff0000\""));
         let html = index_html("x", "y", &[("resid_pre".into(), "resid_pre.svg".into())]);
         assert!(html.contains("<img src=\"resid_pre.svg\""));

@@ -7,11 +7,13 @@
 pub mod attribution;
 mod batched;
 pub mod error;
+pub mod lens;
 pub mod patching;
 pub mod tracing;
 
 pub use attribution::{attribution_patch, pearson};
 pub use error::{Error, Result};
+pub use lens::{LogitLens, logit_lens, output_probs};
 pub use patching::{
     Engine, LastPosition, NormalizedLogitDiff, PatchIndex, PatchMetric, PatchResult, Sweep,
     patch_sweep, patch_sweep_with,

@@ -202,7 +202,7 @@ pub fn kl_divergence<const D: usize>(
 }
 
 /// A candidate next token.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Candidate {
     /// Token id.
     pub token: u32,

@@ -1,0 +1,142 @@
+//! `cargo xtask lens`: the logit lens of a prompt — the top token at every readout and position,
+//! and the answer's probability and rank across layers — as result.json, SVGs and index.html.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burnlens_experiments::logit_lens;
+use burnlens_model::TokenBatch;
+use clap::Args;
+
+use crate::report::{self, Scale, Series};
+use crate::{ModelArgs, git_commit, open};
+
+/// Options of `cargo xtask lens`.
+#[derive(Args)]
+pub struct LensArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// A single-token answer to follow across layers at the last position (e.g. " Paris").
+    #[arg(long)]
+    pub answer: Option<String>,
+    /// Candidates kept per readout.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs `cargo xtask lens`.
+pub fn lens(a: LensArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let (lm, backend) = open(&a.model)?;
+    let ids = lm.tokenizer.encode(&a.prompt, a.model.prepend_bos)?;
+    let answer = a
+        .answer
+        .as_deref()
+        .map(|s| lm.tokenizer.single_token(s))
+        .transpose()
+        .context("--answer must be one token")?;
+    let batch = TokenBatch::single(&ids)?;
+    let lens = logit_lens(&lm.model, &batch, answer, a.top_k)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let tokens = lm.tokenizer.str_tokens(&ids)?;
+    let labels = lens[0].labels.clone();
+    let (c, t) = (labels.len(), tokens.len());
+    // Readouts as rows (last layer at the top, as the lens is usually drawn), positions as columns.
+    let mut values = Vec::with_capacity(c * t);
+    let mut texts = Vec::with_capacity(c * t);
+    for layer in (0..c).rev() {
+        for at in &lens {
+            let best = at.top[layer][0];
+            values.push(best.prob);
+            texts.push(lm.tokenizer.str_tokens(&[best.token])?[0].clone());
+        }
+    }
+    let rows: Vec<String> = labels.iter().rev().cloned().collect();
+    let cols: Vec<String> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{i} {s:?}"))
+        .collect();
+    let svg = report::heatmap_svg_annotated(
+        "Logit lens: top next token at each readout (colour: its probability)",
+        &rows,
+        &cols,
+        &values,
+        Scale::Sequential {
+            low: 0.0,
+            high: values.iter().copied().fold(1e-6, f32::max),
+            rgb: (0x08, 0x51, 0x9c),
+        },
+        Some(&texts),
+    );
+    std::fs::write(a.out.join("lens.svg"), svg)?;
+    let mut figures = vec![(
+        "top token by readout and position".to_string(),
+        "lens.svg".to_string(),
+    )];
+    if let (Some(text), Some(last)) = (&a.answer, lens.last()) {
+        let svg = report::line_plot_svg(
+            &format!("p({text:?}) at the last position across readouts"),
+            "readout (0 = before block 0, last = output)",
+            "probability",
+            &[Series {
+                name: "p(answer)",
+                values: &last.answer_prob,
+                band: &[],
+            }],
+        );
+        std::fs::write(a.out.join("answer.svg"), svg)?;
+        figures.push((
+            "the answer across layers".to_string(),
+            "answer.svg".to_string(),
+        ));
+    }
+    let positions: Vec<serde_json::Value> = lens
+        .iter()
+        .map(|at| {
+            let top: Vec<Vec<serde_json::Value>> = at
+                .top
+                .iter()
+                .map(|cands| {
+                    cands
+                        .iter()
+                        .map(|c| {
+                            let token = lm.tokenizer.str_tokens(&[c.token]).map(|s| s[0].clone());
+                            serde_json::json!({"id": c.token, "token": token.unwrap_or_default(),
+                                "prob": c.prob, "logit": c.logit})
+                        })
+                        .collect()
+                })
+                .collect();
+            serde_json::json!({"position": at.position, "token": tokens[at.position], "top": top,
+                "answer_prob": at.answer_prob, "answer_rank": at.answer_rank})
+        })
+        .collect();
+    let result = serde_json::json!({
+        "experiment": "logit_lens",
+        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
+        "prompt": a.prompt, "token_ids": ids, "tokens": tokens, "prepend_bos": a.model.prepend_bos,
+        "readouts": labels, "answer": a.answer, "answer_id": answer, "top_k": a.top_k,
+        "positions": positions, "seconds_total": started.elapsed().as_secs_f64(),
+    });
+    std::fs::write(
+        a.out.join("result.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    std::fs::write(
+        a.out.join("index.html"),
+        report::index_html("Logit lens", &format!("{:?}", a.prompt), &figures),
+    )?;
+    eprintln!(
+        "wrote {}/{{result.json, index.html, {} SVGs}}",
+        a.out.display(),
+        figures.len()
+    );
+    Ok(())
+}
