@@ -159,7 +159,8 @@ mod tests {
             [
                 "activation-patching.toml",
                 "attribution-patching.toml",
-                "causal-trace.toml"
+                "causal-trace.toml",
+                "logit-lens.toml"
             ]
         );
         let text = std::fs::read_to_string(root.join("recipes/causal-trace.toml")).unwrap();
