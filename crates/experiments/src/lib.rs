@@ -2,8 +2,11 @@
 //!
 //! Experiments built on the one forward pass and its hook sets: activation patching sweeps
 //! with TransformerLens's sites and result shapes, computed by a batched engine or the naive
-//! one-forward-per-patch reference (`patching`).
+//! one-forward-per-patch reference (`patching`); attribution patching (`attribution`); ROME's
+//! causal tracing (`tracing`); Inseq-style gradient attribution (`attribute`); the logit lens
+//! (`lens`).
 
+pub mod attribute;
 pub mod attribution;
 mod batched;
 pub mod error;
@@ -11,6 +14,9 @@ pub mod lens;
 pub mod patching;
 pub mod tracing;
 
+pub use attribute::{
+    Aggregation, AttrMethod, AttributedFn, Attribution, attribute, baseline_score, gauss_legendre,
+};
 pub use attribution::{attribution_patch, pearson};
 pub use error::{Error, Result};
 pub use lens::{LogitLens, logit_lens, output_probs};

@@ -1,0 +1,337 @@
+//! Gradient feature attribution as Inseq computes it for decoder-only models: for each step of
+//! a target continuation, the attributed function of the next-token logits (probability, logit,
+//! log-probability, or a contrast with a foil token) is differentiated with respect to the token
+//! embeddings of the prefix (`hook_embed`, the `wte` output) by saliency, input × gradient or
+//! integrated gradients (Captum's Gauss–Legendre rule, baseline the `<|endoftext|>` embedding).
+//!
+//! Gradients are taken with [`HookSet::run_with_grads`] on the one forward pass; integrated
+//! gradients run every interpolation step of a target step as one batch.
+
+use burn::tensor::{Int, Tensor, TensorData};
+use burnlens_hooks::{Act, HookSet, Intervention, Selector};
+use burnlens_metrics::{last_position, token_log_probs_at, token_logits, token_probs};
+use burnlens_model::{Gpt2, HookPoint, TokenBatch};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// How gradients become attributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AttrMethod {
+    /// `|∂f/∂x|` (Captum's `Saliency`, `abs=True`).
+    Saliency,
+    /// `x · ∂f/∂x`.
+    InputXGradient,
+    /// `(x − x₀) · ∫₀¹ ∂f/∂x(x₀ + α(x − x₀)) dα` by Gauss–Legendre quadrature with `steps` nodes
+    /// (Captum's default rule), `x₀` the baseline token's embedding.
+    IntegratedGradients {
+        /// Quadrature nodes (Captum's `n_steps`).
+        steps: usize,
+    },
+}
+
+/// The function of the next-token distribution being attributed (Inseq's `attributed_fn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AttributedFn {
+    /// `p(target)`, Inseq's default.
+    Probability,
+    /// `log p(target)`.
+    LogProbability,
+    /// `logit(target)`.
+    Logit,
+    /// `p(target) − p(foil)` from the same forward (Inseq's `contrast_prob_diff` as an
+    /// attributed function: only the predicted token differs).
+    ContrastProbDiff,
+    /// `logit(target) − logit(foil)` (`contrast_logits_diff`, Yin & Neubig, 2022).
+    ContrastLogitsDiff,
+}
+
+impl AttributedFn {
+    /// Whether the function needs a foil continuation.
+    pub fn is_contrastive(&self) -> bool {
+        matches!(
+            self,
+            AttributedFn::ContrastProbDiff | AttributedFn::ContrastLogitsDiff
+        )
+    }
+
+    /// The function of last-position logits `[rows, vocab]`, one value per row.
+    fn eval(&self, logits: Tensor<2>, target: u32, foil: Option<u32>) -> Result<Tensor<1>> {
+        let rows = logits.dims()[0];
+        let t = vec![target; rows];
+        let f = |id: Option<u32>| -> Result<Vec<u32>> {
+            id.map(|i| vec![i; rows])
+                .ok_or_else(|| Error::Invalid("a contrastive function needs a foil".into()))
+        };
+        Ok(match self {
+            AttributedFn::Probability => token_probs(logits, &t)?,
+            AttributedFn::LogProbability => token_log_probs_at(logits, &t)?,
+            AttributedFn::Logit => token_logits(logits, &t)?,
+            AttributedFn::ContrastProbDiff => {
+                token_probs(logits.clone(), &t)? - token_probs(logits, &f(foil)?)?
+            }
+            AttributedFn::ContrastLogitsDiff => {
+                token_logits(logits.clone(), &t)? - token_logits(logits, &f(foil)?)?
+            }
+        })
+    }
+}
+
+/// How per-dimension attributions are reduced to one number per token and step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Aggregation {
+    /// L2 norm over the hidden size, then each step's column divided by its sum (Inseq's
+    /// default).
+    L2NormSumOne,
+    /// L2 norm over the hidden size, then each column divided by its maximum.
+    L2NormMaxOne,
+}
+
+/// Attributions of a target continuation to its prefix tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attribution {
+    /// Prompt and target ids.
+    pub tokens: Vec<u32>,
+    /// Tokens of the prompt.
+    pub prompt_len: usize,
+    /// Target tokens (steps).
+    pub n_steps: usize,
+    /// Hidden size.
+    pub d_model: usize,
+    /// Raw attributions `[tokens, steps, d_model]`, row-major; `NaN` where a token is not in
+    /// the step's prefix (Inseq's `target_attributions`).
+    pub raw: Vec<f32>,
+    /// The attributed function's value at each step.
+    pub step_scores: Vec<f32>,
+}
+
+impl Attribution {
+    /// One number per token and step, `[tokens, steps]` row-major (`NaN` outside the prefix).
+    pub fn aggregate(&self, how: Aggregation) -> Vec<f32> {
+        let (n, m, d) = (self.tokens.len(), self.n_steps, self.d_model);
+        let mut out = vec![f32::NAN; n * m];
+        for s in 0..m {
+            let len = self.prompt_len + s;
+            let norms: Vec<f64> = (0..len)
+                .map(|i| {
+                    let v = &self.raw[(i * m + s) * d..(i * m + s + 1) * d];
+                    v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt()
+                })
+                .collect();
+            let denom = match how {
+                Aggregation::L2NormSumOne => norms.iter().sum::<f64>(),
+                Aggregation::L2NormMaxOne => norms.iter().copied().fold(0.0, f64::max),
+            };
+            for (i, v) in norms.iter().enumerate() {
+                out[i * m + s] = if denom > 0.0 { (v / denom) as f32 } else { 0.0 };
+            }
+        }
+        out
+    }
+
+    /// The sum of the raw attributions of one step (integrated gradients' completeness:
+    /// `f(input) − f(baseline)`).
+    pub fn step_total(&self, step: usize) -> f64 {
+        let (m, d) = (self.n_steps, self.d_model);
+        (0..self.prompt_len + step)
+            .flat_map(|i| self.raw[(i * m + step) * d..(i * m + step + 1) * d].iter())
+            .map(|&x| f64::from(x))
+            .sum()
+    }
+}
+
+/// Gauss–Legendre nodes and weights on `[0, 1]` (NumPy's `leggauss` mapped as Captum maps it).
+pub fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut xs, mut ws) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let mut x = (std::f64::consts::PI * (i as f64 + 0.75) / (n as f64 + 0.5)).cos();
+        let mut dp = 1.0;
+        for _ in 0..100 {
+            let (mut p0, mut p1) = (1.0, x);
+            for k in 2..=n {
+                let p2 = ((2 * k - 1) as f64 * x * p1 - (k - 1) as f64 * p0) / k as f64;
+                p0 = p1;
+                p1 = p2;
+            }
+            if n == 1 {
+                (p0, p1) = (1.0, x);
+            }
+            dp = n as f64 * (x * p1 - p0) / (x * x - 1.0);
+            let step = p1 / dp;
+            x -= step;
+            if step.abs() < 1e-15 {
+                break;
+            }
+        }
+        xs.push(0.5 * (x + 1.0));
+        ws.push(0.5 * 2.0 / ((1.0 - x * x) * dp * dp));
+    }
+    (xs, ws)
+}
+
+/// Attributes each token of `target` (the continuation of `prompt`) to the prefix before it.
+///
+/// `foil` is the contrastive continuation, token-aligned with `target` (needed by the contrast
+/// functions); `baseline` is the token whose embedding integrated gradients start from
+/// (`<|endoftext|>` in Inseq for GPT-2).
+///
+/// # Errors
+/// An empty prompt or target, a contrast function without a foil or with a foil of another
+/// token length, zero integration steps, and forward errors.
+#[allow(clippy::too_many_arguments)]
+pub fn attribute(
+    model: &Gpt2,
+    prompt: &[u32],
+    target: &[u32],
+    foil: Option<&[u32]>,
+    method: AttrMethod,
+    function: AttributedFn,
+    baseline: u32,
+) -> Result<Attribution> {
+    if prompt.is_empty() {
+        return Err(Error::Invalid("the prompt has no tokens".into()));
+    }
+    if target.is_empty() {
+        return Err(Error::Invalid(
+            "the target is empty: give at least one token to attribute".into(),
+        ));
+    }
+    match (function.is_contrastive(), foil) {
+        (true, None) => {
+            return Err(Error::Invalid(format!(
+                "{function:?} needs a foil continuation"
+            )));
+        }
+        (true, Some(f)) if f.len() != target.len() => {
+            return Err(Error::Invalid(format!(
+                "the foil has {} tokens and the target {}: contrastive attribution aligns them token by token",
+                f.len(),
+                target.len()
+            )));
+        }
+        _ => {}
+    }
+    if method == (AttrMethod::IntegratedGradients { steps: 0 }) {
+        return Err(Error::Invalid(
+            "integrated gradients needs at least one step".into(),
+        ));
+    }
+    let (d, m) = (model.config.n_embd, target.len());
+    let n = prompt.len() + m;
+    let device = model.device();
+    let mut raw = vec![f32::NAN; n * m * d];
+    let mut step_scores = Vec::with_capacity(m);
+    let embed = |ids: &[u32]| -> Tensor<3> {
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
+            &device,
+        );
+        model.wte.val().select(0, idx).reshape([1, ids.len(), d])
+    };
+    for s in 0..m {
+        let prefix: Vec<u32> = prompt.iter().chain(&target[..s]).copied().collect();
+        let len = prefix.len();
+        let (tok, foil_tok) = (target[s], foil.map(|f| f[s]));
+        let logits = model.logits(&TokenBatch::single(&prefix)?)?;
+        step_scores.push(
+            function
+                .eval(last_position(logits), tok, foil_tok)?
+                .into_scalar::<f32>(),
+        );
+        let x = embed(&prefix);
+        let (rows, weights, base) = match method {
+            AttrMethod::IntegratedGradients { steps } => {
+                let (alphas, weights) = gauss_legendre(steps);
+                let base = embed(&vec![baseline; len]);
+                let alpha = Tensor::<1>::from_data(
+                    TensorData::new(
+                        alphas.iter().map(|&a| a as f32).collect::<Vec<_>>(),
+                        [steps],
+                    ),
+                    &device,
+                )
+                .reshape([steps, 1, 1]);
+                let interp = base.clone() + (x.clone() - base.clone()) * alpha;
+                (Some(interp), weights, Some(base))
+            }
+            _ => (None, vec![1.0], None),
+        };
+        let n_rows = weights.len();
+        let batch = TokenBatch::new(vec![prefix.clone(); n_rows], None)?;
+        let mut hooks = HookSet::new();
+        if let Some(interp) = rows {
+            hooks.intervene(HookPoint::Embed, Intervention::replace(Act::R3(interp)))?;
+        }
+        hooks.grad(Selector::point(HookPoint::Embed)?);
+        let (_, grads) = hooks.run_with_grads(model, &batch, |logits| {
+            function
+                .eval(last_position(logits), tok, foil_tok)
+                .expect("ids checked against the model above")
+                .sum()
+        })?;
+        let g = grads.get3(HookPoint::Embed)?; // [rows, len, d]
+        let attr: Tensor<2> = match method {
+            AttrMethod::Saliency => g.abs().reshape([len, d]),
+            AttrMethod::InputXGradient => (g * x).reshape([len, d]),
+            AttrMethod::IntegratedGradients { steps } => {
+                let w = Tensor::<1>::from_data(
+                    TensorData::new(
+                        weights.iter().map(|&w| w as f32).collect::<Vec<_>>(),
+                        [steps],
+                    ),
+                    &device,
+                )
+                .reshape([steps, 1, 1]);
+                let avg = (g * w).sum_dim(0);
+                let base = base.expect("integrated gradients has a baseline");
+                ((x - base) * avg).reshape([len, d])
+            }
+        };
+        let host: Vec<f32> = attr
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("float attributions");
+        for i in 0..len {
+            raw[(i * m + s) * d..(i * m + s + 1) * d].copy_from_slice(&host[i * d..(i + 1) * d]);
+        }
+    }
+    Ok(Attribution {
+        tokens: prompt.iter().chain(target).copied().collect(),
+        prompt_len: prompt.len(),
+        n_steps: m,
+        d_model: d,
+        raw,
+        step_scores,
+    })
+}
+
+/// `f(baseline)` for integrated gradients' completeness check: the attributed function at step
+/// `step` with every prefix token embedding replaced by the baseline token's.
+///
+/// # Errors
+/// As [`attribute`].
+pub fn baseline_score(
+    model: &Gpt2,
+    prompt: &[u32],
+    target: &[u32],
+    foil: Option<&[u32]>,
+    function: AttributedFn,
+    baseline: u32,
+    step: usize,
+) -> Result<f32> {
+    let prefix: Vec<u32> = prompt.iter().chain(&target[..step]).copied().collect();
+    let d = model.config.n_embd;
+    let device = model.device();
+    let idx = Tensor::<1, Int>::from_data(
+        TensorData::new(vec![baseline as i64; prefix.len()], [prefix.len()]),
+        &device,
+    );
+    let base = model.wte.val().select(0, idx).reshape([1, prefix.len(), d]);
+    let mut hooks = HookSet::new();
+    hooks.intervene(HookPoint::Embed, Intervention::replace(Act::R3(base)))?;
+    let logits = hooks.run(model, &TokenBatch::single(&prefix)?)?;
+    Ok(function
+        .eval(last_position(logits), target[step], foil.map(|f| f[step]))?
+        .into_scalar::<f32>())
+}
