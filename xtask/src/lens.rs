@@ -58,11 +58,7 @@ pub fn lens(a: LensArgs) -> Result<()> {
         }
     }
     let rows: Vec<String> = labels.iter().rev().cloned().collect();
-    let cols: Vec<String> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, s)| format!("{i} {s:?}"))
-        .collect();
+    let cols: Vec<String> = report::token_labels(&tokens);
     let svg = report::heatmap_svg_annotated(
         "Logit lens: top next token at each readout (colour: its probability)",
         &rows,
@@ -125,18 +121,11 @@ pub fn lens(a: LensArgs) -> Result<()> {
         "readouts": labels, "answer": a.answer, "answer_id": answer, "top_k": a.top_k,
         "positions": positions, "seconds_total": started.elapsed().as_secs_f64(),
     });
-    std::fs::write(
-        a.out.join("result.json"),
-        serde_json::to_string_pretty(&result)?,
-    )?;
-    std::fs::write(
-        a.out.join("index.html"),
-        report::index_html("Logit lens", &format!("{:?}", a.prompt), &figures),
-    )?;
-    eprintln!(
-        "wrote {}/{{result.json, index.html, {} SVGs}}",
-        a.out.display(),
-        figures.len()
-    );
-    Ok(())
+    report::write_report(
+        &a.out,
+        &result,
+        "Logit lens",
+        &format!("{:?}", a.prompt),
+        &figures,
+    )
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: burnlens's command line — generation, logits dumps, activation caches,
 //! fixtures.
 
+mod attribute;
 mod lens;
 mod npy;
 mod recipe;
@@ -48,6 +49,8 @@ enum Command {
     Patch(PatchArgs),
     /// ROME's causal tracing of a prompt or a file of facts: result.json, SVG heatmaps, index.html.
     Trace(trace::TraceArgs),
+    /// Gradient attribution of a continuation to its prompt (saliency, input x gradient, IG).
+    Attribute(attribute::AttributeArgs),
     /// The logit lens of a prompt: top tokens per layer and position, an answer across layers.
     Lens(lens::LensArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
@@ -207,6 +210,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Patch(a) => patch(a),
         Command::Trace(a) => trace::trace(a),
         Command::Lens(a) => lens::lens(a),
+        Command::Attribute(a) => attribute::run(a),
         Command::Run(a) => recipe::run(a),
     }
 }
@@ -294,11 +298,7 @@ fn patch(a: PatchArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let str_tokens = lm.tokenizer.str_tokens(t.clean.row(0))?;
     let n_heads = lm.model.config.n_head;
-    let pos_labels: Vec<String> = str_tokens
-        .iter()
-        .enumerate()
-        .map(|(i, s)| format!("{i} {s:?}"))
-        .collect();
+    let pos_labels: Vec<String> = report::token_labels(&str_tokens);
     let attributions = if a.attribution {
         let t0 = Instant::now();
         let list: Vec<Sweep> = sweeps.iter().map(|(_, s)| *s).collect();

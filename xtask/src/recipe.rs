@@ -97,6 +97,7 @@ fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::Patch(a) => Some(a.out.clone()),
         Command::Trace(a) => Some(a.out.clone()),
         Command::Lens(a) => Some(a.out.clone()),
+        Command::Attribute(a) => Some(a.out.clone()),
         _ => None,
     }
 }
@@ -158,6 +159,7 @@ mod tests {
             names,
             [
                 "activation-patching.toml",
+                "attribute.toml",
                 "attribution-patching.toml",
                 "causal-trace.toml",
                 "logit-lens.toml"

@@ -37,6 +37,16 @@ pub fn diverging(v: f32) -> String {
     }
 }
 
+/// Axis labels for tokens: `"<index> <token as a Rust string literal>"`, so spaces and
+/// control characters show.
+pub fn token_labels(tokens: &[String]) -> Vec<String> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{i} {s:?}"))
+        .collect()
+}
+
 /// A sequential colour: white at `v` = 0 to `rgb` at `v` = 1 (clamped).
 pub fn sequential(v: f32, rgb: (u8, u8, u8)) -> String {
     let v = if v.is_finite() {
@@ -317,6 +327,28 @@ pub fn line_plot_svg(title: &str, x_label: &str, y_label: &str, series: &[Series
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// Writes `result.json` and an `index.html` showing `figures` (already written) into `out`, and
+/// says so on stderr.
+pub fn write_report(
+    out: &std::path::Path,
+    result: &serde_json::Value,
+    title: &str,
+    summary: &str,
+    figures: &[(String, String)],
+) -> anyhow::Result<()> {
+    std::fs::write(
+        out.join("result.json"),
+        serde_json::to_string_pretty(result)?,
+    )?;
+    std::fs::write(out.join("index.html"), index_html(title, summary, figures))?;
+    eprintln!(
+        "wrote {}/{{result.json, index.html, {} SVGs}}",
+        out.display(),
+        figures.len()
+    );
+    Ok(())
 }
 
 /// An `index.html` showing each `(heading, svg file)` and linking `result.json`.

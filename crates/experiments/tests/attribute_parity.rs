@@ -102,7 +102,10 @@ fn attributions_match_inseq_on_every_backend() {
             } else {
                 1e-4
             };
-            eprintln!("{kind} {name}: raw max diff {d:.3e}, relative {:.3e}", d / scale);
+            eprintln!(
+                "{kind} {name}: raw max diff {d:.3e}, relative {:.3e}",
+                d / scale
+            );
             assert!(
                 scale > 0.0 && d <= tol * scale,
                 "{kind} {name}: raw diff {d} (scale {scale})"

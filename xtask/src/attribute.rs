@@ -1,0 +1,173 @@
+//! `cargo xtask attribute`: Inseq-style gradient attribution of a continuation to its prompt,
+//! as result.json (tokens, the aggregated matrix, step scores, optionally the raw values), an
+//! SVG heatmap and index.html.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burnlens_experiments::{Aggregation, AttrMethod, AttributedFn, attribute};
+use burnlens_model::{GenerationConfig, Gpt2Tokenizer};
+use clap::Args;
+
+use crate::report::{self, Scale};
+use crate::{ModelArgs, git_commit, open};
+
+/// Options of `cargo xtask attribute`.
+#[derive(Args)]
+pub struct AttributeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// The continuation to attribute (as text following the prompt); without it the model's
+    /// greedy continuation of --max-new-tokens tokens is attributed, as Inseq does.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Tokens to generate when no --target is given.
+    #[arg(long, default_value_t = 3)]
+    pub max_new_tokens: usize,
+    /// The contrastive continuation for contrast_prob_diff / contrast_logits_diff (same
+    /// number of tokens as the target).
+    #[arg(long)]
+    pub foil: Option<String>,
+    /// saliency, input_x_gradient or integrated_gradients.
+    #[arg(long, default_value = "integrated_gradients")]
+    pub method: String,
+    /// Integration steps (integrated gradients).
+    #[arg(long, default_value_t = 64)]
+    pub steps: usize,
+    /// probability, log_probability, logit, contrast_prob_diff or contrast_logits_diff.
+    #[arg(long, default_value = "probability")]
+    pub function: String,
+    /// Per-step normalisation of the L2 norms: sum (Inseq's default) or max.
+    #[arg(long, default_value = "sum")]
+    pub normalize: String,
+    /// Also write the raw attributions [tokens, steps, d_model] into result.json.
+    #[arg(long)]
+    pub raw: bool,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The ids `text` adds after `prompt` when the two are tokenized together (Inseq's way of
+/// splitting a full generated text into prompt and target).
+fn continuation(tok: &Gpt2Tokenizer, prompt: &[u32], full: &str, what: &str) -> Result<Vec<u32>> {
+    let ids = tok.encode(full, false)?;
+    if !ids.starts_with(prompt) {
+        bail!(
+            "the prompt's tokens change when the {what} follows it ({:?}); start the {what} with a space or punctuation",
+            tok.str_tokens(&ids)?
+        );
+    }
+    Ok(ids[prompt.len()..].to_vec())
+}
+
+/// Runs `cargo xtask attribute`.
+pub fn run(a: AttributeArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let method = match a.method.as_str() {
+        "saliency" => AttrMethod::Saliency,
+        "input_x_gradient" => AttrMethod::InputXGradient,
+        "integrated_gradients" => AttrMethod::IntegratedGradients { steps: a.steps },
+        other => {
+            bail!("unknown --method {other:?}: saliency, input_x_gradient or integrated_gradients")
+        }
+    };
+    let function = match a.function.as_str() {
+        "probability" => AttributedFn::Probability,
+        "log_probability" => AttributedFn::LogProbability,
+        "logit" => AttributedFn::Logit,
+        "contrast_prob_diff" => AttributedFn::ContrastProbDiff,
+        "contrast_logits_diff" => AttributedFn::ContrastLogitsDiff,
+        other => bail!(
+            "unknown --function {other:?}: probability, log_probability, logit, contrast_prob_diff or contrast_logits_diff"
+        ),
+    };
+    let normalize = match a.normalize.as_str() {
+        "sum" => Aggregation::L2NormSumOne,
+        "max" => Aggregation::L2NormMaxOne,
+        other => bail!("unknown --normalize {other:?}: sum or max"),
+    };
+    if a.model.prepend_bos {
+        bail!("attribution tokenizes as Inseq does for GPT-2, without BOS; drop --prepend-bos");
+    }
+    let (lm, backend) = open(&a.model)?;
+    let tok = &lm.tokenizer;
+    let prompt = tok.encode(&a.prompt, false)?;
+    let target = match &a.target {
+        Some(t) => continuation(tok, &prompt, &format!("{}{t}", a.prompt), "target")?,
+        None => {
+            let cfg = GenerationConfig {
+                max_new_tokens: a.max_new_tokens,
+                ..GenerationConfig::default()
+            };
+            let generated = lm.model.generate(&prompt, &cfg)?;
+            generated
+                .first()
+                .map(|g| g.tokens.clone())
+                .context("generation returned nothing")?
+        }
+    };
+    let foil = a
+        .foil
+        .as_ref()
+        .map(|f| continuation(tok, &prompt, &format!("{}{f}", a.prompt), "foil"))
+        .transpose()?;
+    let baseline = tok
+        .endoftext_id()
+        .context("the vocabulary has no <|endoftext|> for the integrated-gradients baseline")?;
+    let attr = attribute(
+        &lm.model,
+        &prompt,
+        &target,
+        foil.as_deref(),
+        method,
+        function,
+        baseline,
+    )?;
+    let matrix = attr.aggregate(normalize);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let tokens = tok.str_tokens(&attr.tokens)?;
+    let target_tokens = tok.str_tokens(&target)?;
+    let rows: Vec<String> = report::token_labels(&tokens);
+    let cols: Vec<String> = report::token_labels(&target_tokens);
+    let svg = report::heatmap_svg_with(
+        &format!("{} of {} per target token", a.method, a.function),
+        &rows,
+        &cols,
+        &matrix,
+        Scale::Sequential {
+            low: 0.0,
+            high: matrix
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .fold(1e-6, f32::max),
+            rgb: (0xb3, 0x00, 0x00),
+        },
+    );
+    std::fs::write(a.out.join("attribution.svg"), svg)?;
+    let mut result = serde_json::json!({
+        "experiment": "feature_attribution",
+        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
+        "method": method, "attributed_fn": function, "aggregation": normalize,
+        "prompt": a.prompt, "target": a.target, "foil": a.foil,
+        "source_tokens": tokens[..attr.prompt_len], "target_tokens": target_tokens,
+        "token_ids": attr.tokens, "foil_ids": foil, "baseline_id": baseline,
+        "attribution": matrix, "shape": [attr.tokens.len(), attr.n_steps],
+        "step_scores": attr.step_scores, "seconds_total": started.elapsed().as_secs_f64(),
+    });
+    if a.raw {
+        result["raw"] = serde_json::json!(attr.raw);
+        result["raw_shape"] = serde_json::json!([attr.tokens.len(), attr.n_steps, attr.d_model]);
+    }
+    report::write_report(
+        &a.out,
+        &result,
+        "Feature attribution",
+        &format!("{:?} → {:?}", a.prompt, target_tokens.concat()),
+        &[("attribution".to_string(), "attribution.svg".to_string())],
+    )
+}
