@@ -5,7 +5,9 @@ continuation of one prompt, for several (method, attributed function) cases, and
 fixtures/reference/tiny-gpt2/attribution.{json,safetensors}: per case the raw target
 attributions `[tokens, steps, d_model]` (NaN where a token is not yet in the prefix) and
 Inseq's default aggregation (L2 norm over the hidden size, then L1-normalised per step)
-`[tokens, steps]`.
+`[tokens, steps]`. Layer gradient × activation attributes at the output of block 0's MLP.
+(Inseq's layer integrated gradients returns zeros on this model, so burnlens checks its own by
+completeness instead.)
 
 Inseq pins typeguard<=2.13.3 while TransformerLens 3.9 needs typeguard>=4.2; both import with
 typeguard 4.x, so install Inseq with `--no-deps` (see README.md in this folder).
@@ -44,7 +46,11 @@ CASES = [
      {"contrast_targets": PROMPT + FOIL}),
     ("integrated_gradients.probability", "integrated_gradients", "probability", {"n_steps": IG_STEPS}),
     ("integrated_gradients.logit", "integrated_gradients", "logit", {"n_steps": IG_STEPS}),
+    # At the output of block 0's MLP (burnlens: blocks.0.hook_mlp_out).
+    ("layer_gradient_x_activation.logit", "layer_gradient_x_activation", "logit", {}),
+    ("layer_gradient_x_activation.probability", "layer_gradient_x_activation", "probability", {}),
 ]
+LAYER = {"module": "transformer.h.0.mlp", "hook": "blocks.0.hook_mlp_out"}
 
 
 def main() -> None:
@@ -65,10 +71,11 @@ def main() -> None:
     out = {"inseq": "0.7.1", "prompt": PROMPT, "target": TARGET, "foil": FOIL,
            "prompt_ids": prompt_ids, "target_ids": full[len(prompt_ids):],
            "foil_ids": foil[len(prompt_ids):], "baseline_id": tok.unk_token_id,
-           "ig_steps": IG_STEPS, "cases": []}
+           "ig_steps": IG_STEPS, "layer": LAYER, "cases": []}
     tensors = {}
     for name, method, fn, kwargs in CASES:
-        model = inseq.load_model(hf, method, tokenizer=tok)
+        layer = {"target_layer": hf.transformer.h[0].mlp} if method.startswith("layer_") else {}
+        model = inseq.load_model(hf, method, tokenizer=tok, **layer)
         res = model.attribute(PROMPT, PROMPT + TARGET, attributed_fn=fn, show_progress=False,
                               **kwargs)
         seq = res.sequence_attributions[0]

@@ -31,9 +31,14 @@ pub struct AttributeArgs {
     /// number of tokens as the target).
     #[arg(long)]
     pub foil: Option<String>,
-    /// saliency, input_x_gradient or integrated_gradients.
+    /// saliency, input_x_gradient, integrated_gradients, layer_gradient_x_activation or
+    /// layer_integrated_gradients (the layer methods attribute at --point).
     #[arg(long, default_value = "integrated_gradients")]
     pub method: String,
+    /// The hook point the layer methods attribute at, e.g. blocks.0.hook_mlp_out (the output
+    /// of Hugging Face's transformer.h.0.mlp).
+    #[arg(long)]
+    pub point: Option<String>,
     /// Integration steps (integrated gradients).
     #[arg(long, default_value_t = 64)]
     pub steps: usize,
@@ -71,9 +76,24 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         "saliency" => AttrMethod::Saliency,
         "input_x_gradient" => AttrMethod::InputXGradient,
         "integrated_gradients" => AttrMethod::IntegratedGradients { steps: a.steps },
-        other => {
-            bail!("unknown --method {other:?}: saliency, input_x_gradient or integrated_gradients")
+        "layer_gradient_x_activation" | "layer_integrated_gradients" => {
+            let point: burnlens_model::HookPoint = a
+                .point
+                .as_deref()
+                .context("the layer methods need --point (e.g. blocks.0.hook_mlp_out)")?
+                .parse()?;
+            if a.method == "layer_gradient_x_activation" {
+                AttrMethod::LayerGradientXActivation { point }
+            } else {
+                AttrMethod::LayerIntegratedGradients {
+                    point,
+                    steps: a.steps,
+                }
+            }
         }
+        other => bail!(
+            "unknown --method {other:?}: saliency, input_x_gradient, integrated_gradients, layer_gradient_x_activation or layer_integrated_gradients"
+        ),
     };
     let function = match a.function.as_str() {
         "probability" => AttributedFn::Probability,

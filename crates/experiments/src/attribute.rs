@@ -28,6 +28,22 @@ pub enum AttrMethod {
         /// Quadrature nodes (Captum's `n_steps`).
         steps: usize,
     },
+    /// `a · ∂f/∂a` for the activation `a` at a hook point (Captum's
+    /// `LayerGradientXActivation`; e.g. `blocks.3.hook_mlp_out` is the output of Hugging
+    /// Face's `transformer.h.3.mlp`).
+    LayerGradientXActivation {
+        /// Where.
+        point: HookPoint,
+    },
+    /// Integrated gradients in a layer's activation space: the activation at `point` is
+    /// interpolated from its value on the baseline input to its value on the input, and
+    /// `(a − a₀) · ∫ ∂f/∂a dα` is taken by Gauss–Legendre quadrature.
+    LayerIntegratedGradients {
+        /// Where.
+        point: HookPoint,
+        /// Quadrature nodes.
+        steps: usize,
+    },
 }
 
 /// The function of the next-token distribution being attributed (Inseq's `attributed_fn`).
@@ -96,9 +112,10 @@ pub struct Attribution {
     pub prompt_len: usize,
     /// Target tokens (steps).
     pub n_steps: usize,
-    /// Hidden size.
+    /// Width of the attributed activation (`d_model` for embeddings and residual points,
+    /// `d_mlp` inside the MLP).
     pub d_model: usize,
-    /// Raw attributions `[tokens, steps, d_model]`, row-major; `NaN` where a token is not in
+    /// Raw attributions `[tokens, steps, width]`, row-major; `NaN` where a token is not in
     /// the step's prefix (Inseq's `target_attributions`).
     pub raw: Vec<f32>,
     /// The attributed function's value at each step.
@@ -211,82 +228,65 @@ pub fn attribute(
         }
         _ => {}
     }
-    if method == (AttrMethod::IntegratedGradients { steps: 0 }) {
+    if let AttrMethod::LayerGradientXActivation { point }
+    | AttrMethod::LayerIntegratedGradients { point, .. } = method
+    {
+        point.check_layer(model.config.n_layer)?;
+        use HookPoint::*;
+        if !matches!(
+            point,
+            ResidPre(_)
+                | ResidMid(_)
+                | ResidPost(_)
+                | AttnOut(_)
+                | MlpOut(_)
+                | MlpPre(_)
+                | MlpPost(_)
+        ) {
+            return Err(Error::Invalid(format!(
+                "layer attribution at {point}: use a block's residual-stream, attention-output or MLP point"
+            )));
+        }
+    }
+    if matches!(
+        method,
+        AttrMethod::IntegratedGradients { steps: 0 }
+            | AttrMethod::LayerIntegratedGradients { steps: 0, .. }
+    ) {
         return Err(Error::Invalid(
             "integrated gradients needs at least one step".into(),
         ));
     }
-    let (d, m) = (model.config.n_embd, target.len());
+    let m = target.len();
+    let d = match method {
+        AttrMethod::LayerGradientXActivation { point }
+        | AttrMethod::LayerIntegratedGradients { point, .. }
+            if matches!(point, HookPoint::MlpPre(_) | HookPoint::MlpPost(_)) =>
+        {
+            model.config.d_mlp()
+        }
+        _ => model.config.n_embd,
+    };
     let n = prompt.len() + m;
-    let device = model.device();
     let mut raw = vec![f32::NAN; n * m * d];
     let mut step_scores = Vec::with_capacity(m);
-    let embed = |ids: &[u32]| -> Tensor<3> {
-        let idx = Tensor::<1, Int>::from_data(
-            TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
-            &device,
-        );
-        model.wte.val().select(0, idx).reshape([1, ids.len(), d])
-    };
     for s in 0..m {
         let prefix: Vec<u32> = prompt.iter().chain(&target[..s]).copied().collect();
         let len = prefix.len();
         let (tok, foil_tok) = (target[s], foil.map(|f| f[s]));
+        let f = |logits: Tensor<3>| -> Tensor<1> {
+            function
+                .eval(last_position(logits), tok, foil_tok)
+                .expect("ids checked against the model")
+                .sum()
+        };
         let logits = model.logits(&TokenBatch::single(&prefix)?)?;
         step_scores.push(
             function
                 .eval(last_position(logits), tok, foil_tok)?
                 .into_scalar::<f32>(),
         );
-        let x = embed(&prefix);
-        let (rows, weights, base) = match method {
-            AttrMethod::IntegratedGradients { steps } => {
-                let (alphas, weights) = gauss_legendre(steps);
-                let base = embed(&vec![baseline; len]);
-                let alpha = Tensor::<1>::from_data(
-                    TensorData::new(
-                        alphas.iter().map(|&a| a as f32).collect::<Vec<_>>(),
-                        [steps],
-                    ),
-                    &device,
-                )
-                .reshape([steps, 1, 1]);
-                let interp = base.clone() + (x.clone() - base.clone()) * alpha;
-                (Some(interp), weights, Some(base))
-            }
-            _ => (None, vec![1.0], None),
-        };
-        let n_rows = weights.len();
-        let batch = TokenBatch::new(vec![prefix.clone(); n_rows], None)?;
-        let mut hooks = HookSet::new();
-        if let Some(interp) = rows {
-            hooks.intervene(HookPoint::Embed, Intervention::replace(Act::R3(interp)))?;
-        }
-        hooks.grad(Selector::point(HookPoint::Embed)?);
-        let (_, grads) = hooks.run_with_grads(model, &batch, |logits| {
-            function
-                .eval(last_position(logits), tok, foil_tok)
-                .expect("ids checked against the model above")
-                .sum()
-        })?;
-        let g = grads.get3(HookPoint::Embed)?; // [rows, len, d]
-        let attr: Tensor<2> = match method {
-            AttrMethod::Saliency => g.abs().reshape([len, d]),
-            AttrMethod::InputXGradient => (g * x).reshape([len, d]),
-            AttrMethod::IntegratedGradients { steps } => {
-                let w = Tensor::<1>::from_data(
-                    TensorData::new(
-                        weights.iter().map(|&w| w as f32).collect::<Vec<_>>(),
-                        [steps],
-                    ),
-                    &device,
-                )
-                .reshape([steps, 1, 1]);
-                let avg = (g * w).sum_dim(0);
-                let base = base.expect("integrated gradients has a baseline");
-                ((x - base) * avg).reshape([len, d])
-            }
-        };
+        let attr = step_attribution(model, &prefix, method, baseline, &f)?;
         let host: Vec<f32> = attr
             .into_data()
             .convert::<f32>()
@@ -306,11 +306,111 @@ pub fn attribute(
     })
 }
 
+/// Token embeddings `[1, len, d_model]` of `ids`.
+fn embed(model: &Gpt2, ids: &[u32]) -> Tensor<3> {
+    let idx = Tensor::<1, Int>::from_data(
+        TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
+        &model.device(),
+    );
+    model
+        .wte
+        .val()
+        .select(0, idx)
+        .reshape([1, ids.len(), model.config.n_embd])
+}
+
+/// Gauss–Legendre nodes `[steps, 1, 1]` and weights `[steps, 1, 1]` as tensors.
+fn quadrature(steps: usize, device: &burn::tensor::Device) -> (Tensor<3>, Tensor<3>) {
+    let (alphas, weights) = gauss_legendre(steps);
+    let t = |v: Vec<f64>| {
+        Tensor::<1>::from_data(
+            TensorData::new(v.iter().map(|&a| a as f32).collect::<Vec<_>>(), [steps]),
+            device,
+        )
+        .reshape([steps, 1, 1])
+    };
+    (t(alphas), t(weights))
+}
+
+/// The activation at `point` for `prefix`, with `embeds` (if given) in place of the token
+/// embeddings: `[1, len, width]`.
+fn activation(
+    model: &Gpt2,
+    prefix: &[u32],
+    point: HookPoint,
+    embeds: Option<Tensor<3>>,
+) -> Result<Tensor<3>> {
+    let mut hooks = HookSet::new();
+    if let Some(e) = embeds {
+        hooks.intervene(HookPoint::Embed, Intervention::replace(Act::R3(e)))?;
+    }
+    hooks.capture_point(point)?;
+    hooks.run(model, &TokenBatch::single(prefix)?)?;
+    Ok(hooks.take_cache().get3(point)?)
+}
+
+/// One target step's attribution `[len, width]`: the gradient of `f` (of the logits, summed
+/// over rows) at the attributed activation, combined as `method` says.
+fn step_attribution(
+    model: &Gpt2,
+    prefix: &[u32],
+    method: AttrMethod,
+    baseline: u32,
+    f: &dyn Fn(Tensor<3>) -> Tensor<1>,
+) -> Result<Tensor<2>> {
+    let len = prefix.len();
+    let device = model.device();
+    let x = embed(model, prefix);
+    // Rows of interpolated activations at `point`, run as one batch; returns the gradient.
+    let grad_at = |point: HookPoint, rows: Option<Tensor<3>>| -> Result<Tensor<3>> {
+        let n_rows = rows.as_ref().map_or(1, |r| r.dims()[0]);
+        let batch = TokenBatch::new(vec![prefix.to_vec(); n_rows], None)?;
+        let mut hooks = HookSet::new();
+        if let Some(r) = rows {
+            hooks.intervene(point, Intervention::replace(Act::R3(r)))?;
+        }
+        hooks.grad(Selector::point(point)?);
+        let (_, grads) = hooks.run_with_grads(model, &batch, f)?;
+        Ok(grads.get3(point)?)
+    };
+    let flat = |t: Tensor<3>| {
+        let w = t.dims()[2];
+        t.reshape([len, w])
+    };
+    Ok(match method {
+        AttrMethod::Saliency => flat(grad_at(HookPoint::Embed, None)?.abs()),
+        AttrMethod::InputXGradient => flat(grad_at(HookPoint::Embed, None)? * x),
+        AttrMethod::IntegratedGradients { steps } => {
+            let base = embed(model, &vec![baseline; len]);
+            let (alpha, w) = quadrature(steps, &device);
+            let interp = base.clone() + (x.clone() - base.clone()) * alpha;
+            let g = grad_at(HookPoint::Embed, Some(interp))?;
+            flat((x - base) * (g * w).sum_dim(0))
+        }
+        AttrMethod::LayerGradientXActivation { point } => {
+            let a = activation(model, prefix, point, None)?;
+            flat(grad_at(point, None)? * a)
+        }
+        AttrMethod::LayerIntegratedGradients { point, steps } => {
+            let a = activation(model, prefix, point, None)?;
+            let base = embed(model, &vec![baseline; len]);
+            let a0 = activation(model, prefix, point, Some(base))?;
+            let (alpha, w) = quadrature(steps, &device);
+            let interp = a0.clone() + (a.clone() - a0.clone()) * alpha;
+            let g = grad_at(point, Some(interp))?;
+            flat((a - a0) * (g * w).sum_dim(0))
+        }
+    })
+}
+
 /// `f(baseline)` for integrated gradients' completeness check: the attributed function at step
-/// `step` with every prefix token embedding replaced by the baseline token's.
+/// `step` with every prefix token embedding replaced by the baseline token's (`point` `None`),
+/// or with the activation at `point` replaced by its value on that baseline input (layer
+/// integrated gradients).
 ///
 /// # Errors
 /// As [`attribute`].
+#[allow(clippy::too_many_arguments)]
 pub fn baseline_score(
     model: &Gpt2,
     prompt: &[u32],
@@ -319,17 +419,18 @@ pub fn baseline_score(
     function: AttributedFn,
     baseline: u32,
     step: usize,
+    point: Option<HookPoint>,
 ) -> Result<f32> {
     let prefix: Vec<u32> = prompt.iter().chain(&target[..step]).copied().collect();
-    let d = model.config.n_embd;
-    let device = model.device();
-    let idx = Tensor::<1, Int>::from_data(
-        TensorData::new(vec![baseline as i64; prefix.len()], [prefix.len()]),
-        &device,
-    );
-    let base = model.wte.val().select(0, idx).reshape([1, prefix.len(), d]);
+    let base = embed(model, &vec![baseline; prefix.len()]);
     let mut hooks = HookSet::new();
-    hooks.intervene(HookPoint::Embed, Intervention::replace(Act::R3(base)))?;
+    match point {
+        None => hooks.intervene(HookPoint::Embed, Intervention::replace(Act::R3(base)))?,
+        Some(p) => {
+            let a0 = activation(model, &prefix, p, Some(base))?;
+            hooks.intervene(p, Intervention::replace(Act::R3(a0)))?
+        }
+    };
     let logits = hooks.run(model, &TokenBatch::single(&prefix)?)?;
     Ok(function
         .eval(last_position(logits), target[step], foil.map(|f| f[step]))?

@@ -64,6 +64,9 @@ fn attributions_match_inseq_on_every_backend() {
                 "saliency" => AttrMethod::Saliency,
                 "input_x_gradient" => AttrMethod::InputXGradient,
                 "integrated_gradients" => AttrMethod::IntegratedGradients { steps: ig_steps },
+                "layer_gradient_x_activation" => AttrMethod::LayerGradientXActivation {
+                    point: json["layer"]["hook"].as_str().unwrap().parse().unwrap(),
+                },
                 other => panic!("unknown method {other}"),
             };
             if kind == BackendKind::Wgpu && matches!(method, AttrMethod::IntegratedGradients { .. })
@@ -142,7 +145,7 @@ fn integrated_gradients_are_complete_at_64_steps() {
         for step in 0..target.len() {
             let f_x = f64::from(a.step_scores[step]);
             let f_b = f64::from(
-                baseline_score(&model, &prompt, &target, None, function, 0, step).unwrap(),
+                baseline_score(&model, &prompt, &target, None, function, 0, step, None).unwrap(),
             );
             let total = a.step_total(step);
             let gap = f_x - f_b;
@@ -156,6 +159,66 @@ fn integrated_gradients_are_complete_at_64_steps() {
             );
         }
     }
+}
+
+#[test]
+fn layer_integrated_gradients_are_complete_at_64_steps() {
+    let device = available_devices()[0].1.clone();
+    let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
+        .unwrap()
+        .model;
+    let (prompt, target) = (vec![309u32, 221, 44, 316, 86, 262, 300], vec![268u32, 279]);
+    for point in [
+        "blocks.1.hook_resid_pre",
+        "blocks.0.hook_mlp_out",
+        "blocks.1.mlp.hook_post",
+    ] {
+        let point: burnlens_model::HookPoint = point.parse().unwrap();
+        let method = AttrMethod::LayerIntegratedGradients { point, steps: 64 };
+        let a = attribute(
+            &model,
+            &prompt,
+            &target,
+            None,
+            method,
+            AttributedFn::Logit,
+            0,
+        )
+        .unwrap();
+        for step in 0..target.len() {
+            let f_x = f64::from(a.step_scores[step]);
+            let f_b = f64::from(
+                baseline_score(
+                    &model,
+                    &prompt,
+                    &target,
+                    None,
+                    AttributedFn::Logit,
+                    0,
+                    step,
+                    Some(point),
+                )
+                .unwrap(),
+            );
+            let (total, gap) = (a.step_total(step), f_x - f_b);
+            assert!(gap.abs() > 1e-6, "{point}: no gap");
+            assert!(
+                (total - gap).abs() <= 0.01 * gap.abs(),
+                "{point} step {step}: sum {total} vs {gap}"
+            );
+        }
+    }
+    // Not every point can be attributed at.
+    let bad = AttrMethod::LayerGradientXActivation {
+        point: "blocks.0.attn.hook_pattern".parse().unwrap(),
+    };
+    let e = attribute(&model, &prompt, &target, None, bad, AttributedFn::Logit, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("layer attribution at blocks.0.attn.hook_pattern"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -302,6 +302,13 @@ impl HookPoint {
     }
 }
 
+/// Serialized as its TransformerLens name.
+impl serde::Serialize for HookPoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for HookPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.layer(), self.block_kind()) {
