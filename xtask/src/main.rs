@@ -2,6 +2,8 @@
 //! fixtures.
 
 mod attribute;
+mod facts;
+mod layers;
 mod lens;
 mod npy;
 mod recipe;
@@ -51,6 +53,8 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Gradient attribution of a continuation to its prompt (saliency, input x gradient, IG).
     Attribute(attribute::AttributeArgs),
+    /// Layer gradient x activation in every block over a file of facts, by ROME's token groups.
+    AttributeLayers(layers::LayersArgs),
     /// The logit lens of a prompt: top tokens per layer and position, an answer across layers.
     Lens(lens::LensArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
@@ -211,6 +215,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Trace(a) => trace::trace(a),
         Command::Lens(a) => lens::lens(a),
         Command::Attribute(a) => attribute::run(a),
+        Command::AttributeLayers(a) => layers::run(a),
         Command::Run(a) => recipe::run(a),
     }
 }

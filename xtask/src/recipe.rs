@@ -98,6 +98,7 @@ fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::Trace(a) => Some(a.out.clone()),
         Command::Lens(a) => Some(a.out.clone()),
         Command::Attribute(a) => Some(a.out.clone()),
+        Command::AttributeLayers(a) => Some(a.out.clone()),
         _ => None,
     }
 }
@@ -159,6 +160,7 @@ mod tests {
             names,
             [
                 "activation-patching.toml",
+                "attribute-layers.toml",
                 "attribute.toml",
                 "attribution-patching.toml",
                 "causal-trace.toml",

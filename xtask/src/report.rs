@@ -351,6 +351,74 @@ pub fn write_report(
     Ok(())
 }
 
+/// Draws ROME-style token-group results: `<stem>.svg`, a heatmap of the six groups by layer
+/// (an empty group is left blank; `rgb` gives a sequential scale from zero, `None` a diverging
+/// one), and `<stem>_lines.svg`, one line per group with its 95% band. Returns the
+/// `(heading, file)` pairs for the index.
+#[allow(clippy::too_many_arguments)]
+pub fn group_figures(
+    out: &std::path::Path,
+    stem: &str,
+    heading: &str,
+    title: &str,
+    y_label: &str,
+    groups: &[burnlens_experiments::GroupEffect],
+    n_layers: usize,
+    rgb: Option<(u8, u8, u8)>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let rows: Vec<String> = groups.iter().map(|g| g.name.to_string()).collect();
+    let cols: Vec<String> = (0..n_layers).map(|l| l.to_string()).collect();
+    let values: Vec<f32> = groups
+        .iter()
+        .flat_map(|g| {
+            if g.aie.is_empty() {
+                vec![f32::NAN; n_layers]
+            } else {
+                g.aie.clone()
+            }
+        })
+        .collect();
+    let scale = match rgb {
+        Some(rgb) => Scale::Sequential {
+            low: 0.0,
+            high: values
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .fold(0.0, f32::max),
+            rgb,
+        },
+        None => Scale::Diverging,
+    };
+    let heat = format!("{stem}.svg");
+    std::fs::write(
+        out.join(&heat),
+        heatmap_svg_with(title, &rows, &cols, &values, scale),
+    )?;
+    let series: Vec<Series> = groups
+        .iter()
+        .map(|g| Series {
+            name: g.name,
+            values: &g.aie,
+            band: &g.interval,
+        })
+        .collect();
+    let lines = format!("{stem}_lines.svg");
+    std::fs::write(
+        out.join(&lines),
+        line_plot_svg(
+            &format!("{title} (95% intervals)"),
+            "layer",
+            y_label,
+            &series,
+        ),
+    )?;
+    Ok(vec![
+        (format!("{heading}: by token group and layer"), heat),
+        (format!("{heading}: by layer"), lines),
+    ])
+}
+
 /// An `index.html` showing each `(heading, svg file)` and linking `result.json`.
 pub fn index_html(title: &str, summary: &str, figures: &[(String, String)]) -> String {
     let mut s = format!(

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burnlens_datasets::{load_known_facts, load_tracing};
 use burnlens_experiments::{
     CausalTrace, IndirectEffects, NoiseSpec, TraceConfig, TraceKind, TracePrompt,
     average_indirect_effect, causal_trace, load_noise, make_noise, save_noise,
@@ -14,7 +13,8 @@ use burnlens_experiments::{
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::report::{self, Scale, Series};
+use crate::facts::{Fact, read_facts};
+use crate::report::{self, Scale};
 use crate::{ModelArgs, git_commit, open};
 
 /// Options of `cargo xtask trace`.
@@ -72,49 +72,18 @@ pub struct TraceArgs {
     pub out: PathBuf,
 }
 
-struct Fact {
-    prompt: String,
-    subject: String,
-    expected: Option<String>,
-}
-
 fn facts(a: &TraceArgs) -> Result<Vec<Fact>> {
     let mut out = match (&a.prompt, &a.subject, &a.facts) {
         (Some(p), Some(s), None) => vec![Fact {
             prompt: p.clone(),
             subject: s.clone(),
-            expected: None,
+            target: None,
+            foil: None,
         }],
         (Some(_), None, _) => {
             bail!("--prompt needs --subject (the subject as it occurs in the prompt)")
         }
-        (None, _, Some(path)) => {
-            let known = load_known_facts(path);
-            match known {
-                Ok(k) => k
-                    .into_iter()
-                    .map(|f| Fact {
-                        prompt: f.prompt,
-                        subject: f.subject,
-                        expected: Some(f.attribute),
-                    })
-                    .collect(),
-                Err(known_err) => load_tracing(path)
-                    .with_context(|| {
-                        format!(
-                            "reading {} as known facts failed too: {known_err}",
-                            path.display()
-                        )
-                    })?
-                    .into_iter()
-                    .map(|f| Fact {
-                        prompt: f.prompt,
-                        subject: f.subject,
-                        expected: Some(f.target_true),
-                    })
-                    .collect(),
-            }
-        }
+        (None, _, Some(path)) => read_facts(path)?,
         _ => bail!("give --prompt and --subject, or --facts FILE"),
     };
     if let Some(n) = a.limit {
@@ -235,7 +204,7 @@ pub fn trace(a: TraceArgs) -> Result<()> {
         )?;
         let seconds = t0.elapsed().as_secs_f64();
         let answer = lm.tokenizer.decode(&[trace.answer_id])?;
-        let expected = facts[i].expected.as_deref();
+        let expected = facts[i].target.as_deref();
         let correct = expected.is_none_or(|e| answer.trim() == e.trim());
         let mut labels = prompt.tokens.clone();
         for l in &mut labels[prompt.subject_range.clone()] {
@@ -278,66 +247,20 @@ pub fn trace(a: TraceArgs) -> Result<()> {
         }
         for &kind in kinds.iter().filter(|_| !traces.is_empty()) {
             let r = average_indirect_effect(&traces, kind)?;
-            let rows: Vec<String> = r.groups.iter().map(|g| g.name.to_string()).collect();
-            let cols: Vec<String> = (0..n_layers).map(|l| l.to_string()).collect();
-            let values: Vec<f32> = r
-                .groups
-                .iter()
-                .flat_map(|g| {
-                    if g.aie.is_empty() {
-                        vec![f32::NAN; n_layers]
-                    } else {
-                        g.aie.clone()
-                    }
-                })
-                .collect();
-            let high = values
-                .iter()
-                .copied()
-                .filter(|v| v.is_finite())
-                .fold(0.0, f32::max);
-            let file = format!("aie_{}.svg", kind.name());
-            let svg = report::heatmap_svg_with(
+            figures.extend(report::group_figures(
+                &a.out,
+                &format!("aie_{}", kind.name()),
+                &format!("average indirect effect ({})", kind.name()),
                 &format!(
-                    "Average indirect effect ({}) over {} prompts",
+                    "Average indirect effect of {} restorations over {} prompts",
                     kind.name(),
                     r.prompts
                 ),
-                &rows,
-                &cols,
-                &values,
-                Scale::Sequential {
-                    low: 0.0,
-                    high,
-                    rgb: colour(kind),
-                },
-            );
-            std::fs::write(a.out.join(&file), svg)?;
-            figures.push((format!("average indirect effect: {}", kind.name()), file));
-            let series: Vec<Series> = r
-                .groups
-                .iter()
-                .map(|g| Series {
-                    name: g.name,
-                    values: &g.aie,
-                    band: &g.interval,
-                })
-                .collect();
-            let file = format!("aie_{}_lines.svg", kind.name());
-            let svg = report::line_plot_svg(
-                &format!(
-                    "Average indirect effect of {} restorations (95% intervals)",
-                    kind.name()
-                ),
-                "layer",
                 "AIE on p(answer)",
-                &series,
-            );
-            std::fs::write(a.out.join(&file), svg)?;
-            figures.push((
-                format!("average indirect effect by layer: {}", kind.name()),
-                file,
-            ));
+                &r.groups,
+                n_layers,
+                Some(colour(kind)),
+            )?);
             rollups.push(r);
         }
     }

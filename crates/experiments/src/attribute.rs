@@ -232,17 +232,7 @@ pub fn attribute(
     | AttrMethod::LayerIntegratedGradients { point, .. } = method
     {
         point.check_layer(model.config.n_layer)?;
-        use HookPoint::*;
-        if !matches!(
-            point,
-            ResidPre(_)
-                | ResidMid(_)
-                | ResidPost(_)
-                | AttnOut(_)
-                | MlpOut(_)
-                | MlpPre(_)
-                | MlpPost(_)
-        ) {
+        if !layer_attributable(point) {
             return Err(Error::Invalid(format!(
                 "layer attribution at {point}: use a block's residual-stream, attention-output or MLP point"
             )));
@@ -435,4 +425,89 @@ pub fn baseline_score(
     Ok(function
         .eval(last_position(logits), target[step], foil.map(|f| f[step]))?
         .into_scalar::<f32>())
+}
+
+/// Whether layer attribution can run at `point` (a rank-3 activation inside a block).
+fn layer_attributable(point: HookPoint) -> bool {
+    matches!(
+        point,
+        HookPoint::ResidPre(_)
+            | HookPoint::ResidMid(_)
+            | HookPoint::ResidPost(_)
+            | HookPoint::AttnOut(_)
+            | HookPoint::MlpOut(_)
+            | HookPoint::MlpPre(_)
+            | HookPoint::MlpPost(_)
+    )
+}
+
+/// How a layer sweep reduces each token's attribution vector to one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TokenReduce {
+    /// The signed sum over the hidden size: the first-order contribution of the token's
+    /// activation to the function.
+    Sum,
+    /// The L2 norm over the hidden size (Inseq's aggregation, before normalisation).
+    L2Norm,
+}
+
+/// Layer gradient × activation at hook kind `kind` (`"mlp_out"`, `"attn_out"`,
+/// `"resid_post"`, …) in every block at once, for the next token after `prompt`, each token's
+/// vector reduced by `reduce`: a `[tokens, layers]` table (row-major), as Inseq's
+/// "locating factual knowledge" example sweeps the MLPs. One forward and one backward.
+///
+/// # Errors
+/// An unknown kind or one without a residual-width activation, a contrast function without a
+/// foil, and forward errors.
+pub fn layer_sweep(
+    model: &Gpt2,
+    prompt: &[u32],
+    target: u32,
+    foil: Option<u32>,
+    function: AttributedFn,
+    kind: &str,
+    reduce: TokenReduce,
+) -> Result<Vec<f32>> {
+    if prompt.is_empty() {
+        return Err(Error::Invalid("the prompt has no tokens".into()));
+    }
+    if function.is_contrastive() && foil.is_none() {
+        return Err(Error::Invalid(format!("{function:?} needs a foil token")));
+    }
+    let n_layers = model.config.n_layer;
+    let points: Vec<HookPoint> = (0..n_layers)
+        .map(|l| HookPoint::from_kind(kind, Some(l)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Hooks(e.into()))?;
+    if !layer_attributable(points[0]) {
+        return Err(Error::Invalid(format!(
+            "a layer sweep at {kind:?}: use resid_pre, resid_mid, resid_post, attn_out, mlp_out, pre or post"
+        )));
+    }
+    let mut hooks = HookSet::new();
+    hooks.capture(Selector::points(points.clone())?);
+    hooks.grad(Selector::points(points.clone())?);
+    let (_, grads) = hooks.run_with_grads(model, &TokenBatch::single(prompt)?, |logits| {
+        function
+            .eval(last_position(logits), target, foil)
+            .expect("ids checked against the model")
+            .sum()
+    })?;
+    let acts = hooks.take_cache();
+    let len = prompt.len();
+    let mut columns = Vec::with_capacity(n_layers);
+    for p in &points {
+        let prod = grads.get3(*p)? * acts.get3(*p)?; // [1, len, w]
+        let per_token = match reduce {
+            TokenReduce::Sum => prod.sum_dim(2),
+            TokenReduce::L2Norm => prod.square().sum_dim(2).sqrt(),
+        };
+        columns.push(per_token.reshape([len]));
+    }
+    let host: Vec<f32> = Tensor::stack::<2>(columns, 1) // [len, layers]
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("float attributions");
+    Ok(host)
 }

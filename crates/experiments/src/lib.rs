@@ -15,7 +15,8 @@ pub mod patching;
 pub mod tracing;
 
 pub use attribute::{
-    Aggregation, AttrMethod, AttributedFn, Attribution, attribute, baseline_score, gauss_legendre,
+    Aggregation, AttrMethod, AttributedFn, Attribution, TokenReduce, attribute, baseline_score,
+    gauss_legendre, layer_sweep,
 };
 pub use attribution::{attribution_patch, pearson};
 pub use error::{Error, Result};
@@ -25,7 +26,7 @@ pub use patching::{
     patch_sweep, patch_sweep_with,
 };
 pub use tracing::{
-    CausalTrace, GroupEffect, IndirectEffects, NoiseSpec, TOKEN_GROUPS, TraceConfig, TraceKind,
-    TracePrompt, TraceTable, average_indirect_effect, causal_trace, load_noise, make_noise,
-    save_noise, subject_embedding_std,
+    CausalTrace, GroupEffect, IndirectEffects, NoiseSpec, TOKEN_GROUPS, TokenTable, TraceConfig,
+    TraceKind, TracePrompt, TraceTable, average_indirect_effect, causal_trace, group_rollup,
+    load_noise, make_noise, save_noise, subject_embedding_std,
 };

@@ -448,6 +448,84 @@ pub const TOKEN_GROUPS: [&str; 6] = [
     "Last token",
 ];
 
+/// A `[tokens, layers]` table of one prompt, with the prompt's subject tokens.
+#[derive(Debug, Clone)]
+pub struct TokenTable<'a> {
+    /// Values, row-major `[tokens, layers]`.
+    pub values: &'a [f32],
+    /// Tokens (rows).
+    pub n_tokens: usize,
+    /// Layers (columns).
+    pub n_layers: usize,
+    /// The subject's tokens.
+    pub subject_range: Range<usize>,
+}
+
+/// ROME's six-group roll-up of per-prompt `[tokens, layers]` tables: for each group
+/// ([`TOKEN_GROUPS`]), the mean over the group's token rows of every prompt, minus `offset`, and
+/// `1.96 · std / sqrt(prompts)` per layer. Causal tracing subtracts the mean low score; an
+/// attribution sweep subtracts nothing.
+///
+/// # Errors
+/// No tables, tables with different numbers of layers, a subject range outside its table.
+pub fn group_rollup(tables: &[TokenTable], offset: f64) -> Result<Vec<GroupEffect>> {
+    if tables.is_empty() {
+        return Err(Error::Invalid("no tables to average".into()));
+    }
+    let n_layers = tables[0].n_layers;
+    let mut groups: Vec<Vec<&[f32]>> = vec![Vec::new(); 6];
+    for t in tables {
+        if t.n_layers != n_layers {
+            return Err(Error::Invalid(
+                "tables of models with different numbers of layers".into(),
+            ));
+        }
+        let range = &t.subject_range;
+        if range.is_empty() || range.end > t.n_tokens || t.values.len() != t.n_tokens * n_layers {
+            return Err(Error::Invalid(format!(
+                "subject tokens {range:?} of a table of {} tokens × {n_layers} layers",
+                t.n_tokens
+            )));
+        }
+        let row = |i: usize| &t.values[i * n_layers..(i + 1) * n_layers];
+        let (first_e, first_a) = (range.start, range.end);
+        let (last_e, last_a) = (first_a - 1, t.n_tokens - 1);
+        groups[0].push(row(first_e));
+        groups[1].extend((first_e + 1..last_e).map(row));
+        groups[2].push(row(last_e));
+        groups[3].push(row(first_a.min(last_a)));
+        groups[4].extend((first_a + 1..last_a).map(row));
+        groups[5].push(row(last_a));
+    }
+    let n = tables.len() as f64;
+    Ok(groups
+        .into_iter()
+        .zip(TOKEN_GROUPS)
+        .map(|(rows, name)| {
+            let count = rows.len();
+            let (mut aie, mut interval) = (Vec::new(), Vec::new());
+            if count > 0 {
+                for l in 0..n_layers {
+                    let m = rows.iter().map(|r| f64::from(r[l])).sum::<f64>() / count as f64;
+                    let var = rows
+                        .iter()
+                        .map(|r| (f64::from(r[l]) - m).powi(2))
+                        .sum::<f64>()
+                        / count as f64;
+                    aie.push((m - offset) as f32);
+                    interval.push((1.96 * var.sqrt() / n.sqrt()) as f32);
+                }
+            }
+            GroupEffect {
+                name,
+                aie,
+                interval,
+                count,
+            }
+        })
+        .collect())
+}
+
 /// One token group's average indirect effect per layer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupEffect {
@@ -490,64 +568,27 @@ pub fn average_indirect_effect(traces: &[CausalTrace], kind: TraceKind) -> Resul
             "no traces to average (no fact was predicted correctly?)".into(),
         ));
     }
-    let mut groups: Vec<Vec<&[f32]>> = vec![Vec::new(); 6];
-    let mut n_layers = None;
+    let mut tables = Vec::with_capacity(traces.len());
     for trace in traces {
         let table = trace
             .tables
             .iter()
             .find(|t| t.kind == kind)
             .ok_or_else(|| Error::Invalid(format!("a trace has no {} table", kind.name())))?;
-        if *n_layers.get_or_insert(table.n_layers) != table.n_layers {
-            return Err(Error::Invalid(
-                "traces of models with different numbers of layers".into(),
-            ));
-        }
-        let row = |t: usize| &table.scores[t * table.n_layers..(t + 1) * table.n_layers];
-        let range = &trace.prompt.subject_range;
-        let (first_e, first_a) = (range.start, range.end);
-        let (last_e, last_a) = (first_a - 1, table.n_tokens - 1);
-        groups[0].push(row(first_e));
-        groups[1].extend((first_e + 1..last_e).map(row));
-        groups[2].push(row(last_e));
-        groups[3].push(row(first_a.min(last_a)));
-        groups[4].extend((first_a + 1..last_a).map(row));
-        groups[5].push(row(last_a));
+        tables.push(TokenTable {
+            values: &table.scores,
+            n_tokens: table.n_tokens,
+            n_layers: table.n_layers,
+            subject_range: trace.prompt.subject_range.clone(),
+        });
     }
-    let n = traces.len() as f64;
     let mean = |xs: &mut dyn Iterator<Item = f32>| {
         let v: Vec<f64> = xs.map(f64::from).collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
     let low = mean(&mut traces.iter().map(|t| t.low_score));
     let high = mean(&mut traces.iter().map(|t| t.high_score));
-    let n_layers = n_layers.unwrap_or(0);
-    let groups = groups
-        .into_iter()
-        .zip(TOKEN_GROUPS)
-        .map(|(rows, name)| {
-            let count = rows.len();
-            let (mut aie, mut interval) = (Vec::new(), Vec::new());
-            if count > 0 {
-                for l in 0..n_layers {
-                    let m = mean(&mut rows.iter().map(|r| r[l]));
-                    let var = rows
-                        .iter()
-                        .map(|r| (f64::from(r[l]) - m).powi(2))
-                        .sum::<f64>()
-                        / count as f64;
-                    aie.push((m - low) as f32);
-                    interval.push((1.96 * var.sqrt() / n.sqrt()) as f32);
-                }
-            }
-            GroupEffect {
-                name,
-                aie,
-                interval,
-                count,
-            }
-        })
-        .collect();
+    let groups = group_rollup(&tables, low)?;
     Ok(IndirectEffects {
         kind,
         prompts: traces.len(),

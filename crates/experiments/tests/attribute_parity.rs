@@ -253,3 +253,120 @@ fn bad_requests_are_clear_errors() {
     assert!(e.contains("foil has 1 tokens and the target 2"), "{e}");
     assert!(err(&[5], None, AttributedFn::ContrastLogitsDiff).contains("needs a foil"));
 }
+
+#[test]
+fn layer_sweep_columns_are_the_per_layer_attributions() {
+    use burnlens_experiments::{TokenReduce, layer_sweep};
+    let device = available_devices()[0].1.clone();
+    let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
+        .unwrap()
+        .model;
+    let prompt = [309u32, 221, 44, 316, 86, 262, 300];
+    let (target, foil) = (268u32, 258u32);
+    let f = AttributedFn::ContrastProbDiff;
+    for (reduce, kind) in [
+        (TokenReduce::Sum, "mlp_out"),
+        (TokenReduce::L2Norm, "attn_out"),
+    ] {
+        let table = layer_sweep(&model, &prompt, target, Some(foil), f, kind, reduce).unwrap();
+        let n = model.config.n_layer;
+        assert_eq!(table.len(), prompt.len() * n);
+        for layer in 0..n {
+            // Each column is layer gradient × activation at that point (checked against Inseq
+            // above), reduced per token.
+            let point = burnlens_model::HookPoint::from_kind(kind, Some(layer)).unwrap();
+            let a = attribute(
+                &model,
+                &prompt,
+                &[target],
+                Some(&[foil]),
+                AttrMethod::LayerGradientXActivation { point },
+                f,
+                0,
+            )
+            .unwrap();
+            for (i, row) in a.raw.chunks(a.d_model).enumerate().take(prompt.len()) {
+                let want: f64 = match reduce {
+                    TokenReduce::Sum => row.iter().map(|&x| f64::from(x)).sum(),
+                    TokenReduce::L2Norm => row
+                        .iter()
+                        .map(|&x| f64::from(x).powi(2))
+                        .sum::<f64>()
+                        .sqrt(),
+                };
+                let got = f64::from(table[i * n + layer]);
+                assert!(
+                    (got - want).abs() <= 1e-6 + 1e-4 * want.abs(),
+                    "{kind} L{layer} token {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
+    let e = layer_sweep(
+        &model,
+        &prompt,
+        target,
+        None,
+        f,
+        "mlp_out",
+        TokenReduce::Sum,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("needs a foil"), "{e}");
+    let e = layer_sweep(
+        &model,
+        &prompt,
+        target,
+        None,
+        AttributedFn::Logit,
+        "pattern",
+        TokenReduce::Sum,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("layer sweep at \"pattern\""), "{e}");
+}
+
+#[test]
+fn group_rollup_averages_rome_token_groups() {
+    use burnlens_experiments::{TokenTable, group_rollup};
+    // Two prompts, one layer. Prompt A: 5 tokens, subject 1..3 (tokens 1, 2); prompt B: 4
+    // tokens, subject 0..3 (tokens 0, 1, 2). Token i of A has value i, of B 10 + i.
+    let a = [0.0, 1.0, 2.0, 3.0, 4.0];
+    let b = [10.0, 11.0, 12.0, 13.0];
+    let tables = [
+        TokenTable {
+            values: &a,
+            n_tokens: 5,
+            n_layers: 1,
+            subject_range: 1..3,
+        },
+        TokenTable {
+            values: &b,
+            n_tokens: 4,
+            n_layers: 1,
+            subject_range: 0..3,
+        },
+    ];
+    let g = group_rollup(&tables, 1.0).unwrap();
+    // first subject: A1, B10 → 5.5; middle: B11 → 11; last subject: A2, B12 → 7;
+    // first subsequent: A3, B13 → 8; further: none in A (3 + 1 .. 4), none in B → empty;
+    // last token: A4, B13 → 8.5. Minus the offset 1.
+    let means: Vec<Option<f32>> = g.iter().map(|x| x.aie.first().copied()).collect();
+    assert_eq!(
+        means,
+        vec![Some(4.5), Some(10.0), Some(6.0), Some(7.0), None, Some(7.5)]
+    );
+    assert_eq!(
+        g.iter().map(|x| x.count).collect::<Vec<_>>(),
+        vec![2, 1, 2, 2, 0, 2]
+    );
+    // Interval: 1.96 · population std / sqrt(2 prompts); first subject std = 4.5.
+    assert!((g[0].interval[0] - (1.96 * 4.5 / 2f64.sqrt()) as f32).abs() < 1e-5);
+    let bad = [TokenTable {
+        values: &a,
+        n_tokens: 5,
+        n_layers: 1,
+        subject_range: 4..6,
+    }];
+    assert!(group_rollup(&bad, 0.0).is_err());
+}

@@ -91,6 +91,15 @@ fn sweeps_match_transformer_lens_on_every_backend() {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
             assert!(d <= 1e-4, "{kind} {name}: max abs diff {d}");
+            // The default (batched) engine against TransformerLens directly, too.
+            let fast = patch_sweep(&model, &corrupted, &cache, sweep, &metric).unwrap();
+            let d = fast
+                .values
+                .iter()
+                .zip(&w.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(d <= 1e-4, "{kind} {name} (batched): max abs diff {d}");
         }
         // The corruption matters somewhere (the sweep is not flat at the clean value), and
         // results index as TransformerLens's tensors do.
