@@ -32,6 +32,7 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
 PROMPT = "The Louvre is located in the city of"
 TARGET = " the in"
 FOIL = " a of"
+CONTRAST_PROMPT = "The Louvre is located in the city in"
 IG_STEPS = 16
 
 # (name, method, attributed_fn, extra attribute() kwargs)
@@ -44,6 +45,9 @@ CASES = [
      {"contrast_targets": PROMPT + FOIL}),
     ("input_x_gradient.contrast_logits_diff", "input_x_gradient", "contrast_logits_diff",
      {"contrast_targets": PROMPT + FOIL}),
+    # KL(p(. | prompt) || p(. | contrastive prompt)), the contrast a constant.
+    ("input_x_gradient.kl_divergence", "input_x_gradient", "kl_divergence",
+     {"contrast_targets": CONTRAST_PROMPT + TARGET, "contrast_force_inputs": True}),
     ("integrated_gradients.probability", "integrated_gradients", "probability", {"n_steps": IG_STEPS}),
     ("integrated_gradients.logit", "integrated_gradients", "logit", {"n_steps": IG_STEPS}),
     # At the output of block 0's MLP (burnlens: blocks.0.hook_mlp_out).
@@ -67,10 +71,13 @@ def main() -> None:
     prompt_ids = tok.encode(PROMPT)
     full = tok.encode(PROMPT + TARGET)
     foil = tok.encode(PROMPT + FOIL)
+    contrast = tok.encode(CONTRAST_PROMPT + TARGET)
+    assert len(contrast) == len(full), "the contrastive sequence must align by position"
     assert full[:len(prompt_ids)] == prompt_ids and foil[:len(prompt_ids)] == prompt_ids
     out = {"inseq": "0.7.1", "prompt": PROMPT, "target": TARGET, "foil": FOIL,
            "prompt_ids": prompt_ids, "target_ids": full[len(prompt_ids):],
-           "foil_ids": foil[len(prompt_ids):], "baseline_id": tok.unk_token_id,
+           "foil_ids": foil[len(prompt_ids):], "contrast_ids": contrast,
+           "baseline_id": tok.unk_token_id,
            "ig_steps": IG_STEPS, "layer": LAYER, "cases": []}
     tensors = {}
     for name, method, fn, kwargs in CASES:

@@ -31,6 +31,11 @@ pub struct AttributeArgs {
     /// number of tokens as the target).
     #[arg(long)]
     pub foil: Option<String>,
+    /// The contrastive prompt for kl_divergence: the next-token distribution after the prompt
+    /// is compared, step by step, with the one after this prompt followed by the same target
+    /// (the two must tokenize to the same length).
+    #[arg(long)]
+    pub contrast_prompt: Option<String>,
     /// saliency, input_x_gradient, integrated_gradients, layer_gradient_x_activation or
     /// layer_integrated_gradients (the layer methods attribute at --point).
     #[arg(long, default_value = "integrated_gradients")]
@@ -42,7 +47,8 @@ pub struct AttributeArgs {
     /// Integration steps (integrated gradients).
     #[arg(long, default_value_t = 64)]
     pub steps: usize,
-    /// probability, log_probability, logit, contrast_prob_diff or contrast_logits_diff.
+    /// probability, log_probability, logit, contrast_prob_diff, contrast_logits_diff or
+    /// kl_divergence (with --contrast-prompt).
     #[arg(long, default_value = "probability")]
     pub function: String,
     /// Per-step normalisation of the L2 norms: sum (Inseq's default) or max.
@@ -101,8 +107,9 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         "logit" => AttributedFn::Logit,
         "contrast_prob_diff" => AttributedFn::ContrastProbDiff,
         "contrast_logits_diff" => AttributedFn::ContrastLogitsDiff,
+        "kl_divergence" => AttributedFn::KlDivergence,
         other => bail!(
-            "unknown --function {other:?}: probability, log_probability, logit, contrast_prob_diff or contrast_logits_diff"
+            "unknown --function {other:?}: probability, log_probability, logit, contrast_prob_diff, contrast_logits_diff or kl_divergence"
         ),
     };
     let normalize = match a.normalize.as_str() {
@@ -130,11 +137,26 @@ pub fn run(a: AttributeArgs) -> Result<()> {
                 .context("generation returned nothing")?
         }
     };
-    let foil = a
-        .foil
-        .as_ref()
-        .map(|f| continuation(tok, &prompt, &format!("{}{f}", a.prompt), "foil"))
-        .transpose()?;
+    let foil = if function == AttributedFn::KlDivergence {
+        let c = a
+            .contrast_prompt
+            .as_deref()
+            .context("kl_divergence needs --contrast-prompt")?;
+        let seq = tok.encode(c, false)?;
+        if seq.len() != prompt.len() {
+            bail!(
+                "the contrastive prompt is {} tokens and the prompt {}: the KL divergence compares them position by position",
+                seq.len(),
+                prompt.len()
+            );
+        }
+        Some(seq.into_iter().chain(target.iter().copied()).collect())
+    } else {
+        a.foil
+            .as_ref()
+            .map(|f| continuation(tok, &prompt, &format!("{}{f}", a.prompt), "foil"))
+            .transpose()?
+    };
     let baseline = tok
         .endoftext_id()
         .context("the vocabulary has no <|endoftext|> for the integrated-gradients baseline")?;
@@ -174,6 +196,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
         "method": method, "attributed_fn": function, "aggregation": normalize,
         "prompt": a.prompt, "target": a.target, "foil": a.foil,
+        "contrast_prompt": a.contrast_prompt,
         "source_tokens": tokens[..attr.prompt_len], "target_tokens": target_tokens,
         "token_ids": attr.tokens, "foil_ids": foil, "baseline_id": baseline,
         "attribution": matrix, "shape": [attr.tokens.len(), attr.n_steps],

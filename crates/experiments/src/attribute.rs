@@ -60,6 +60,10 @@ pub enum AttributedFn {
     ContrastProbDiff,
     /// `logit(target) − logit(foil)` (`contrast_logits_diff`, Yin & Neubig, 2022).
     ContrastLogitsDiff,
+    /// `KL(p ‖ q)` between the next-token distribution `p` given the prefix and `q` given the
+    /// position-aligned prefix of a contrastive sequence (Inseq's `kl_divergence` with
+    /// `contrast_force_inputs`); `q` is a constant, so the gradient flows through `p` only.
+    KlDivergence,
 }
 
 impl AttributedFn {
@@ -67,12 +71,21 @@ impl AttributedFn {
     pub fn is_contrastive(&self) -> bool {
         matches!(
             self,
-            AttributedFn::ContrastProbDiff | AttributedFn::ContrastLogitsDiff
+            AttributedFn::ContrastProbDiff
+                | AttributedFn::ContrastLogitsDiff
+                | AttributedFn::KlDivergence
         )
     }
 
-    /// The function of last-position logits `[rows, vocab]`, one value per row.
-    fn eval(&self, logits: Tensor<2>, target: u32, foil: Option<u32>) -> Result<Tensor<1>> {
+    /// The function of last-position logits `[rows, vocab]`, one value per row; `contrast` is
+    /// the contrastive log-distribution `[1, vocab]` that [`AttributedFn::KlDivergence`] needs.
+    fn eval(
+        &self,
+        logits: Tensor<2>,
+        target: u32,
+        foil: Option<u32>,
+        contrast: Option<&Tensor<2>>,
+    ) -> Result<Tensor<1>> {
         let rows = logits.dims()[0];
         let t = vec![target; rows];
         let f = |id: Option<u32>| -> Result<Vec<u32>> {
@@ -88,6 +101,17 @@ impl AttributedFn {
             }
             AttributedFn::ContrastLogitsDiff => {
                 token_logits(logits.clone(), &t)? - token_logits(logits, &f(foil)?)?
+            }
+            AttributedFn::KlDivergence => {
+                let q = contrast.ok_or_else(|| {
+                    Error::Invalid("the KL divergence needs a contrastive sequence".into())
+                })?;
+                let v = logits.dims()[1];
+                let log_p = burn::tensor::activation::log_softmax(logits, 1);
+                let log_q = q.clone().expand([rows, v]);
+                (log_p.clone().exp() * (log_p - log_q))
+                    .sum_dim(1)
+                    .reshape([rows])
             }
         })
     }
@@ -188,8 +212,9 @@ pub fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
 
 /// Attributes each token of `target` (the continuation of `prompt`) to the prefix before it.
 ///
-/// `foil` is the contrastive continuation, token-aligned with `target` (needed by the contrast
-/// functions); `baseline` is the token whose embedding integrated gradients start from
+/// `foil` is the contrastive continuation, token-aligned with `target`, for the contrastive
+/// differences, and for [`AttributedFn::KlDivergence`] the whole contrastive sequence
+/// (contrastive prompt and continuation), aligned with `prompt + target` by position; `baseline` is the token whose embedding integrated gradients start from
 /// (`<|endoftext|>` in Inseq for GPT-2).
 ///
 /// # Errors
@@ -219,7 +244,17 @@ pub fn attribute(
                 "{function:?} needs a foil continuation"
             )));
         }
-        (true, Some(f)) if f.len() != target.len() => {
+        (true, Some(f))
+            if function == AttributedFn::KlDivergence
+                && f.len() + 1 < prompt.len() + target.len() =>
+        {
+            return Err(Error::Invalid(format!(
+                "the contrastive sequence has {} tokens; the KL divergence compares position-aligned prefixes of up to {} tokens",
+                f.len(),
+                prompt.len() + target.len() - 1
+            )));
+        }
+        (true, Some(f)) if function != AttributedFn::KlDivergence && f.len() != target.len() => {
             return Err(Error::Invalid(format!(
                 "the foil has {} tokens and the target {}: contrastive attribution aligns them token by token",
                 f.len(),
@@ -263,17 +298,18 @@ pub fn attribute(
     for s in 0..m {
         let prefix: Vec<u32> = prompt.iter().chain(&target[..s]).copied().collect();
         let len = prefix.len();
-        let (tok, foil_tok) = (target[s], foil.map(|f| f[s]));
+        let tok = target[s];
+        let (foil_tok, contrast) = step_contrast(model, function, foil, s, len)?;
         let f = |logits: Tensor<3>| -> Tensor<1> {
             function
-                .eval(last_position(logits), tok, foil_tok)
+                .eval(last_position(logits), tok, foil_tok, contrast.as_ref())
                 .expect("ids checked against the model")
                 .sum()
         };
         let logits = model.logits(&TokenBatch::single(&prefix)?)?;
         step_scores.push(
             function
-                .eval(last_position(logits), tok, foil_tok)?
+                .eval(last_position(logits), tok, foil_tok, contrast.as_ref())?
                 .into_scalar::<f32>(),
         );
         let attr = step_attribution(model, &prefix, method, baseline, &f)?;
@@ -422,9 +458,40 @@ pub fn baseline_score(
         }
     };
     let logits = hooks.run(model, &TokenBatch::single(&prefix)?)?;
+    let (foil_tok, contrast) = step_contrast(model, function, foil, step, prefix.len())?;
     Ok(function
-        .eval(last_position(logits), target[step], foil.map(|f| f[step]))?
+        .eval(
+            last_position(logits),
+            target[step],
+            foil_tok,
+            contrast.as_ref(),
+        )?
         .into_scalar::<f32>())
+}
+
+/// What the attributed function contrasts with at step `step` of a prefix of `len` tokens:
+/// the foil token (contrastive differences) or the log-distribution `[1, vocab]` after the
+/// contrastive sequence's first `len` tokens (KL divergence).
+fn step_contrast(
+    model: &Gpt2,
+    function: AttributedFn,
+    foil: Option<&[u32]>,
+    step: usize,
+    len: usize,
+) -> Result<(Option<u32>, Option<Tensor<2>>)> {
+    match (function, foil) {
+        (AttributedFn::KlDivergence, Some(seq)) => {
+            let logits = model.logits(&TokenBatch::single(&seq[..len])?)?;
+            Ok((
+                None,
+                Some(burn::tensor::activation::log_softmax(
+                    last_position(logits),
+                    1,
+                )),
+            ))
+        }
+        (_, foil) => Ok((foil.map(|f| f[step]), None)),
+    }
 }
 
 /// Whether layer attribution can run at `point` (a rank-3 activation inside a block).
@@ -471,6 +538,12 @@ pub fn layer_sweep(
     if prompt.is_empty() {
         return Err(Error::Invalid("the prompt has no tokens".into()));
     }
+    if function == AttributedFn::KlDivergence {
+        return Err(Error::Invalid(
+            "a layer sweep contrasts single tokens; attribute the KL divergence with `attribute`"
+                .into(),
+        ));
+    }
     if function.is_contrastive() && foil.is_none() {
         return Err(Error::Invalid(format!("{function:?} needs a foil token")));
     }
@@ -489,7 +562,7 @@ pub fn layer_sweep(
     hooks.grad(Selector::points(points.clone())?);
     let (_, grads) = hooks.run_with_grads(model, &TokenBatch::single(prompt)?, |logits| {
         function
-            .eval(last_position(logits), target, foil)
+            .eval(last_position(logits), target, foil, None)
             .expect("ids checked against the model")
             .sum()
     })?;

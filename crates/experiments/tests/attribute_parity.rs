@@ -53,6 +53,7 @@ fn attributions_match_inseq_on_every_backend() {
         ids(&json["foil_ids"]),
     );
     let baseline = json["baseline_id"].as_u64().unwrap() as u32;
+    let contrast = ids(&json["contrast_ids"]);
     let ig_steps = json["ig_steps"].as_u64().unwrap() as usize;
     for (kind, device) in available_devices() {
         let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
@@ -82,13 +83,21 @@ fn attributions_match_inseq_on_every_backend() {
                 ("logit", _) => AttributedFn::Logit,
                 ("contrast_prob_diff", _) => AttributedFn::ContrastProbDiff,
                 ("contrast_logits_diff", _) => AttributedFn::ContrastLogitsDiff,
+                ("kl_divergence", _) => AttributedFn::KlDivergence,
                 (other, _) => panic!("unknown function {other}"),
+            };
+            // The KL divergence contrasts with a whole position-aligned sequence; the other
+            // contrastive functions with the foil continuation.
+            let contrast = if function == AttributedFn::KlDivergence {
+                &contrast
+            } else {
+                &foil
             };
             let got = attribute(
                 &model,
                 &prompt,
                 &target,
-                Some(&foil),
+                Some(contrast),
                 method,
                 function,
                 baseline,
@@ -251,6 +260,8 @@ fn bad_requests_are_clear_errors() {
     assert!(err(&[], None, AttributedFn::Probability).contains("target is empty"));
     let e = err(&[5, 6], Some(&[7]), AttributedFn::ContrastProbDiff);
     assert!(e.contains("foil has 1 tokens and the target 2"), "{e}");
+    let e = err(&[5, 6], Some(&[7, 8]), AttributedFn::KlDivergence);
+    assert!(e.contains("contrastive sequence has 2 tokens"), "{e}");
     assert!(err(&[5], None, AttributedFn::ContrastLogitsDiff).contains("needs a foil"));
 }
 
