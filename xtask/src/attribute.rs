@@ -28,7 +28,8 @@ pub struct AttributeArgs {
     #[arg(long, default_value_t = 3)]
     pub max_new_tokens: usize,
     /// The contrastive continuation for contrast_prob_diff / contrast_logits_diff (same
-    /// number of tokens as the target).
+    /// number of tokens as the target), or the full alternative text (prompt included), as
+    /// Inseq's `contrast_targets` takes it.
     #[arg(long)]
     pub foil: Option<String>,
     /// The contrastive prompt for kl_divergence: the next-token distribution after the prompt
@@ -152,9 +153,18 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         }
         Some(seq.into_iter().chain(target.iter().copied()).collect())
     } else {
+        // The foil is the alternative continuation, or the full alternative text (prompt and
+        // continuation) as Inseq takes `contrast_targets`.
         a.foil
             .as_ref()
-            .map(|f| continuation(tok, &prompt, &format!("{}{f}", a.prompt), "foil"))
+            .map(|f| {
+                let full = if f.starts_with(&a.prompt) {
+                    f.clone()
+                } else {
+                    format!("{}{f}", a.prompt)
+                };
+                continuation(tok, &prompt, &full, "foil")
+            })
             .transpose()?
     };
     let baseline = tok
