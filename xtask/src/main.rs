@@ -6,6 +6,7 @@ mod facts;
 mod layers;
 mod lens;
 mod npy;
+mod prepend;
 mod recipe;
 mod report;
 mod trace;
@@ -57,6 +58,8 @@ enum Command {
     AttributeLayers(layers::LayersArgs),
     /// The logit lens of a prompt: top tokens per layer and position, an answer across layers.
     Lens(lens::LensArgs),
+    /// The token(s) that, prepended to a target string, minimise its perplexity.
+    Prepend(prepend::PrependArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
     Run(recipe::RunArgs),
 }
@@ -216,6 +219,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Lens(a) => lens::lens(a),
         Command::Attribute(a) => attribute::run(a),
         Command::AttributeLayers(a) => layers::run(a),
+        Command::Prepend(a) => prepend::run(a),
         Command::Run(a) => recipe::run(a),
     }
 }

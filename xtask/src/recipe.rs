@@ -99,6 +99,7 @@ fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::Lens(a) => Some(a.out.clone()),
         Command::Attribute(a) => Some(a.out.clone()),
         Command::AttributeLayers(a) => Some(a.out.clone()),
+        Command::Prepend(a) => Some(a.out.clone()),
         _ => None,
     }
 }
@@ -164,7 +165,8 @@ mod tests {
                 "attribute.toml",
                 "attribution-patching.toml",
                 "causal-trace.toml",
-                "logit-lens.toml"
+                "logit-lens.toml",
+                "prepend-search.toml"
             ]
         );
         let text = std::fs::read_to_string(root.join("recipes/causal-trace.toml")).unwrap();

@@ -12,6 +12,7 @@ mod batched;
 pub mod error;
 pub mod lens;
 pub mod patching;
+pub mod search;
 pub mod tracing;
 
 pub use attribute::{
@@ -25,6 +26,7 @@ pub use patching::{
     Engine, LastPosition, NormalizedLogitDiff, PatchIndex, PatchMetric, PatchResult, Sweep,
     patch_sweep, patch_sweep_with,
 };
+pub use search::{PrependRound, PrependSearch, prepend_losses, prepend_search};
 pub use tracing::{
     CausalTrace, GroupEffect, IndirectEffects, NoiseSpec, TOKEN_GROUPS, TokenTable, TraceConfig,
     TraceKind, TracePrompt, TraceTable, average_indirect_effect, causal_trace, group_rollup,

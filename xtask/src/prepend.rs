@@ -1,0 +1,70 @@
+//! `cargo xtask prepend`: the token(s) that, prepended to a target string, minimise its
+//! perplexity, searched over the whole vocabulary with a progress bar; result.json.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burnlens_experiments::prepend_search;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{ModelArgs, git_commit, open};
+
+/// Options of `cargo xtask prepend`.
+#[derive(Args)]
+pub struct PrependArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The target string whose perplexity is minimised.
+    #[arg(long)]
+    pub target: String,
+    /// Tokens to prepend (found greedily, one round each).
+    #[arg(long, default_value_t = 1)]
+    pub tokens: usize,
+    /// Candidates scored per forward.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs `cargo xtask prepend`.
+pub fn run(a: PrependArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let (lm, backend) = open(&a.model)?;
+    let target = lm.tokenizer.encode(&a.target, false)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("searching [{bar:40}] {pos}/{len} candidates ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let found = prepend_search(&lm.model, &target, a.tokens, a.batch, &mut |d, t| {
+        bar.set_length(t as u64);
+        bar.set_position(d as u64);
+    })?;
+    bar.finish();
+    let prefix_tokens = lm.tokenizer.str_tokens(&found.prefix)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let result = serde_json::json!({
+        "experiment": "prepend_search",
+        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
+        "target": a.target, "target_ids": target, "batch": a.batch,
+        "prefix_ids": found.prefix, "prefix_tokens": prefix_tokens, "rounds": found.rounds,
+        "seconds_total": started.elapsed().as_secs_f64(),
+    });
+    std::fs::write(
+        a.out.join("result.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    let last = found.rounds.last().expect("at least one round");
+    eprintln!(
+        "prefix {:?} gives {:?} a perplexity of {:.3}; wrote {}/result.json",
+        prefix_tokens.concat(),
+        a.target,
+        last.perplexity,
+        a.out.display()
+    );
+    Ok(())
+}
