@@ -9,6 +9,7 @@ mod npy;
 mod prepend;
 mod recipe;
 mod report;
+mod steer;
 mod trace;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,8 @@ enum Command {
     Lens(lens::LensArgs),
     /// The token(s) that, prepended to a target string, minimise its perplexity.
     Prepend(prepend::PrependArgs),
+    /// A steering vector from two prompts, and generation with and without it.
+    Steer(steer::SteerArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
     Run(recipe::RunArgs),
 }
@@ -220,6 +223,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Attribute(a) => attribute::run(a),
         Command::AttributeLayers(a) => layers::run(a),
         Command::Prepend(a) => prepend::run(a),
+        Command::Steer(a) => steer::run(a),
         Command::Run(a) => recipe::run(a),
     }
 }

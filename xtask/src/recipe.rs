@@ -100,6 +100,7 @@ fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::Attribute(a) => Some(a.out.clone()),
         Command::AttributeLayers(a) => Some(a.out.clone()),
         Command::Prepend(a) => Some(a.out.clone()),
+        Command::Steer(a) => Some(a.out.clone()),
         _ => None,
     }
 }
@@ -166,7 +167,8 @@ mod tests {
                 "attribution-patching.toml",
                 "causal-trace.toml",
                 "logit-lens.toml",
-                "prepend-search.toml"
+                "prepend-search.toml",
+                "steering.toml"
             ]
         );
         let text = std::fs::read_to_string(root.join("recipes/causal-trace.toml")).unwrap();

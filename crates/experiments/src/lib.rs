@@ -13,6 +13,7 @@ pub mod error;
 pub mod lens;
 pub mod patching;
 pub mod search;
+pub mod steering;
 pub mod tracing;
 
 pub use attribute::{
@@ -27,6 +28,7 @@ pub use patching::{
     patch_sweep, patch_sweep_with,
 };
 pub use search::{PrependRound, PrependSearch, prepend_losses, prepend_search};
+pub use steering::{Steered, steer_generation, steering_vector};
 pub use tracing::{
     CausalTrace, GroupEffect, IndirectEffects, NoiseSpec, TOKEN_GROUPS, TokenTable, TraceConfig,
     TraceKind, TracePrompt, TraceTable, average_indirect_effect, causal_trace, group_rollup,

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use crate::batch::TokenBatch;
 use crate::cache::KvCache;
 use crate::error::{Error, Result};
-use crate::hook::NoHooks;
+use crate::hook::{Hooks, NoHooks};
 use crate::model::Gpt2;
 
 /// When beam search stops (Hugging Face's `early_stopping`).
@@ -82,7 +82,7 @@ impl Default for GenerationConfig {
 }
 
 /// One generated continuation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Generated {
     /// The new tokens (the prompt excluded), ending with EOS if it was produced.
     pub tokens: Vec<u32>,
@@ -103,6 +103,22 @@ impl Gpt2 {
     /// options (temperature ≤ 0, `top_p` outside (0, 1], `num_return_sequences` that the
     /// strategy cannot give).
     pub fn generate(&self, prompt: &[u32], config: &GenerationConfig) -> Result<Vec<Generated>> {
+        self.generate_with_hooks(prompt, config, &mut NoHooks)
+    }
+
+    /// [`Gpt2::generate`] with `hooks` active in every forward pass (e.g. a steering vector
+    /// added at a hook point). With the KV cache, each pass after the first sees only the new
+    /// tokens, so a hook acting at every position acts on each token once, as it would on the
+    /// whole sequence.
+    ///
+    /// # Errors
+    /// As [`Gpt2::generate`], and errors raised by hooks.
+    pub fn generate_with_hooks(
+        &self,
+        prompt: &[u32],
+        config: &GenerationConfig,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Vec<Generated>> {
         if prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }
@@ -125,7 +141,7 @@ impl Gpt2 {
                         "greedy search returns one sequence; use sampling or beam search for num_return_sequences > 1".into(),
                     ));
                 }
-                self.sample_loop(prompt, config, None)
+                self.sample_loop(prompt, config, None, hooks)
             }
             Strategy::Sample {
                 temperature,
@@ -152,7 +168,7 @@ impl Gpt2 {
                     top_k: *top_k,
                     top_p: *top_p,
                 };
-                self.sample_loop(prompt, config, Some(filter))
+                self.sample_loop(prompt, config, Some(filter), hooks)
             }
             Strategy::Beam {
                 num_beams,
@@ -165,7 +181,14 @@ impl Gpt2 {
                         config.num_return_sequences
                     )));
                 }
-                self.beam_search(prompt, config, *num_beams, *early_stopping, *length_penalty)
+                self.beam_search(
+                    prompt,
+                    config,
+                    *num_beams,
+                    *early_stopping,
+                    *length_penalty,
+                    hooks,
+                )
             }
         }
     }
@@ -188,11 +211,12 @@ impl Gpt2 {
         prompt: &[u32],
         config: &GenerationConfig,
         filter: Option<SampleFilter>,
+        hooks: &mut dyn Hooks,
     ) -> Result<Vec<Generated>> {
         let n = config.num_return_sequences;
         let mut rng = StdRng::seed_from_u64(config.seed);
         let mut cache = KvCache::new(self.config.n_layer, 1);
-        let logits = self.forward(&TokenBatch::single(prompt)?, Some(&mut cache), &mut NoHooks)?;
+        let logits = self.forward(&TokenBatch::single(prompt)?, Some(&mut cache), hooks)?;
         let first = self.last_logits(logits).remove(0);
         let mut cache = cache.select_rows(&vec![0; n])?;
         let mut rows = vec![first; n];
@@ -228,7 +252,7 @@ impl Gpt2 {
                 break;
             }
             let batch = TokenBatch::new(next.into_iter().map(|t| vec![t]).collect(), None)?;
-            let logits = self.forward(&batch, Some(&mut cache), &mut NoHooks)?;
+            let logits = self.forward(&batch, Some(&mut cache), hooks)?;
             rows = self.last_logits(logits);
         }
         Ok(out)
@@ -244,6 +268,7 @@ impl Gpt2 {
         n: usize,
         early_stopping: EarlyStopping,
         length_penalty: f32,
+        hooks: &mut dyn Hooks,
     ) -> Result<Vec<Generated>> {
         let max_new = config.max_new_tokens;
         if max_new == 0 {
@@ -258,7 +283,7 @@ impl Gpt2 {
         }
         let k = 2 * n;
         let mut cache = KvCache::new(self.config.n_layer, 1);
-        let logits = self.forward(&TokenBatch::single(prompt)?, Some(&mut cache), &mut NoHooks)?;
+        let logits = self.forward(&TokenBatch::single(prompt)?, Some(&mut cache), hooks)?;
         let first = self.last_logits(logits).remove(0);
         let mut cache = cache.select_rows(&vec![0; n])?;
         let mut rows = vec![first; n];
@@ -368,7 +393,7 @@ impl Gpt2 {
                     .collect(),
                 None,
             )?;
-            let logits = self.forward(&batch, Some(&mut cache), &mut NoHooks)?;
+            let logits = self.forward(&batch, Some(&mut cache), hooks)?;
             rows = self.last_logits(logits);
         }
         Ok(finished

@@ -1,0 +1,109 @@
+//! `cargo xtask steer`: a steering vector from two prompts' activations at a hook point, and
+//! generation with and without it, side by side (terminal, result.json, index.html).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burnlens_experiments::{steer_generation, steering_vector};
+use burnlens_model::{GenerationConfig, HookPoint, Strategy};
+use clap::Args;
+
+use crate::report::escape;
+use crate::{ModelArgs, git_commit, open};
+
+/// Options of `cargo xtask steer`.
+#[derive(Args)]
+pub struct SteerArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt to continue.
+    #[arg(long)]
+    pub prompt: String,
+    /// The prompt whose activation the vector points towards ("Love").
+    #[arg(long)]
+    pub positive: String,
+    /// The prompt it points away from ("Hate").
+    #[arg(long)]
+    pub negative: String,
+    /// The hook point, e.g. blocks.10.hook_attn_out or blocks.6.hook_resid_pre.
+    #[arg(long)]
+    pub point: String,
+    /// The multiple of the vector added at every position.
+    #[arg(long, default_value_t = 4.0)]
+    pub coefficient: f32,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 20)]
+    pub max_new_tokens: usize,
+    /// Sample (seeded) instead of greedy decoding, at this temperature.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Runs `cargo xtask steer`.
+pub fn run(a: SteerArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let (lm, backend) = open(&a.model)?;
+    let tok = &lm.tokenizer;
+    let point: HookPoint = a.point.parse()?;
+    let enc = |s: &str| tok.encode(s, a.model.prepend_bos);
+    let vector = steering_vector(
+        &lm.model,
+        &enc(&a.positive)?,
+        &enc(&a.negative)?,
+        point,
+        None,
+    )?;
+    let cfg = GenerationConfig {
+        max_new_tokens: a.max_new_tokens,
+        strategy: match a.temperature {
+            Some(temperature) => Strategy::Sample {
+                temperature,
+                top_k: None,
+                top_p: None,
+            },
+            None => Strategy::Greedy,
+        },
+        seed: a.seed,
+        eos_token_id: lm.model.config.eos_token_id.or(tok.endoftext_id()),
+        ..GenerationConfig::default()
+    };
+    let prompt = enc(&a.prompt)?;
+    let s = steer_generation(&lm.model, &prompt, &cfg, point, &vector, a.coefficient)?;
+    let text = |g: &[burnlens_model::Generated]| -> Result<String> {
+        Ok(format!("{}{}", a.prompt, tok.decode(&g[0].tokens)?))
+    };
+    let (plain, steered) = (text(&s.plain)?, text(&s.steered)?);
+    println!("without: {plain}\n   with: {steered}");
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let norm = vector.clone().square().sum().sqrt().into_scalar::<f32>();
+    let result = serde_json::json!({
+        "experiment": "steering",
+        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
+        "prompt": a.prompt, "positive": a.positive, "negative": a.negative, "point": point,
+        "coefficient": a.coefficient, "vector_norm": norm, "temperature": a.temperature,
+        "seed": a.seed, "plain": s.plain, "steered": s.steered,
+        "plain_text": plain, "steered_text": steered,
+        "seconds_total": started.elapsed().as_secs_f64(),
+    });
+    std::fs::write(
+        a.out.join("result.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Steering</title></head>\n<body style=\"font-family: sans-serif\">\n<h1>Steering</h1>\n<p>{} × ({:?} − {:?}) at {point} (norm {norm:.3})</p>\n<table border=\"1\" cellpadding=\"6\"><tr><th>without</th><th>with</th></tr><tr><td>{}</td><td>{}</td></tr></table>\n<p><a href=\"result.json\">result.json</a></p></body></html>\n",
+        a.coefficient,
+        escape(&a.positive),
+        escape(&a.negative),
+        escape(&plain),
+        escape(&steered)
+    );
+    std::fs::write(a.out.join("index.html"), html)?;
+    eprintln!("wrote {}/{{result.json, index.html}}", a.out.display());
+    Ok(())
+}
