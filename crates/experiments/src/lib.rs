@@ -12,6 +12,7 @@ mod batched;
 pub mod error;
 pub mod lens;
 pub mod patching;
+pub mod probe;
 pub mod search;
 pub mod steering;
 pub mod tracing;
@@ -26,6 +27,9 @@ pub use lens::{LogitLens, logit_lens, output_probs};
 pub use patching::{
     Engine, LastPosition, NormalizedLogitDiff, PatchIndex, PatchMetric, PatchResult, Sweep,
     patch_sweep, patch_sweep_with,
+};
+pub use probe::{
+    EditReport, EmbeddingEdit, PositionPool, candidate_pools, edit_embeddings, pool_jaccard,
 };
 pub use search::{PrependRound, PrependSearch, prepend_losses, prepend_search};
 pub use steering::{Steered, steer_generation, steering_vector};
