@@ -10,6 +10,7 @@ pub mod attribute;
 pub mod attribution;
 mod batched;
 pub mod error;
+pub mod heads;
 pub mod lens;
 pub mod patching;
 pub mod probe;
@@ -23,6 +24,7 @@ pub use attribute::{
 };
 pub use attribution::{attribution_patch, pearson};
 pub use error::{Error, Result};
+pub use heads::{AttentionHit, HeadReport, HeadScan, HeadScanOptions, row_multiples};
 pub use lens::{LogitLens, logit_lens, output_probs};
 pub use patching::{
     Engine, LastPosition, NormalizedLogitDiff, PatchIndex, PatchMetric, PatchResult, Sweep,

@@ -1,0 +1,321 @@
+//! Attention-head analysis over a stream of texts: for every (layer, head), the attention each
+//! key token receives as a multiple of its query row's average (a weight of 0.2 in a row of 10
+//! visible tokens is a multiple of 2), with the top-N and bottom-N multiples, the top for a
+//! given token, seeded random samples above average, and how concentrated each head is.
+//!
+//! Texts are scanned one forward pass at a time by a hook set that reduces each layer's
+//! `attn.hook_pattern` into bounded per-head summaries as the forward produces it and keeps
+//! nothing else, so memory does not grow with the number of texts.
+
+use burn::tensor::Tensor;
+use burnlens_model::{Gpt2, HookPoint, Hooks, TokenBatch};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// What to collect per head.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeadScanOptions {
+    /// Entries kept in each top / bottom / token / random list.
+    pub n: usize,
+    /// Leave out the first token as a key (it often soaks up attention) and renormalise each
+    /// row over the other visible keys.
+    pub suppress_first: bool,
+    /// Also keep the top multiples received by this key token.
+    pub token: Option<u32>,
+    /// Seed of the random samples above average.
+    pub seed: u64,
+}
+
+impl Default for HeadScanOptions {
+    fn default() -> Self {
+        Self {
+            n: 10,
+            suppress_first: false,
+            token: None,
+            seed: 0,
+        }
+    }
+}
+
+/// One attention weight: text, query and key positions, the weight and its multiple of the
+/// row's average.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AttentionHit {
+    /// Index of the text in the scan.
+    pub text: usize,
+    /// Query (destination) position.
+    pub query: usize,
+    /// Key (source) position.
+    pub key: usize,
+    /// The attention weight (renormalised when the first token is suppressed).
+    pub weight: f32,
+    /// `weight × visible keys in the row`.
+    pub multiple: f32,
+}
+
+/// The multiples of one attention row `weights[0..=query]` (causal), as
+/// `(key, weight, multiple)`; with `suppress_first`, key 0 is left out and the rest
+/// renormalised (a row with only key 0 then has nothing).
+pub fn row_multiples(weights: &[f32], suppress_first: bool) -> Vec<(usize, f32, f32)> {
+    let start = usize::from(suppress_first);
+    if weights.len() <= start {
+        return Vec::new();
+    }
+    let keys = &weights[start..];
+    let mass: f32 = if suppress_first {
+        keys.iter().sum()
+    } else {
+        1.0
+    };
+    let n = keys.len() as f32;
+    keys.iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            let w = if mass > 0.0 { w / mass } else { 0.0 };
+            (i + start, w, w * n)
+        })
+        .collect()
+}
+
+/// A bounded list keeping the `n` best hits under `better`.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Best {
+    hits: Vec<AttentionHit>,
+}
+
+impl Best {
+    fn offer(
+        &mut self,
+        hit: AttentionHit,
+        n: usize,
+        better: fn(&AttentionHit, &AttentionHit) -> bool,
+    ) {
+        if n == 0 {
+            return;
+        }
+        if self.hits.len() == n && !better(&hit, self.hits.last().expect("n > 0")) {
+            return;
+        }
+        let at = self.hits.partition_point(|h| !better(&hit, h));
+        self.hits.insert(at, hit);
+        self.hits.truncate(n);
+    }
+}
+
+fn higher(a: &AttentionHit, b: &AttentionHit) -> bool {
+    a.multiple > b.multiple
+}
+
+fn lower(a: &AttentionHit, b: &AttentionHit) -> bool {
+    a.multiple < b.multiple
+}
+
+/// One head's running summary.
+#[derive(Debug, Clone, Default)]
+struct HeadState {
+    top: Best,
+    bottom: Best,
+    token: Best,
+    /// Reservoir sample of hits above average.
+    random: Vec<AttentionHit>,
+    above_seen: u64,
+    rows: u64,
+    sum_max_multiple: f64,
+    sum_entropy: f64,
+}
+
+/// One head's report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeadReport {
+    /// Layer.
+    pub layer: usize,
+    /// Head.
+    pub head: usize,
+    /// Highest multiples, highest first.
+    pub top: Vec<AttentionHit>,
+    /// Lowest multiples, lowest first.
+    pub bottom: Vec<AttentionHit>,
+    /// Highest multiples received by the option's token.
+    pub top_for_token: Vec<AttentionHit>,
+    /// A seeded uniform sample of the hits above average (multiple > 1).
+    pub random_above: Vec<AttentionHit>,
+    /// Query rows seen.
+    pub rows: u64,
+    /// Mean over rows of the largest multiple (higher = more concentrated).
+    pub mean_max_multiple: f32,
+    /// Mean over rows of the attention entropy in nats (lower = more concentrated).
+    pub mean_entropy: f32,
+}
+
+/// The scan's state over all heads; feed texts with [`HeadScan::add`], read with
+/// [`HeadScan::report`] and [`HeadScan::ranking`].
+#[derive(Debug)]
+pub struct HeadScan {
+    options: HeadScanOptions,
+    n_layers: usize,
+    n_heads: usize,
+    heads: Vec<HeadState>,
+    texts: Vec<Vec<u32>>,
+    rng: StdRng,
+}
+
+impl HeadScan {
+    /// An empty scan for `model`'s heads.
+    pub fn new(model: &Gpt2, options: HeadScanOptions) -> Self {
+        let (n_layers, n_heads) = (model.config.n_layer, model.config.n_head);
+        Self {
+            rng: StdRng::seed_from_u64(options.seed),
+            options,
+            n_layers,
+            n_heads,
+            heads: vec![HeadState::default(); n_layers * n_heads],
+            texts: Vec::new(),
+        }
+    }
+
+    /// The token ids of every text scanned so far (for showing a hit's context).
+    pub fn texts(&self) -> &[Vec<u32>] {
+        &self.texts
+    }
+
+    /// Scans one text: one forward pass whose attention patterns are reduced into the
+    /// summaries layer by layer.
+    ///
+    /// # Errors
+    /// An empty or too long text, and forward errors.
+    pub fn add(&mut self, model: &Gpt2, ids: &[u32]) -> Result<()> {
+        let text = self.texts.len();
+        let mut hooks = PatternSink {
+            scan: self,
+            text,
+            ids,
+        };
+        model.forward(&TokenBatch::single(ids)?, None, &mut hooks)?;
+        self.texts.push(ids.to_vec());
+        Ok(())
+    }
+
+    fn absorb(&mut self, layer: usize, text: usize, ids: &[u32], pattern: &[f32], t: usize) {
+        let opts = self.options.clone();
+        let is_token: Vec<bool> = ids.iter().map(|&i| Some(i) == opts.token).collect();
+        for h in 0..self.n_heads {
+            let state = &mut self.heads[layer * self.n_heads + h];
+            for q in 0..t {
+                let row = &pattern[(h * t + q) * t..(h * t + q) * t + q + 1];
+                let multiples = row_multiples(row, opts.suppress_first);
+                if multiples.is_empty() {
+                    continue;
+                }
+                state.rows += 1;
+                let mut max_m = 0.0f32;
+                let mut entropy = 0.0f64;
+                for &(key, weight, multiple) in &multiples {
+                    max_m = max_m.max(multiple);
+                    if weight > 0.0 {
+                        entropy -= f64::from(weight) * f64::from(weight).ln();
+                    }
+                    let hit = AttentionHit {
+                        text,
+                        query: q,
+                        key,
+                        weight,
+                        multiple,
+                    };
+                    state.top.offer(hit, opts.n, higher);
+                    state.bottom.offer(hit, opts.n, lower);
+                    if is_token[key] {
+                        state.token.offer(hit, opts.n, higher);
+                    }
+                    if multiple > 1.0 {
+                        state.above_seen += 1;
+                        if state.random.len() < opts.n {
+                            state.random.push(hit);
+                        } else if opts.n > 0 {
+                            let j = self.rng.random_range(0..state.above_seen);
+                            if (j as usize) < opts.n {
+                                state.random[j as usize] = hit;
+                            }
+                        }
+                    }
+                }
+                state.sum_max_multiple += f64::from(max_m);
+                state.sum_entropy += entropy;
+            }
+        }
+    }
+
+    /// The report of one head.
+    ///
+    /// # Errors
+    /// A layer or head outside the model.
+    pub fn report(&self, layer: usize, head: usize) -> Result<HeadReport> {
+        if layer >= self.n_layers || head >= self.n_heads {
+            return Err(Error::Invalid(format!(
+                "head L{layer}H{head} is outside a model of {} layers × {} heads",
+                self.n_layers, self.n_heads
+            )));
+        }
+        let s = &self.heads[layer * self.n_heads + head];
+        let rows = s.rows.max(1) as f64;
+        let mut random = s.random.clone();
+        random.sort_by_key(|h| (h.text, h.query, h.key));
+        Ok(HeadReport {
+            layer,
+            head,
+            top: s.top.hits.clone(),
+            bottom: s.bottom.hits.clone(),
+            top_for_token: s.token.hits.clone(),
+            random_above: random,
+            rows: s.rows,
+            mean_max_multiple: (s.sum_max_multiple / rows) as f32,
+            mean_entropy: (s.sum_entropy / rows) as f32,
+        })
+    }
+
+    /// Every head ranked by concentration: highest mean maximum multiple first, as
+    /// `(layer, head, mean max multiple, mean entropy)`.
+    pub fn ranking(&self) -> Vec<(usize, usize, f32, f32)> {
+        let mut out: Vec<(usize, usize, f32, f32)> = (0..self.n_layers)
+            .flat_map(|l| (0..self.n_heads).map(move |h| (l, h)))
+            .map(|(l, h)| {
+                let r = self.report(l, h).expect("in range");
+                (l, h, r.mean_max_multiple, r.mean_entropy)
+            })
+            .collect();
+        out.sort_by(|a, b| b.2.total_cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
+        out
+    }
+}
+
+/// The hook set of one scanned text: reduces each layer's pattern as it is produced.
+struct PatternSink<'a> {
+    scan: &'a mut HeadScan,
+    text: usize,
+    ids: &'a [u32],
+}
+
+impl Hooks for PatternSink<'_> {
+    fn is_active(&self, point: HookPoint) -> bool {
+        matches!(point, HookPoint::Pattern(_))
+    }
+
+    fn hook3(&mut self, _point: HookPoint, act: Tensor<3>) -> burnlens_model::Result<Tensor<3>> {
+        Ok(act)
+    }
+
+    fn hook4(&mut self, point: HookPoint, act: Tensor<4>) -> burnlens_model::Result<Tensor<4>> {
+        if let HookPoint::Pattern(layer) = point {
+            let [_, _, t, _] = act.dims();
+            let host: Vec<f32> = act
+                .to_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("float pattern");
+            self.scan.absorb(layer, self.text, self.ids, &host, t);
+        }
+        Ok(act)
+    }
+}
