@@ -3,6 +3,7 @@
 
 mod attribute;
 mod facts;
+mod heads;
 mod layers;
 mod lens;
 mod npy;
@@ -63,6 +64,8 @@ enum Command {
     Prepend(prepend::PrependArgs),
     /// A steering vector from two prompts, and generation with and without it.
     Steer(steer::SteerArgs),
+    /// Attention-head analysis over a text file: concentration ranking and one head's patterns.
+    Heads(heads::HeadsArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
     Run(recipe::RunArgs),
 }
@@ -224,6 +227,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::AttributeLayers(a) => layers::run(a),
         Command::Prepend(a) => prepend::run(a),
         Command::Steer(a) => steer::run(a),
+        Command::Heads(a) => heads::run(a),
         Command::Run(a) => recipe::run(a),
     }
 }

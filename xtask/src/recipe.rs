@@ -101,6 +101,7 @@ fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::AttributeLayers(a) => Some(a.out.clone()),
         Command::Prepend(a) => Some(a.out.clone()),
         Command::Steer(a) => Some(a.out.clone()),
+        Command::Heads(a) => Some(a.out.clone()),
         _ => None,
     }
 }
@@ -166,6 +167,7 @@ mod tests {
                 "attribute.toml",
                 "attribution-patching.toml",
                 "causal-trace.toml",
+                "heads.toml",
                 "logit-lens.toml",
                 "prepend-search.toml",
                 "steering.toml"

@@ -1,0 +1,207 @@
+//! `cargo xtask heads`: attention-head analysis over a text file, streamed one text at a time:
+//! heads ranked by concentration, and for one head the top / bottom multiples of the row
+//! average with their context, the top for a token and random samples above average; a
+//! terminal table, result.json and index.html, plus the prompt that asks a language model to
+//! describe the head.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burnlens_datasets::read_texts;
+use burnlens_experiments::{AttentionHit, HeadScan, HeadScanOptions};
+use burnlens_model::Gpt2Tokenizer;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::report::escape;
+use crate::{ModelArgs, git_commit, open};
+
+/// Options of `cargo xtask heads`.
+#[derive(Args)]
+pub struct HeadsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Texts: a .txt file (blank-line separated) or .jsonl / .json with a "text" field.
+    #[arg(long)]
+    pub texts: PathBuf,
+    /// At most this many texts.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Tokens kept per text (longer texts are cut).
+    #[arg(long, default_value_t = 1024)]
+    pub max_len: usize,
+    /// The head to report on (default: the most concentrated one).
+    #[arg(long, requires = "head")]
+    pub layer: Option<usize>,
+    /// The head's index within its layer.
+    #[arg(long, requires = "layer")]
+    pub head: Option<usize>,
+    /// Entries per list.
+    #[arg(long, default_value_t = 10)]
+    pub n: usize,
+    /// Leave the first token out as a key and renormalise the rest.
+    #[arg(long)]
+    pub suppress_first: bool,
+    /// Also list the top multiples received by this token (e.g. " the").
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Seed of the random samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// A hit with its context: the text from a few tokens before the key to the query, the key
+/// in [brackets] and the query in <angle brackets>.
+fn context(tok: &Gpt2Tokenizer, ids: &[u32], h: &AttentionHit) -> Result<String> {
+    let start = h.key.saturating_sub(4);
+    let mut s = String::new();
+    for (i, t) in tok.str_tokens(&ids[start..=h.query])?.iter().enumerate() {
+        let p = start + i;
+        let _ = match (p == h.key, p == h.query) {
+            (true, true) => write!(s, "<[{t}]>"),
+            (true, false) => write!(s, "[{t}]"),
+            (false, true) => write!(s, "<{t}>"),
+            _ => write!(s, "{t}"),
+        };
+    }
+    Ok(s)
+}
+
+/// Runs `cargo xtask heads`.
+pub fn run(a: HeadsArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let (lm, backend) = open(&a.model)?;
+    let tok = &lm.tokenizer;
+    let mut texts = read_texts(&a.texts)?;
+    if let Some(n) = a.limit {
+        texts.truncate(n);
+    }
+    if texts.is_empty() {
+        bail!("{} has no texts", a.texts.display());
+    }
+    let max_len = a.max_len.min(lm.model.config.n_positions);
+    let token = a
+        .token
+        .as_deref()
+        .map(|t| tok.single_token(t))
+        .transpose()
+        .context("--token must be one token")?;
+    let mut scan = HeadScan::new(
+        &lm.model,
+        HeadScanOptions {
+            n: a.n,
+            suppress_first: a.suppress_first,
+            token,
+            seed: a.seed,
+        },
+    );
+    let bar = ProgressBar::new(texts.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("scanning [{bar:40}] {pos}/{len} texts ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    for text in &texts {
+        let mut ids = tok.encode(text, a.model.prepend_bos)?;
+        ids.truncate(max_len);
+        scan.add(&lm.model, &ids)?;
+        bar.inc(1);
+    }
+    bar.finish();
+    let ranking = scan.ranking();
+    let (layer, head) = match (a.layer, a.head) {
+        (Some(l), Some(h)) => (l, h),
+        _ => (ranking[0].0, ranking[0].1),
+    };
+    let report = scan.report(layer, head)?;
+    let lists = [
+        ("top", &report.top),
+        ("bottom", &report.bottom),
+        ("top for token", &report.top_for_token),
+        ("random above average", &report.random_above),
+    ];
+    println!(
+        "L{layer}H{head}: {} rows, mean max multiple {:.2}, mean entropy {:.3}",
+        report.rows, report.mean_max_multiple, report.mean_entropy
+    );
+    let mut html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Head L{layer}H{head}</title></head>\n<body style=\"font-family: sans-serif\">\n<h1>Attention head L{layer}H{head}</h1>\n<p>{} texts; key in [brackets], query in &lt;angle brackets&gt;; multiple = weight × visible keys.</p>\n",
+        texts.len()
+    );
+    let mut json_lists = serde_json::Map::new();
+    for (name, hits) in lists {
+        if hits.is_empty() {
+            continue;
+        }
+        println!("\n{name}:\n{:>8}  {:>7}  context", "multiple", "weight");
+        let _ = writeln!(
+            html,
+            "<h2>{}</h2>\n<table border=\"1\" cellpadding=\"4\"><tr><th>multiple</th><th>weight</th><th>context</th></tr>",
+            escape(name)
+        );
+        let mut entries = Vec::new();
+        for h in hits.iter() {
+            let ctx = context(tok, &scan.texts()[h.text], h)?;
+            println!("{:>8.2}  {:>7.4}  {ctx:?}", h.multiple, h.weight);
+            let _ = writeln!(
+                html,
+                "<tr><td>{:.2}</td><td>{:.4}</td><td><code>{}</code></td></tr>",
+                h.multiple,
+                h.weight,
+                escape(&ctx)
+            );
+            entries.push(serde_json::json!({"hit": h, "context": ctx}));
+        }
+        html.push_str("</table>\n");
+        json_lists.insert(name.replace(' ', "_"), serde_json::Value::Array(entries));
+    }
+    html.push_str("<h2>Heads by concentration</h2>\n<table border=\"1\" cellpadding=\"4\"><tr><th>head</th><th>mean max multiple</th><th>mean entropy</th></tr>\n");
+    for (l, h, m, e) in &ranking {
+        let _ = writeln!(
+            html,
+            "<tr><td>L{l}H{h}</td><td>{m:.2}</td><td>{e:.3}</td></tr>"
+        );
+    }
+    html.push_str("</table>\n<p><a href=\"result.json\">result.json</a></p></body></html>\n");
+    // The prompt a language model would be asked to describe the head with.
+    let mut prompt = format!(
+        "Below are examples of where attention head L{layer}H{head} of a GPT-2 model attends. In each, the token that receives the attention is in [brackets] and the token that attends is in <angle brackets>; the number is how many times more attention than average it gets.\n\n"
+    );
+    for h in report.top.iter().chain(&report.random_above) {
+        let _ = writeln!(
+            prompt,
+            "{:.1}: {}",
+            h.multiple,
+            context(tok, &scan.texts()[h.text], h)?
+        );
+    }
+    prompt.push_str("\nIn one or two sentences, what does this head do?\n");
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    std::fs::write(a.out.join("describe_prompt.txt"), &prompt)?;
+    let result = serde_json::json!({
+        "experiment": "attention_heads",
+        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
+        "texts_file": a.texts, "texts": texts.len(), "max_len": max_len,
+        "suppress_first": a.suppress_first, "token": a.token, "seed": a.seed, "n": a.n,
+        "layer": layer, "head": head, "rows": report.rows,
+        "mean_max_multiple": report.mean_max_multiple, "mean_entropy": report.mean_entropy,
+        "lists": json_lists,
+        "ranking": ranking.iter().map(|(l, h, m, e)| serde_json::json!({"layer": l, "head": h, "mean_max_multiple": m, "mean_entropy": e})).collect::<Vec<_>>(),
+        "describe_prompt": prompt,
+        "seconds_total": started.elapsed().as_secs_f64(),
+    });
+    std::fs::write(
+        a.out.join("result.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    std::fs::write(a.out.join("index.html"), html)?;
+    eprintln!(
+        "wrote {}/{{result.json, index.html, describe_prompt.txt}}",
+        a.out.display()
+    );
+    Ok(())
+}
