@@ -14,6 +14,7 @@ use burnlens_model::Gpt2Tokenizer;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::llm::ChatEndpoint;
 use crate::report::escape;
 use crate::{ModelArgs, git_commit, open};
 
@@ -49,6 +50,14 @@ pub struct HeadsArgs {
     /// Seed of the random samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// An OpenAI-compatible endpoint (e.g. https://api.openai.com/v1) to ask for a
+    /// description of the head; also `BURNLENS_LLM_URL`. The key comes from
+    /// `BURNLENS_LLM_API_KEY` or `OPENAI_API_KEY`. Without one, the prompt is printed.
+    #[arg(long)]
+    pub llm_url: Option<String>,
+    /// The model name sent to the endpoint.
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub llm_model: String,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -182,6 +191,21 @@ pub fn run(a: HeadsArgs) -> Result<()> {
     prompt.push_str("\nIn one or two sentences, what does this head do?\n");
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     std::fs::write(a.out.join("describe_prompt.txt"), &prompt)?;
+    let description = match ChatEndpoint::from_flags(a.llm_url.as_deref(), &a.llm_model) {
+        Some(endpoint) => {
+            let d = endpoint.complete(&prompt)?;
+            println!(
+                "
+description ({}): {d}",
+                endpoint.model
+            );
+            Some(d)
+        }
+        None => {
+            println!("\nno --llm-url: the prompt that would describe the head:\n{prompt}");
+            None
+        }
+    };
     let result = serde_json::json!({
         "experiment": "attention_heads",
         "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
@@ -191,7 +215,7 @@ pub fn run(a: HeadsArgs) -> Result<()> {
         "mean_max_multiple": report.mean_max_multiple, "mean_entropy": report.mean_entropy,
         "lists": json_lists,
         "ranking": ranking.iter().map(|(l, h, m, e)| serde_json::json!({"layer": l, "head": h, "mean_max_multiple": m, "mean_entropy": e})).collect::<Vec<_>>(),
-        "describe_prompt": prompt,
+        "describe_prompt": prompt, "description": description,
         "seconds_total": started.elapsed().as_secs_f64(),
     });
     std::fs::write(

@@ -6,6 +6,7 @@ mod facts;
 mod heads;
 mod layers;
 mod lens;
+mod llm;
 mod npy;
 mod prepend;
 mod recipe;
