@@ -9,6 +9,7 @@ mod lens;
 mod llm;
 mod npy;
 mod prepend;
+mod probe;
 mod recipe;
 mod report;
 mod steer;
@@ -67,6 +68,8 @@ enum Command {
     Steer(steer::SteerArgs),
     /// Attention-head analysis over a text file: concentration ranking and one head's patterns.
     Heads(heads::HeadsArgs),
+    /// Candidates at every position, pool similarity, and embedding swaps or noise.
+    Probe(probe::ProbeArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
     Run(recipe::RunArgs),
 }
@@ -229,6 +232,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Prepend(a) => prepend::run(a),
         Command::Steer(a) => steer::run(a),
         Command::Heads(a) => heads::run(a),
+        Command::Probe(a) => probe::run(a),
         Command::Run(a) => recipe::run(a),
     }
 }

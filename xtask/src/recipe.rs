@@ -102,6 +102,7 @@ fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::Prepend(a) => Some(a.out.clone()),
         Command::Steer(a) => Some(a.out.clone()),
         Command::Heads(a) => Some(a.out.clone()),
+        Command::Probe(a) => Some(a.out.clone()),
         _ => None,
     }
 }
@@ -170,6 +171,7 @@ mod tests {
                 "heads.toml",
                 "logit-lens.toml",
                 "prepend-search.toml",
+                "probe.toml",
                 "steering.toml"
             ]
         );
