@@ -15,9 +15,9 @@ typeguard 4.x, so install Inseq with `--no-deps` (see README.md in this folder).
 Usage: HF_HUB_OFFLINE=1 python attribution_reference.py [--model DIR] [--out DIR]
 """
 
-import argparse
 import json
 import os
+import sys
 import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,6 +27,9 @@ warnings.filterwarnings("ignore")
 import inseq  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hooks_reference import fixture_args  # noqa: E402
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
 
 PROMPT = "The Louvre is located in the city of"
@@ -58,11 +61,7 @@ LAYER = {"module": "transformer.h.0.mlp", "hook": "blocks.0.hook_mlp_out"}
 
 
 def main() -> None:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=os.path.join(root, "fixtures", "tiny-gpt2"))
-    ap.add_argument("--out", default=os.path.join(root, "fixtures", "reference", "tiny-gpt2"))
-    args = ap.parse_args()
+    args = fixture_args()
     special = "<|endoftext|>"
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(args.model, "tokenizer.json"),
                                   eos_token=special, bos_token=special, unk_token=special)

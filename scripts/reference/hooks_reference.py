@@ -57,6 +57,16 @@ PROCESSED_HOOKS = [
 ]
 
 
+def fixture_args(description=None):
+    """`--model` (default fixtures/tiny-gpt2) and `--out` (default fixtures/reference/tiny-gpt2),
+    the options every reference script takes."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", default=os.path.join(root, "fixtures", "tiny-gpt2"))
+    ap.add_argument("--out", default=os.path.join(root, "fixtures", "reference", "tiny-gpt2"))
+    return ap.parse_args()
+
+
 def load_tl(model_dir, **processing):
     hf = GPT2LMHeadModel.from_pretrained(model_dir, local_files_only=True).eval()
     c = hf.config
@@ -77,11 +87,7 @@ def load_tl(model_dir, **processing):
 
 
 def main() -> None:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=os.path.join(root, "fixtures", "tiny-gpt2"))
-    ap.add_argument("--out", default=os.path.join(root, "fixtures", "reference", "tiny-gpt2"))
-    args = ap.parse_args()
+    args = fixture_args()
     torch.manual_seed(0)
 
     tl = load_tl(args.model)

@@ -8,7 +8,6 @@ the labels, and the probabilities `[readouts, pos, vocab]`.
 Usage: HF_HUB_OFFLINE=1 python lens_reference.py [--model DIR] [--out DIR]
 """
 
-import argparse
 import json
 import os
 import sys
@@ -20,15 +19,11 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hooks_reference import load_tl  # noqa: E402
+from hooks_reference import fixture_args, load_tl  # noqa: E402
 
 
 def main() -> None:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=os.path.join(root, "fixtures", "tiny-gpt2"))
-    ap.add_argument("--out", default=os.path.join(root, "fixtures", "reference", "tiny-gpt2"))
-    args = ap.parse_args()
+    args = fixture_args()
     torch.manual_seed(2)
     tl = load_tl(args.model)
     tokens = torch.randint(1, tl.cfg.d_vocab, (1, 7))

@@ -8,7 +8,6 @@ TransformerLens returns it). The metric is the mean logit difference at the last
 Usage: HF_HUB_OFFLINE=1 python patching_reference.py [--model DIR] [--out DIR]
 """
 
-import argparse
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ from safetensors.torch import save_file  # noqa: E402
 from transformer_lens import patching  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hooks_reference import load_tl  # noqa: E402
+from hooks_reference import fixture_args, load_tl  # noqa: E402
 
 SWEEPS = {
     "resid_pre": patching.get_act_patch_resid_pre,
@@ -39,11 +38,7 @@ SWEEPS = {
 
 
 def main() -> None:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=os.path.join(root, "fixtures", "tiny-gpt2"))
-    ap.add_argument("--out", default=os.path.join(root, "fixtures", "reference", "tiny-gpt2"))
-    args = ap.parse_args()
+    args = fixture_args()
     torch.manual_seed(1)
     tl = load_tl(args.model)
     vocab = tl.cfg.d_vocab

@@ -24,10 +24,10 @@ Writes fixtures/reference/tiny-gpt2/tracing.{json,safetensors}.
 Usage: HF_HUB_OFFLINE=1 python tracing_reference.py [--model DIR] [--out DIR]
 """
 
-import argparse
 import json
 import math
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -35,6 +35,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hooks_reference import fixture_args  # noqa: E402
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
 
 FACTS = [
@@ -94,11 +97,7 @@ def layer_module(model, layer, kind):
 
 
 def main() -> None:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=os.path.join(root, "fixtures", "tiny-gpt2"))
-    ap.add_argument("--out", default=os.path.join(root, "fixtures", "reference", "tiny-gpt2"))
-    args = ap.parse_args()
+    args = fixture_args()
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(args.model, "tokenizer.json"))
     model = GPT2LMHeadModel.from_pretrained(args.model, local_files_only=True,
                                             attn_implementation="eager").eval()

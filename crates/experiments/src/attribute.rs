@@ -7,7 +7,7 @@
 //! Gradients are taken with [`HookSet::run_with_grads`] on the one forward pass; integrated
 //! gradients run every interpolation step of a target step as one batch.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use burnlens_hooks::{Act, HookSet, Intervention, Selector};
 use burnlens_metrics::{last_position, token_log_probs_at, token_logits, token_probs};
 use burnlens_model::{Gpt2, HookPoint, TokenBatch};
@@ -306,13 +306,18 @@ pub fn attribute(
                 .expect("ids checked against the model")
                 .sum()
         };
-        let logits = model.logits(&TokenBatch::single(&prefix)?)?;
-        step_scores.push(
-            function
-                .eval(last_position(logits), tok, foil_tok, contrast.as_ref())?
-                .into_scalar::<f32>(),
-        );
-        let attr = step_attribution(model, &prefix, method, baseline, &f)?;
+        let (attr, score) = step_attribution(model, &prefix, method, baseline, &f)?;
+        // The integrated methods never run the input itself: score it with a plain forward.
+        let score = match score {
+            Some(v) => v,
+            None => {
+                let logits = model.logits(&TokenBatch::single(&prefix)?)?;
+                function
+                    .eval(last_position(logits), tok, foil_tok, contrast.as_ref())?
+                    .into_scalar::<f32>()
+            }
+        };
+        step_scores.push(score);
         let host: Vec<f32> = attr
             .into_data()
             .convert::<f32>()
@@ -334,15 +339,7 @@ pub fn attribute(
 
 /// Token embeddings `[1, len, d_model]` of `ids`.
 fn embed(model: &Gpt2, ids: &[u32]) -> Tensor<3> {
-    let idx = Tensor::<1, Int>::from_data(
-        TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
-        &model.device(),
-    );
-    model
-        .wte
-        .val()
-        .select(0, idx)
-        .reshape([1, ids.len(), model.config.n_embd])
+    model.token_embeddings(ids).unsqueeze()
 }
 
 /// Gauss–Legendre nodes `[steps, 1, 1]` and weights `[steps, 1, 1]` as tensors.
@@ -376,46 +373,57 @@ fn activation(
 }
 
 /// One target step's attribution `[len, width]`: the gradient of `f` (of the logits, summed
-/// over rows) at the attributed activation, combined as `method` says.
+/// over rows) at the attributed activation, combined as `method` says; and `f` at the input
+/// when the gradient run was the input's own (saliency, input × gradient, layer gradient ×
+/// activation).
 fn step_attribution(
     model: &Gpt2,
     prefix: &[u32],
     method: AttrMethod,
     baseline: u32,
     f: &dyn Fn(Tensor<3>) -> Tensor<1>,
-) -> Result<Tensor<2>> {
+) -> Result<(Tensor<2>, Option<f32>)> {
     let len = prefix.len();
     let device = model.device();
     let x = embed(model, prefix);
-    // Rows of interpolated activations at `point`, run as one batch; returns the gradient.
-    let grad_at = |point: HookPoint, rows: Option<Tensor<3>>| -> Result<Tensor<3>> {
+    // One run of the prefix (with `rows`, run as one batch, in place of the activation at
+    // `point`): f's value, its gradient at `point`, and the activation there before any
+    // replacement.
+    let run = |point: HookPoint, rows: Option<Tensor<3>>| -> Result<(f32, Tensor<3>, Tensor<3>)> {
         let n_rows = rows.as_ref().map_or(1, |r| r.dims()[0]);
         let batch = TokenBatch::new(vec![prefix.to_vec(); n_rows], None)?;
         let mut hooks = HookSet::new();
+        hooks.capture_point(point)?;
         if let Some(r) = rows {
             hooks.intervene(point, Intervention::replace(Act::R3(r)))?;
         }
         hooks.grad(Selector::point(point)?);
-        let (_, grads) = hooks.run_with_grads(model, &batch, f)?;
-        Ok(grads.get3(point)?)
+        let (value, grads) = hooks.run_with_grads(model, &batch, f)?;
+        Ok((value, grads.get3(point)?, hooks.take_cache().get3(point)?))
     };
     let flat = |t: Tensor<3>| {
         let w = t.dims()[2];
         t.reshape([len, w])
     };
     Ok(match method {
-        AttrMethod::Saliency => flat(grad_at(HookPoint::Embed, None)?.abs()),
-        AttrMethod::InputXGradient => flat(grad_at(HookPoint::Embed, None)? * x),
+        AttrMethod::Saliency => {
+            let (v, g, _) = run(HookPoint::Embed, None)?;
+            (flat(g.abs()), Some(v))
+        }
+        AttrMethod::InputXGradient => {
+            let (v, g, _) = run(HookPoint::Embed, None)?;
+            (flat(g * x), Some(v))
+        }
         AttrMethod::IntegratedGradients { steps } => {
             let base = embed(model, &vec![baseline; len]);
             let (alpha, w) = quadrature(steps, &device);
             let interp = base.clone() + (x.clone() - base.clone()) * alpha;
-            let g = grad_at(HookPoint::Embed, Some(interp))?;
-            flat((x - base) * (g * w).sum_dim(0))
+            let (_, g, _) = run(HookPoint::Embed, Some(interp))?;
+            (flat((x - base) * (g * w).sum_dim(0)), None)
         }
         AttrMethod::LayerGradientXActivation { point } => {
-            let a = activation(model, prefix, point, None)?;
-            flat(grad_at(point, None)? * a)
+            let (v, g, a) = run(point, None)?;
+            (flat(g * a), Some(v))
         }
         AttrMethod::LayerIntegratedGradients { point, steps } => {
             let a = activation(model, prefix, point, None)?;
@@ -423,8 +431,8 @@ fn step_attribution(
             let a0 = activation(model, prefix, point, Some(base))?;
             let (alpha, w) = quadrature(steps, &device);
             let interp = a0.clone() + (a.clone() - a0.clone()) * alpha;
-            let g = grad_at(point, Some(interp))?;
-            flat((a - a0) * (g * w).sum_dim(0))
+            let (_, g, _) = run(point, Some(interp))?;
+            (flat((a - a0) * (g * w).sum_dim(0)), None)
         }
     })
 }

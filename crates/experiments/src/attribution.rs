@@ -53,14 +53,9 @@ pub fn attribution_patch(
             per_layer.push(reduce(point, sweep.index, clean, corrupt, grad)?);
         }
         let values = host_scores_flat(per_layer)?;
-        let n_heads = model.config.n_head;
-        let n_pos = corrupted.seq_len();
-        let shape = match sweep.index {
-            PatchIndex::LayerPos => vec![n_layers, n_pos],
-            PatchIndex::LayerHead => vec![n_layers, n_heads],
-            PatchIndex::LayerPosHead => vec![n_layers, n_pos, n_heads],
-            PatchIndex::LayerHeadDestPos => vec![n_layers, n_heads, n_pos],
-        };
+        let shape = sweep
+            .index
+            .shape(n_layers, model.config.n_head, corrupted.seq_len());
         debug_assert_eq!(values.len(), shape.iter().product::<usize>());
         out.push(PatchResult {
             sweep,

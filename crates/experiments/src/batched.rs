@@ -19,7 +19,7 @@ use burnlens_hooks::act::{head_axis, pos_axis};
 use burnlens_hooks::{ActivationCache, HookSet, Intervention, Selector};
 use burnlens_model::{ForwardContext, Gpt2, HookPoint, Hooks, LayerKv, NoHooks, TokenBatch};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::patching::{Patch, PatchMetric, host_scores};
 
 /// The corrupted run's state: each block's input and keys and values, and its logits.
@@ -166,13 +166,8 @@ fn run_chunk(
                 batch: b,
                 copies: joined,
                 patches: active,
-                error: None,
             };
-            let out = model.block(layer, x, &ctx, kv.as_mut(), &mut hooks);
-            if let Some(e) = hooks.error {
-                return Err(e);
-            }
-            out?
+            model.block(layer, x, &ctx, kv.as_mut(), &mut hooks)?
         } else {
             model.block(layer, x, &ctx, kv.as_mut(), &mut NoHooks)?
         };
@@ -214,7 +209,6 @@ struct RowPatch<'a> {
     copies: usize,
     /// The patches in the batch, in row order.
     patches: &'a [&'a Patch],
-    error: Option<Error>,
 }
 
 impl RowPatch<'_> {
@@ -276,34 +270,33 @@ impl RowPatch<'_> {
     }
 }
 
+impl RowPatch<'_> {
+    /// The activation with the clean values written into the patched rows.
+    fn patch<const D: usize>(&self, act: Tensor<D>, clean: Tensor<D>) -> Tensor<D> {
+        let mask = self.mask(act.dims());
+        act.mask_where(mask, self.source(clean))
+    }
+
+    fn rank_error(&self, e: burnlens_hooks::Error) -> burnlens_model::Error {
+        burnlens_model::Error::Hook {
+            point: self.point.to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl Hooks for RowPatch<'_> {
     fn is_active(&self, point: HookPoint) -> bool {
         point == self.point
     }
 
     fn hook3(&mut self, _point: HookPoint, act: Tensor<3>) -> burnlens_model::Result<Tensor<3>> {
-        match self.clean.r3() {
-            Ok(clean) => {
-                let mask = self.mask(act.dims());
-                Ok(act.mask_where(mask, self.source(clean)))
-            }
-            Err(e) => {
-                self.error = Some(e.into());
-                Ok(act)
-            }
-        }
+        let clean = self.clean.r3().map_err(|e| self.rank_error(e))?;
+        Ok(self.patch(act, clean))
     }
 
     fn hook4(&mut self, _point: HookPoint, act: Tensor<4>) -> burnlens_model::Result<Tensor<4>> {
-        match self.clean.r4() {
-            Ok(clean) => {
-                let mask = self.mask(act.dims());
-                Ok(act.mask_where(mask, self.source(clean)))
-            }
-            Err(e) => {
-                self.error = Some(e.into());
-                Ok(act)
-            }
-        }
+        let clean = self.clean.r4().map_err(|e| self.rank_error(e))?;
+        Ok(self.patch(act, clean))
     }
 }

@@ -29,6 +29,16 @@ pub enum PatchIndex {
 }
 
 impl PatchIndex {
+    /// The result shape over a model of `n_layers` × `n_heads` and a run of `n_pos` tokens.
+    pub fn shape(&self, n_layers: usize, n_heads: usize, n_pos: usize) -> Vec<usize> {
+        match self {
+            PatchIndex::LayerPos => vec![n_layers, n_pos],
+            PatchIndex::LayerHead => vec![n_layers, n_heads],
+            PatchIndex::LayerPosHead => vec![n_layers, n_pos, n_heads],
+            PatchIndex::LayerHeadDestPos => vec![n_layers, n_heads, n_pos],
+        }
+    }
+
     /// The axis names, as TransformerLens's `index_axis_names`.
     pub fn axes(&self) -> &'static [&'static str] {
         match self {
@@ -303,12 +313,7 @@ pub(crate) fn plan(
     n_heads: usize,
     n_pos: usize,
 ) -> (Vec<usize>, Vec<Patch>) {
-    let shape: Vec<usize> = match sweep.index {
-        PatchIndex::LayerPos => vec![n_layers, n_pos],
-        PatchIndex::LayerHead => vec![n_layers, n_heads],
-        PatchIndex::LayerPosHead => vec![n_layers, n_pos, n_heads],
-        PatchIndex::LayerHeadDestPos => vec![n_layers, n_heads, n_pos],
-    };
+    let shape = sweep.index.shape(n_layers, n_heads, n_pos);
     let total: usize = shape.iter().product();
     let patches = (0..total)
         .map(|flat| {

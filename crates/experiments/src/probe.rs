@@ -2,8 +2,8 @@
 //! position, how similar two prompts' candidate pools are, and how predictions move when two
 //! tokens' input embeddings are swapped or one token's embedding gets noise.
 
+use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Tensor, TensorData};
 use burnlens_hooks::{Act, HookSet, Intervention};
 use burnlens_metrics::{Candidate, jaccard, last_position, top_k};
 use burnlens_model::{Gpt2, HookPoint, TokenBatch};
@@ -144,19 +144,7 @@ pub fn edit_embeddings(
                     }
                 })
                 .collect();
-            let d = model.config.n_embd;
-            let idx = Tensor::<1, burn::tensor::Int>::from_data(
-                TensorData::new(
-                    swapped.iter().map(|&t| t as i64).collect::<Vec<_>>(),
-                    [swapped.len()],
-                ),
-                &model.device(),
-            );
-            let rows = model
-                .wte
-                .val()
-                .select(0, idx)
-                .reshape([1, swapped.len(), d]);
+            let rows = model.token_embeddings(&swapped).unsqueeze();
             hooks.intervene(HookPoint::Embed, Intervention::replace(Act::R3(rows)))?;
         }
         EmbeddingEdit::Noise {

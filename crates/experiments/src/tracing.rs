@@ -182,15 +182,8 @@ pub fn subject_embedding_std(
             "no subjects to measure the embeddings of".into(),
         ));
     }
-    let d = model.config.n_embd;
-    let idx = Tensor::<1, burn::tensor::Int>::from_data(
-        TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
-        &model.device(),
-    );
     let rows: Vec<f32> = model
-        .wte
-        .val()
-        .select(0, idx)
+        .token_embeddings(&ids)
         .into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
@@ -198,7 +191,6 @@ pub fn subject_embedding_std(
     let n = rows.len() as f64;
     let mean = rows.iter().map(|&x| x as f64).sum::<f64>() / n;
     let var = rows.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    debug_assert_eq!(rows.len(), ids.len() * d);
     Ok(var.sqrt() as f32)
 }
 
@@ -369,13 +361,9 @@ pub fn causal_trace(
     let corrupt = if config.replace {
         Intervention::replace(Act::R3(full)).at(range.clone().collect::<Vec<_>>())
     } else {
-        let mut full = Some(full);
-        Intervention::custom(move |_, act| match (act, full.as_ref()) {
-            (Act::R3(x), Some(n)) => Ok(Act::R3(x + n.clone())),
-            _ => {
-                full = None;
-                Err("the token embedding is rank 3".to_string())
-            }
+        Intervention::custom(move |_, act| match act {
+            Act::R3(x) => Ok(Act::R3(x + full.clone())),
+            Act::R4(_) => Err("the token embedding is rank 3".to_string()),
         })
     };
     let batch = TokenBatch::new(vec![prompt.ids.clone(); samples], None)?;

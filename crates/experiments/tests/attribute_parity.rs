@@ -3,26 +3,15 @@
 //! for saliency, input × gradient and integrated gradients with several attributed functions;
 //! integrated gradients' completeness; input errors.
 
-use std::path::PathBuf;
+mod common;
+use common::{ids, root, tiny};
 
 use burnlens_experiments::{
     Aggregation, AttrMethod, AttributedFn, attribute, baseline_score, gauss_legendre,
 };
 use burnlens_model::weights::read_safetensors;
-use burnlens_model::{BackendKind, available_devices, load};
+use burnlens_model::{BackendKind, available_devices};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 /// Max |a − b| over entries that are not NaN in `b`, checking NaN positions agree; and the
 /// largest |b| (to judge the tolerance against).
@@ -56,9 +45,7 @@ fn attributions_match_inseq_on_every_backend() {
     let contrast = ids(&json["contrast_ids"]);
     let ig_steps = json["ig_steps"].as_u64().unwrap() as usize;
     for (kind, device) in available_devices() {
-        let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-            .unwrap()
-            .model;
+        let model = tiny(&device);
         for case in json["cases"].as_array().unwrap() {
             let name = case["name"].as_str().unwrap();
             let method = match case["method"].as_str().unwrap() {
@@ -132,9 +119,7 @@ fn attributions_match_inseq_on_every_backend() {
 #[test]
 fn integrated_gradients_are_complete_at_64_steps() {
     let device = available_devices()[0].1.clone();
-    let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-        .unwrap()
-        .model;
+    let model = tiny(&device);
     let (prompt, target) = (vec![309u32, 221, 44, 316, 86, 262, 300], vec![268u32, 279]);
     for function in [
         AttributedFn::Logit,
@@ -173,9 +158,7 @@ fn integrated_gradients_are_complete_at_64_steps() {
 #[test]
 fn layer_integrated_gradients_are_complete_at_64_steps() {
     let device = available_devices()[0].1.clone();
-    let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-        .unwrap()
-        .model;
+    let model = tiny(&device);
     let (prompt, target) = (vec![309u32, 221, 44, 316, 86, 262, 300], vec![268u32, 279]);
     for point in [
         "blocks.1.hook_resid_pre",
@@ -248,9 +231,7 @@ fn gauss_legendre_integrates_polynomials_exactly() {
 #[test]
 fn bad_requests_are_clear_errors() {
     let device = available_devices()[0].1.clone();
-    let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-        .unwrap()
-        .model;
+    let model = tiny(&device);
     let p = [309u32, 221, 44];
     let err = |target: &[u32], foil: Option<&[u32]>, f: AttributedFn| {
         attribute(&model, &p, target, foil, AttrMethod::Saliency, f, 0)
@@ -269,9 +250,7 @@ fn bad_requests_are_clear_errors() {
 fn layer_sweep_columns_are_the_per_layer_attributions() {
     use burnlens_experiments::{TokenReduce, layer_sweep};
     let device = available_devices()[0].1.clone();
-    let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-        .unwrap()
-        .model;
+    let model = tiny(&device);
     let prompt = [309u32, 221, 44, 316, 86, 262, 300];
     let (target, foil) = (268u32, 258u32);
     let f = AttributedFn::ContrastProbDiff;

@@ -3,7 +3,8 @@
 //! engine and dividing the metric's change by 2ε gives the directional derivative that
 //! attribution patching computes by autodiff, site by site, for every sweep shape.
 
-use std::path::PathBuf;
+mod common;
+use common::tiny;
 
 use burn::tensor::Tensor;
 use burnlens_experiments::{
@@ -11,11 +12,7 @@ use burnlens_experiments::{
 };
 use burnlens_hooks::{Act, ActivationCache, Selector, run_with_cache};
 use burnlens_metrics::{last_position, logit_diff};
-use burnlens_model::{TokenBatch, available_devices, load};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use burnlens_model::{TokenBatch, available_devices};
 
 /// `corrupted + t (clean − corrupted)` at every cached point.
 fn interpolate(clean: &ActivationCache, corrupt: &ActivationCache, t: f32) -> ActivationCache {
@@ -44,9 +41,7 @@ fn attribution_equals_finite_differences_of_exact_patching() {
         Sweep::HEAD_PATTERN_BY_POS,
     ];
     for (kind, device) in available_devices() {
-        let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-            .unwrap()
-            .model;
+        let model = tiny(&device);
         let clean = TokenBatch::new(
             vec![vec![5, 17, 99, 240, 31, 8], vec![61, 3, 140, 9, 12, 310]],
             None,

@@ -2,7 +2,8 @@
 //! and backend: with several prompts per batch, with padding, with metrics that read every
 //! position or only the last, and with chunks smaller than a sweep.
 
-use std::path::PathBuf;
+mod common;
+use common::tiny;
 
 use burn::tensor::Tensor;
 use burnlens_experiments::{
@@ -10,11 +11,7 @@ use burnlens_experiments::{
 };
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_metrics::{last_position, logit_diff};
-use burnlens_model::{Gpt2, PaddingSide, TokenBatch, available_devices, load};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use burnlens_model::{Gpt2, PaddingSide, TokenBatch, available_devices};
 
 const SWEEPS: [Sweep; 16] = [
     Sweep::RESID_PRE,
@@ -79,9 +76,7 @@ fn compare(
 #[test]
 fn batched_engine_equals_the_naive_engine_on_every_backend() {
     for (kind, device) in available_devices() {
-        let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-            .unwrap()
-            .model;
+        let model = tiny(&device);
         // Two prompt pairs in one batch, unpadded.
         let clean = TokenBatch::new(
             vec![
@@ -138,9 +133,7 @@ fn batched_engine_equals_the_naive_engine_on_every_backend() {
 #[test]
 fn batched_engine_equals_the_naive_engine_with_padding() {
     let device = available_devices()[0].1.clone();
-    let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-        .unwrap()
-        .model;
+    let model = tiny(&device);
     for side in [PaddingSide::Left, PaddingSide::Right] {
         let clean =
             TokenBatch::padded(&[vec![5, 17, 99, 240, 31, 8], vec![61, 3, 140, 9]], 0, side)

@@ -2,15 +2,12 @@
 //! cached `attn.hook_pattern`, sorted, for the top, bottom and token lists, the row counts and
 //! the concentration statistics; the summaries stay bounded however many texts are scanned.
 
-use std::path::PathBuf;
+mod common;
+use common::tiny;
 
 use burnlens_experiments::{AttentionHit, HeadScan, HeadScanOptions, row_multiples};
 use burnlens_hooks::{Selector, run_with_cache};
-use burnlens_model::{Gpt2, HookPoint, TokenBatch, available_devices, load};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use burnlens_model::{Gpt2, HookPoint, TokenBatch, available_devices};
 
 fn texts(n: usize, len: usize) -> Vec<Vec<u32>> {
     let mut x: u64 = 7;
@@ -91,9 +88,7 @@ fn row_multiples_are_weights_times_visible_keys() {
 #[test]
 fn head_scan_matches_brute_force_and_stays_bounded() {
     for (kind, device) in available_devices() {
-        let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-            .unwrap()
-            .model;
+        let model = tiny(&device);
         let batch = texts(4, 9);
         for suppress in [false, true] {
             let token = batch[1][3];

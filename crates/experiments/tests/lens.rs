@@ -2,16 +2,13 @@
 //! `scripts/reference/lens_reference.py`) on every backend, and its last readout against the
 //! model's own output probabilities.
 
-use std::path::PathBuf;
+mod common;
+use common::{root, tiny};
 
 use burnlens_experiments::{logit_lens, output_probs};
 use burnlens_model::weights::read_safetensors;
-use burnlens_model::{TokenBatch, available_devices, load};
+use burnlens_model::{TokenBatch, available_devices};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 #[test]
 fn logit_lens_matches_transformer_lens_and_ends_at_the_output() {
@@ -34,9 +31,7 @@ fn logit_lens_matches_transformer_lens_and_ends_at_the_output() {
     let [c, t, v] = [want.shape[0], want.shape[1], want.shape[2]];
     let batch = TokenBatch::single(&tokens).unwrap();
     for (kind, device) in available_devices() {
-        let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-            .unwrap()
-            .model;
+        let model = tiny(&device);
         for answer in [7u32, 300] {
             let lens = logit_lens(&model, &batch, Some(answer), 5).unwrap();
             assert_eq!(lens.len(), t);

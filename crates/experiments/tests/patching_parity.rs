@@ -1,19 +1,16 @@
 //! Patching sweeps against TransformerLens's `patching` module on the tiny fixture
 //! (`scripts/reference/patching_reference.py`), on every backend.
 
-use std::path::PathBuf;
+mod common;
+use common::{ids, root, tiny};
 
 use burn::tensor::Tensor;
 use burnlens_experiments::{Engine, PatchResult, Sweep, patch_sweep, patch_sweep_with};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_metrics::{last_position, logit_diff};
 use burnlens_model::weights::read_safetensors;
-use burnlens_model::{TokenBatch, available_devices, load};
+use burnlens_model::{TokenBatch, available_devices};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn rows(v: &Value) -> Vec<Vec<u32>> {
     v.as_array()
@@ -26,14 +23,6 @@ fn rows(v: &Value) -> Vec<Vec<u32>> {
                 .map(|x| x.as_u64().unwrap() as u32)
                 .collect()
         })
-        .collect()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
         .collect()
 }
 
@@ -65,9 +54,7 @@ fn sweeps_match_transformer_lens_on_every_backend() {
         ("head_pattern_by_pos", Sweep::HEAD_PATTERN_BY_POS),
     ];
     for (kind, device) in available_devices() {
-        let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-            .unwrap()
-            .model;
+        let model = tiny(&device);
         let (clean_logits, cache) = run_with_cache(&model, &clean, Selector::all()).unwrap();
         let clean_metric = json["clean_metric"].as_f64().unwrap() as f32;
         assert!((metric(clean_logits).into_scalar::<f32>() - clean_metric).abs() < 1e-4);
@@ -113,9 +100,7 @@ fn sweeps_match_transformer_lens_on_every_backend() {
 #[test]
 fn mismatched_runs_and_missing_cache_entries_are_errors() {
     let device = available_devices()[0].1.clone();
-    let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-        .unwrap()
-        .model;
+    let model = tiny(&device);
     let clean = TokenBatch::new(vec![vec![1, 2, 3, 4]], None).unwrap();
     let longer = TokenBatch::new(vec![vec![1, 2, 3, 4, 5]], None).unwrap();
     let (_, cache) = run_with_cache(&model, &clean, Selector::kind("resid_pre")).unwrap();

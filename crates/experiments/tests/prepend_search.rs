@@ -1,14 +1,11 @@
 //! Prompt-prepend search against brute force on the tiny fixture: every vocabulary token tried
 //! alone, its target loss computed on the host from single-sequence logits.
 
-use std::path::PathBuf;
+mod common;
+use common::tiny;
 
 use burnlens_experiments::prepend_search;
-use burnlens_model::{Gpt2, TokenBatch, available_devices, load};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use burnlens_model::{Gpt2, TokenBatch, available_devices};
 
 /// Mean `−log p(target_i | ..)` for `prefix + target`, in f64 on the host.
 fn brute_loss(model: &Gpt2, prefix: &[u32], target: &[u32]) -> f64 {
@@ -39,9 +36,7 @@ fn brute_loss(model: &Gpt2, prefix: &[u32], target: &[u32]) -> f64 {
 #[test]
 fn prepend_search_finds_the_brute_force_minimiser() {
     let device = available_devices()[0].1.clone();
-    let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-        .unwrap()
-        .model;
+    let model = tiny(&device);
     let target = [268u32, 503, 281]; // " the city of"
     let vocab = model.config.vocab_size as u32;
     let found = prepend_search(&model, &target, 2, 100, &mut |_, _| {}).unwrap();

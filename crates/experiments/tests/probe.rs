@@ -2,14 +2,11 @@
 //! tokens' input embeddings equals feeding the swapped ids; noise at one position leaves
 //! earlier positions untouched; pools and ranks match the logits.
 
-use std::path::PathBuf;
+mod common;
+use common::tiny;
 
 use burnlens_experiments::{EmbeddingEdit, candidate_pools, edit_embeddings, pool_jaccard};
-use burnlens_model::{TokenBatch, available_devices, load};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use burnlens_model::{TokenBatch, available_devices};
 
 fn host(t: burn::tensor::Tensor<3>) -> Vec<f32> {
     t.into_data()
@@ -21,9 +18,7 @@ fn host(t: burn::tensor::Tensor<3>) -> Vec<f32> {
 #[test]
 fn embedding_edits_and_candidate_pools() {
     for (kind, device) in available_devices() {
-        let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-            .unwrap()
-            .model;
+        let model = tiny(&device);
         let ids = [309u32, 221, 44, 316, 86, 262, 300, 44];
         // Swap: the same as swapping the ids themselves.
         let (report, edited) =

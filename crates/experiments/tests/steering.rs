@@ -3,23 +3,18 @@
 //! full, uncached steered forward at every step (the hooked forward itself equals
 //! TransformerLens's `run_with_hooks` with an added vector: crates/hooks/tests/parity.rs).
 
-use std::path::PathBuf;
+mod common;
+use common::tiny;
 
 use burnlens_experiments::{steer_generation, steering_vector};
 use burnlens_hooks::{HookSet, Intervention, Selector, run_with_cache};
 use burnlens_metrics::last_position;
-use burnlens_model::{GenerationConfig, HookPoint, TokenBatch, available_devices, load};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use burnlens_model::{GenerationConfig, HookPoint, TokenBatch, available_devices};
 
 #[test]
 fn steering_adds_the_activation_difference_during_generation() {
     for (kind, device) in available_devices() {
-        let model = load(root().join("fixtures/tiny-gpt2").to_str().unwrap(), &device)
-            .unwrap()
-            .model;
+        let model = tiny(&device);
         let point: HookPoint = "blocks.1.hook_attn_out".parse().unwrap();
         let (a, b) = ([309u32, 221, 44, 316], [77u32, 12, 500]);
         let v = steering_vector(&model, &a, &b, point, None).unwrap();

@@ -2,7 +2,8 @@
 //! on the tiny fixture, with the reference's noise replayed: subject token ranges, the 3σ noise
 //! level, clean/corrupted scores, the state/MLP/attention tables and the dataset roll-up.
 
-use std::path::PathBuf;
+mod common;
+use common::root;
 
 use burnlens_experiments::{
     TraceConfig, TraceKind, TracePrompt, average_indirect_effect, causal_trace, load_noise,
@@ -11,10 +12,6 @@ use burnlens_experiments::{
 use burnlens_model::weights::read_safetensors;
 use burnlens_model::{BackendKind, available_devices, load};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());

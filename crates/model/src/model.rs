@@ -561,6 +561,19 @@ impl Gpt2 {
         })
     }
 
+    /// The token embeddings of `ids` (rows of `wte`: what `hook_embed` sees, before position
+    /// embeddings).
+    ///
+    /// # Shapes
+    /// - output: `[ids.len(), d_model]`
+    pub fn token_embeddings(&self, ids: &[u32]) -> Tensor<2> {
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(ids.iter().map(|&i| i as i64).collect(), [ids.len()]),
+            &self.device(),
+        );
+        self.wte.val().select(0, idx)
+    }
+
     /// Token plus position embeddings (`hook_embed`, `hook_pos_embed`): the residual stream
     /// entering block 0.
     ///
@@ -584,22 +597,13 @@ impl Gpt2 {
                 ctx.rows, ctx.queries
             )));
         }
-        let ids = int_tensor(
-            batch.ids().iter().map(|&i| i as i64).collect(),
-            [b, t],
-            &device,
-        );
         let pos = int_tensor(
             ctx.positions.iter().map(|&p| p as i64).collect(),
             [b, t],
             &device,
         );
         let d = self.config.n_embd;
-        let embed = self
-            .wte
-            .val()
-            .select(0, ids.reshape([b * t]))
-            .reshape([b, t, d]);
+        let embed = self.token_embeddings(batch.ids()).reshape([b, t, d]);
         let embed = run3(hooks, HookPoint::Embed, embed)?;
         let pos_embed = self
             .wpe
