@@ -2,7 +2,7 @@
 //! `scripts/reference/lens_reference.py`) on every backend, and its last readout against the
 //! model's own output probabilities.
 
-mod common;
+use crate::common;
 use common::{root, tiny};
 
 use burnlens_experiments::{logit_lens, output_probs};

@@ -3,7 +3,7 @@
 //! engine and dividing the metric's change by 2ε gives the directional derivative that
 //! attribution patching computes by autodiff, site by site, for every sweep shape.
 
-mod common;
+use crate::common;
 use common::tiny;
 
 use burn::tensor::Tensor;

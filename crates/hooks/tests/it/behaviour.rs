@@ -1,6 +1,6 @@
 //! Hook-set behaviour that needs no reference: ordering, regions, noise, custom hooks, errors.
 
-mod common;
+use crate::common;
 
 use common::{host, max_diff, tiny as model};
 

@@ -2,7 +2,7 @@
 //! on the tiny fixture, with the reference's noise replayed: subject token ranges, the 3σ noise
 //! level, clean/corrupted scores, the state/MLP/attention tables and the dataset roll-up.
 
-mod common;
+use crate::common;
 use common::root;
 
 use burnlens_experiments::{

@@ -2,7 +2,7 @@
 //! beam search (4 beams, early stopping on and off, with and without EOS hits). Sampling only
 //! draws from the top-k / top-p set (property test) and repeats for a seed.
 
-mod common;
+use crate::common;
 
 use burnlens_model::generate::{EarlyStopping, filtered_candidates};
 use burnlens_model::{GenerationConfig, Strategy, load};

@@ -2,7 +2,7 @@
 //! cached `attn.hook_pattern`, sorted, for the top, bottom and token lists, the row counts and
 //! the concentration statistics; the summaries stay bounded however many texts are scanned.
 
-mod common;
+use crate::common;
 use common::tiny;
 
 use burnlens_experiments::{AttentionHit, HeadScan, HeadScanOptions, row_multiples};

@@ -2,7 +2,7 @@
 //! and backend: with several prompts per batch, with padding, with metrics that read every
 //! position or only the last, and with chunks smaller than a sweep.
 
-mod common;
+use crate::common;
 use common::tiny;
 
 use burn::tensor::Tensor;

@@ -3,7 +3,7 @@
 //! for saliency, input × gradient and integrated gradients with several attributed functions;
 //! integrated gradients' completeness; input errors.
 
-mod common;
+use crate::common;
 use common::{ids, root, tiny};
 
 use burnlens_experiments::{

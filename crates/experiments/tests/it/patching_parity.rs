@@ -1,7 +1,7 @@
 //! Patching sweeps against TransformerLens's `patching` module on the tiny fixture
 //! (`scripts/reference/patching_reference.py`), on every backend.
 
-mod common;
+use crate::common;
 use common::{ids, root, tiny};
 
 use burn::tensor::Tensor;

@@ -3,7 +3,7 @@
 //! full, uncached steered forward at every step (the hooked forward itself equals
 //! TransformerLens's `run_with_hooks` with an added vector: crates/hooks/tests/parity.rs).
 
-mod common;
+use crate::common;
 use common::tiny;
 
 use burnlens_experiments::{steer_generation, steering_vector};

@@ -1,7 +1,7 @@
 //! The tiny fixture's logits equal `transformers`' on every backend (max abs diff ≤ 1e-4):
 //! single prompts, padded batches (left and right) and KV-cached incremental decoding.
 
-mod common;
+use crate::common;
 
 use burn::tensor::Tensor;
 use burnlens_model::{KvCache, NoHooks, PaddingSide, TokenBatch, load};

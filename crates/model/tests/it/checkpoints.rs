@@ -1,7 +1,7 @@
 //! Checkpoint layouts and bad input: every loading path on local directories, every error
 //! named, no panic.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Prompt-prepend search against brute force on the tiny fixture: every vocabulary token tried
 //! alone, its target loss computed on the host from single-sequence logits.
 
-mod common;
+use crate::common;
 use common::tiny;
 
 use burnlens_experiments::prepend_search;

@@ -2,7 +2,7 @@
 //! tokens' input embeddings equals feeding the swapped ids; noise at one position leaves
 //! earlier positions untouched; pools and ranks match the logits.
 
-mod common;
+use crate::common;
 use common::tiny;
 
 use burnlens_experiments::{EmbeddingEdit, candidate_pools, edit_embeddings, pool_jaccard};

@@ -1,0 +1,15 @@
+//! Integration tests of `burnlens-experiments`, linked as one test binary (one link of burn instead of
+//! one per file keeps CI's build time and disk use down). Run one file's tests with a filter:
+//! `cargo test -p burnlens-experiments --test it <module>::`.
+
+mod attribute_parity;
+mod attribution;
+mod batched_engine;
+mod common;
+mod heads;
+mod lens;
+mod patching_parity;
+mod prepend_search;
+mod probe;
+mod steering;
+mod tracing_parity;
