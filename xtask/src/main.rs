@@ -8,6 +8,7 @@ mod layers;
 mod lens;
 mod llm;
 mod npy;
+mod organism;
 mod prepend;
 mod probe;
 mod recipe;
@@ -70,6 +71,8 @@ enum Command {
     Heads(heads::HeadsArgs),
     /// Candidates at every position, pool similarity, and embedding swaps or noise.
     Probe(probe::ProbeArgs),
+    /// Train the model organism (planted facts, in-context retrieval), or evaluate it (--eval).
+    Organism(organism::OrganismArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
     Run(recipe::RunArgs),
 }
@@ -233,6 +236,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Steer(a) => steer::run(a),
         Command::Heads(a) => heads::run(a),
         Command::Probe(a) => probe::run(a),
+        Command::Organism(a) => organism::run(a),
         Command::Run(a) => recipe::run(a),
     }
 }

@@ -1,11 +1,11 @@
 //! The factual-recall "dual setting" prompt generator: few-shot prompts that mix an in-context
-//! pattern with recall from memory, in an explicit and an implicit form, with clean/corrupted
-//! pairs (the query country swapped) for patching.
+//! pattern with recall from memory, in an explicit and an implicit form, and a retrieval form
+//! whose answer is copied from the context, with clean/corrupted pairs for patching.
 
 use burnlens_model::Gpt2Tokenizer;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
 use crate::pairs::PromptPair;
@@ -75,6 +75,10 @@ pub enum DualForm {
     /// "Alice is from France, and she lives in Paris. … John is from the USA, and he lives in"
     /// → " Washington".
     Implicit,
+    /// "Alice is from France. Bob is from Japan. Carol is from Peru. Bob is from" → " Japan":
+    /// the query repeats a name of the context and the answer is copied from its statement.
+    /// The corrupted prompt queries another name of the context, whose country is the foil.
+    Retrieval,
 }
 
 /// Generator settings.
@@ -101,7 +105,8 @@ impl Default for DualConfig {
     }
 }
 
-/// One generated prompt with its corrupted twin.
+/// One generated prompt with its corrupted twin. In the retrieval form, "country" is the
+/// queried statement's country and the answer is the country itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DualPrompt {
     /// The clean prompt.
@@ -143,6 +148,8 @@ fn sentence(form: DualForm, name: (&str, &str), country: &str, capital: Option<&
             format!("{name} is from {country}, and {pronoun} lives in {c}.")
         }
         (DualForm::Implicit, None) => format!("{name} is from {country}, and {pronoun} lives in"),
+        (DualForm::Retrieval, Some(_)) => format!("{name} is from {country}."),
+        (DualForm::Retrieval, None) => format!("{name} is from"),
     }
 }
 
@@ -150,14 +157,20 @@ fn sentence(form: DualForm, name: (&str, &str), country: &str, capital: Option<&
 ///
 /// With a tokenizer, only countries whose capital (with its leading space) is one token are
 /// used, and the corrupted country is one whose name has as many tokens as the query's, so
-/// that clean and corrupted prompts align position by position.
+/// that clean and corrupted prompts align position by position. In the retrieval form the
+/// answer is a country, so countries must be one token instead, and the swapped names must
+/// have as many tokens as each other.
 ///
 /// # Errors
-/// More shots than the table allows, or a tokenizer under which too few countries qualify.
+/// More shots than the table allows (the retrieval form needs at least 2, one of them the
+/// foil), or a tokenizer under which too few countries qualify.
 pub fn generate_dual(
     config: &DualConfig,
     tokenizer: Option<&Gpt2Tokenizer>,
 ) -> Result<Vec<DualPrompt>> {
+    if config.form == DualForm::Retrieval {
+        return generate_retrieval(config, tokenizer);
+    }
     let mut pool: Vec<(&str, &str, usize)> = Vec::new();
     for &(country, capital) in &COUNTRIES {
         let country_tokens = match tokenizer {
@@ -219,6 +232,86 @@ pub fn generate_dual(
             corrupted: build(swap.0),
             corrupted_country: swap.0.to_string(),
             foil: format!(" {}", swap.1),
+        });
+    }
+    Ok(out)
+}
+
+fn generate_retrieval(
+    config: &DualConfig,
+    tokenizer: Option<&Gpt2Tokenizer>,
+) -> Result<Vec<DualPrompt>> {
+    let mut countries: Vec<&str> = Vec::new();
+    for &(country, _) in &COUNTRIES {
+        if let Some(t) = tokenizer
+            && t.encode(&format!(" {country}"), false)?.len() != 1
+        {
+            continue;
+        }
+        countries.push(country);
+    }
+    let names: Vec<((&str, &str), usize)> = NAMES
+        .iter()
+        .map(|&n| {
+            let len = match tokenizer {
+                Some(t) => t.encode(&format!(" {}", n.0), false)?.len(),
+                None => 0,
+            };
+            Ok((n, len))
+        })
+        .collect::<Result<_>>()?;
+    if config.n_shots < 2 || config.n_shots > countries.len() || config.n_shots > names.len() {
+        return Err(Error::InvalidOption(format!(
+            "{} shots in the retrieval form need at least 2 and at most {} (countries that \
+             qualify) and {} (names)",
+            config.n_shots,
+            countries.len(),
+            names.len()
+        )));
+    }
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut out = Vec::with_capacity(config.n_prompts);
+    let mut attempts = 0;
+    while out.len() < config.n_prompts {
+        attempts += 1;
+        if attempts > 100 * config.n_prompts.max(1) {
+            return Err(Error::InvalidOption(
+                "no two names of the context with a matching token length could be found".into(),
+            ));
+        }
+        let mut cs = countries.clone();
+        cs.shuffle(&mut rng);
+        let mut ns = names.clone();
+        ns.shuffle(&mut rng);
+        let shots: Vec<((&str, &str), usize, &str)> = ns
+            .iter()
+            .zip(&cs)
+            .take(config.n_shots)
+            .map(|(&(n, len), &c)| (n, len, c))
+            .collect();
+        let q = rng.random_range(0..shots.len());
+        let Some(f) = (1..shots.len())
+            .map(|d| (q + d) % shots.len())
+            .find(|&i| shots[i].1 == shots[q].1)
+        else {
+            continue;
+        };
+        let context: Vec<String> = shots
+            .iter()
+            .map(|&(n, _, c)| sentence(DualForm::Retrieval, n, c, Some(c)))
+            .collect();
+        let build = |name: (&str, &str)| {
+            let mut parts = context.clone();
+            parts.push(sentence(DualForm::Retrieval, name, "", None));
+            parts.join(" ")
+        };
+        out.push(DualPrompt {
+            prompt: build(shots[q].0),
+            answer: format!(" {}", shots[q].2),
+            country: shots[q].2.to_string(),
+            corrupted: build(shots[f].0),
+            corrupted_country: shots[f].2.to_string(),
+            foil: format!(" {}", shots[f].2),
         });
     }
     Ok(out)

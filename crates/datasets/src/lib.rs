@@ -3,6 +3,7 @@
 //! Inputs for experiments: clean/corrupted prompt pairs (JSON, JSONL, CSV) and their
 //! tokenization with the usual checks; CounterFact, counterfact-tracing and ROME known-facts
 //! loaders that validate their records; the factual-recall "dual setting" prompt generator;
+//! the model organism's world (invented people, planted facts, held-out templates, corpus);
 //! text files cut into context-length rows for activation statistics.
 //!
 //! Every loader names the file, the record and the field at fault.
@@ -10,6 +11,7 @@
 pub mod dual;
 pub mod error;
 pub mod facts;
+pub mod organism;
 pub mod pairs;
 pub mod records;
 pub mod text;
@@ -20,6 +22,7 @@ pub use facts::{
     CounterFactRecord, KnownFact, RequestedRewrite, Target, TracingRecord, load_counterfact,
     load_known_facts, load_tracing,
 };
+pub use organism::{CorpusConfig, FactPrompt, Person, RELATIONS, Relation, World};
 pub use pairs::{
     DropReason, Dropped, PairOptions, PromptPair, TokenizedPairs, load_pairs, tokenize_pairs,
 };

@@ -296,6 +296,7 @@ fn dual_setting_prompts_are_deterministic_and_single_token() {
                     query.ends_with(" lives in") && query.contains(&p.country),
                     "{query}"
                 ),
+                DualForm::Retrieval => unreachable!("tested on its own"),
             }
         }
         // Pairs align token by token, so none is dropped.
@@ -312,6 +313,48 @@ fn dual_setting_prompts_are_deterministic_and_single_token() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("40 shots"));
+}
+
+#[test]
+fn retrieval_prompts_copy_their_answer_from_the_context() {
+    let tok = gpt2();
+    let cfg = DualConfig {
+        form: DualForm::Retrieval,
+        n_shots: 4,
+        n_prompts: 30,
+        seed: 3,
+    };
+    let a = generate_dual(&cfg, Some(&tok)).unwrap();
+    assert_eq!(a, generate_dual(&cfg, Some(&tok)).unwrap());
+    assert_eq!(a.len(), 30);
+    for p in &a {
+        // Four statements and the query; the queried name's statement holds the answer, and
+        // the corrupted prompt queries another name of the same context, whose country is the
+        // foil.
+        assert_eq!(p.prompt.matches(" is from").count(), 5, "{}", p.prompt);
+        let (context, query) = p.prompt.rsplit_once(". ").unwrap();
+        let name = query.strip_suffix(" is from").unwrap();
+        assert!(
+            context.contains(&format!("{name} is from {}.", p.country))
+                || context.ends_with(&format!("{name} is from {}", p.country)),
+            "{}",
+            p.prompt
+        );
+        assert_eq!(p.answer, format!(" {}", p.country));
+        let (c2, q2) = p.corrupted.rsplit_once(". ").unwrap();
+        assert_eq!(c2, context);
+        let other = q2.strip_suffix(" is from").unwrap();
+        assert_ne!(other, name);
+        assert!(context.contains(&format!("{other} is from {}", p.corrupted_country)));
+        assert_eq!(p.foil, format!(" {}", p.corrupted_country));
+        assert_ne!(p.answer, p.foil);
+        assert_eq!(tok.encode(&p.answer, false).unwrap().len(), 1);
+    }
+    let pairs: Vec<PromptPair> = a.iter().map(DualPrompt::pair).collect();
+    let t = tokenize_pairs(&pairs, &tok, PairOptions::default()).unwrap();
+    assert!(t.dropped.is_empty(), "{:?}", t.dropped);
+    let err = generate_dual(&DualConfig { n_shots: 1, ..cfg }, None).unwrap_err();
+    assert!(err.to_string().contains("at least 2"), "{err}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! # burnlens-model
 //!
 //! GPT-2 in [burn](https://burn.dev): one forward pass with TransformerLens hook points,
-//! Hugging Face checkpoint loading, the byte-level BPE tokenizer, a KV cache and generation.
+//! Hugging Face checkpoint loading, the byte-level BPE tokenizer (and its training), a KV
+//! cache, generation, and language-model training with AdamW.
 //!
 //! ```no_run
 //! use burnlens_model::{BackendKind, TokenBatch, load};
@@ -24,6 +25,7 @@ pub mod model;
 pub mod process;
 pub mod source;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use backend::{BackendKind, available_devices, wgpu_adapter_available};
@@ -37,6 +39,7 @@ pub use model::{ForwardContext, Gpt2};
 pub use process::WeightProcessing;
 pub use source::{LoadedModel, ModelSource, load, load_with};
 pub use tokenizer::Gpt2Tokenizer;
+pub use train::{StepLog, TrainConfig, train_lm};
 
 /// Re-export of burn, so that downstream crates use the same version.
 pub use burn;

@@ -103,6 +103,53 @@ impl Gpt2Tokenizer {
         })
     }
 
+    /// Trains a GPT-2-style byte-level BPE on `texts` with the `tokenizers` crate: the 256
+    /// byte symbols, then merges of the most frequent pairs (ties broken by pair, so the same
+    /// texts give the same tokenizer) until `vocab_size` tokens, `<|endoftext|>` first (id 0).
+    ///
+    /// # Errors
+    /// A vocabulary too small to hold the byte alphabet and the special token, or a training
+    /// error from `tokenizers`.
+    pub fn train_bpe<S: AsRef<str> + Send>(
+        texts: impl Iterator<Item = S> + Send,
+        vocab_size: usize,
+    ) -> Result<Self> {
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::models::bpe::BpeTrainerBuilder;
+        let alphabet = ByteLevel::alphabet();
+        if vocab_size < alphabet.len() + 1 {
+            return Err(Error::InvalidOption(format!(
+                "a byte-level BPE vocabulary needs at least {} tokens (256 bytes and \
+                 <|endoftext|>); {vocab_size} asked for",
+                alphabet.len() + 1
+            )));
+        }
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| Error::Tokenizer {
+            path: PathBuf::from("<training>"),
+            message: e.to_string(),
+        };
+        let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(vec![AddedToken::from(ENDOFTEXT, true)])
+            .initial_alphabet(alphabet.into_iter().collect())
+            .build()
+            .into();
+        let mut inner = Tokenizer::new(BPE::default());
+        inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        inner.with_post_processor(Some(ByteLevel::default().trim_offsets(false)));
+        inner.train(&mut trainer, texts).map_err(err)?;
+        inner
+            .add_special_tokens([AddedToken::from(ENDOFTEXT, true)])
+            .map_err(err)?;
+        Ok(Self {
+            inner,
+            source: PathBuf::from("<trained>"),
+        })
+    }
+
     /// Wraps an existing `tokenizers` tokenizer.
     pub fn from_tokenizer(inner: Tokenizer) -> Self {
         Self {

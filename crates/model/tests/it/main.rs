@@ -7,3 +7,4 @@ mod common;
 mod generation;
 mod gpt2_tokenizer;
 mod logits_parity;
+mod training;

@@ -1,0 +1,427 @@
+//! The model organism's world: invented people with planted attributes, the templates that
+//! state them (some held out of training), and the training corpus that mixes fact statements,
+//! in-context retrieval prompts (the [`DualForm::Retrieval`] form) and filler sentences.
+//!
+//! Everything is deterministic for a seed. People have two-word names (a first name and a
+//! surname, each shared by several people), so a person is identified only at the last token
+//! of the name: the site where ROME finds recall happening.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::dual::{DualConfig, DualForm, generate_dual};
+use crate::error::{Error, Result};
+
+/// One kind of planted attribute: its values and the phrases that state it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relation {
+    /// Short identifier (`city`, `job`, `instrument`).
+    pub id: &'static str,
+    /// The values a person can have, as words (the answer is the word with a leading space).
+    pub values: &'static [&'static str],
+    /// Phrases that follow the subject and end right before the value, used in training.
+    pub phrases: &'static [&'static str],
+    /// Phrases of the same kind never seen in training.
+    pub held_out_phrases: &'static [&'static str],
+    /// ROME-style relation text, `{}` standing for the subject.
+    pub relation_prompt: &'static str,
+}
+
+/// The planted relations.
+pub const RELATIONS: [Relation; 3] = [
+    Relation {
+        id: "city",
+        values: &[
+            "Paris", "Tokyo", "Berlin", "Rome", "Madrid", "Moscow", "Cairo", "Lima", "Oslo",
+            "Dublin", "Vienna", "Lisbon", "Athens", "Warsaw", "Havana", "Bangkok", "Nairobi",
+            "Sydney", "Toronto", "Chicago",
+        ],
+        phrases: &[
+            " lives in",
+            " has a home in",
+            " resides in",
+            " lives in the city of",
+        ],
+        held_out_phrases: &[" currently lives in"],
+        relation_prompt: "{} lives in",
+    },
+    Relation {
+        id: "job",
+        values: &[
+            "baker", "pilot", "doctor", "lawyer", "farmer", "painter", "nurse", "teacher",
+            "chemist", "sailor", "writer", "dancer", "plumber", "banker", "judge", "miner",
+        ],
+        phrases: &[
+            " works as a",
+            " is employed as a",
+            " earns a living as a",
+            " has a job as a",
+        ],
+        held_out_phrases: &[" works full time as a"],
+        relation_prompt: "{} works as a",
+    },
+    Relation {
+        id: "instrument",
+        values: &[
+            "piano", "violin", "guitar", "drums", "flute", "cello", "harp", "trumpet", "banjo",
+            "organ", "oboe", "tuba",
+        ],
+        phrases: &[
+            " plays the",
+            " is a musician who plays the",
+            " performs on the",
+            " practices the",
+        ],
+        held_out_phrases: &[" loves to play the"],
+        relation_prompt: "{} plays the",
+    },
+];
+
+/// Openings put before a statement in training.
+pub const PREFIXES: [&str; 4] = ["", "As is well known, ", "In short, ", "People say that "];
+/// Openings never seen in training.
+pub const HELD_OUT_PREFIXES: [&str; 2] = ["Everyone knows that ", "It is true that "];
+
+/// First names of the invented people.
+pub const FIRST_NAMES: [&str; 24] = [
+    "Arvel", "Brisa", "Corvin", "Dalia", "Emrick", "Fenna", "Galen", "Hesper", "Idris", "Jorah",
+    "Kaia", "Lorcan", "Mireth", "Nolan", "Orla", "Perrin", "Quilla", "Rowan", "Sable", "Tamsin",
+    "Ulric", "Vesna", "Wren", "Yorick",
+];
+/// Surnames of the invented people.
+pub const SURNAMES: [&str; 24] = [
+    "Ashdown",
+    "Blackwood",
+    "Carrow",
+    "Dunmore",
+    "Everly",
+    "Fairhold",
+    "Greaves",
+    "Holloway",
+    "Ingram",
+    "Jessop",
+    "Kettering",
+    "Lockhart",
+    "Marlowe",
+    "Northcott",
+    "Oakley",
+    "Pembry",
+    "Quarrington",
+    "Redfern",
+    "Stanwick",
+    "Thorne",
+    "Underhill",
+    "Vance",
+    "Whitlock",
+    "Yardley",
+];
+
+const FILLER_SUBJECTS: [&str; 12] = [
+    "The old dog",
+    "A small boat",
+    "The river",
+    "My neighbour",
+    "The morning train",
+    "A quiet child",
+    "The tall tree",
+    "The market",
+    "An empty room",
+    "The wind",
+    "Our teacher",
+    "The garden",
+];
+const FILLER_VERBS: [&str; 10] = [
+    "waited near",
+    "moved past",
+    "stood beside",
+    "looked at",
+    "turned toward",
+    "rested under",
+    "ran along",
+    "stayed behind",
+    "passed by",
+    "shone over",
+];
+const FILLER_OBJECTS: [&str; 12] = [
+    "the bridge",
+    "the hill",
+    "a wooden fence",
+    "the station",
+    "the sea",
+    "an open window",
+    "the road",
+    "the church",
+    "a green field",
+    "the harbour",
+    "the library",
+    "the gate",
+];
+const FILLER_ENDINGS: [&str; 6] = [
+    ".",
+    " all day.",
+    " in the rain.",
+    " at night.",
+    " for a while.",
+    " again.",
+];
+
+/// An invented person and the value of every relation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    /// "First Last".
+    pub name: String,
+    /// Relation id → value word.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The organism's world: who exists and what is true of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct World {
+    /// The seed the world was drawn from.
+    pub seed: u64,
+    /// The people.
+    pub people: Vec<Person>,
+}
+
+/// A prompt that states (or asks for) one fact, ending right before the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactPrompt {
+    /// The person's name, as it occurs in the prompt.
+    pub subject: String,
+    /// The relation id.
+    pub relation: String,
+    /// The template, `{}` standing for the subject.
+    pub template: String,
+    /// The template filled with the subject.
+    pub prompt: String,
+    /// The answer, with its leading space.
+    pub answer: String,
+}
+
+/// Settings of the training corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CorpusConfig {
+    /// Share of documents that state facts (the rest split between retrieval and filler).
+    pub fact_share: f64,
+    /// Share of documents that are in-context retrieval prompts with their answer.
+    pub retrieval_share: f64,
+    /// Sentences per fact document.
+    pub sentences_per_document: usize,
+}
+
+impl Default for CorpusConfig {
+    fn default() -> Self {
+        Self {
+            fact_share: 0.7,
+            retrieval_share: 0.2,
+            sentences_per_document: 4,
+        }
+    }
+}
+
+impl World {
+    /// Draws `n_people` distinct people (first name × surname) and their attributes.
+    ///
+    /// # Errors
+    /// More people than name combinations.
+    pub fn generate(n_people: usize, seed: u64) -> Result<World> {
+        let combos = FIRST_NAMES.len() * SURNAMES.len();
+        if n_people > combos {
+            return Err(Error::InvalidOption(format!(
+                "{n_people} people requested; only {combos} name combinations exist"
+            )));
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut pairs: Vec<(usize, usize)> = (0..FIRST_NAMES.len())
+            .flat_map(|f| (0..SURNAMES.len()).map(move |s| (f, s)))
+            .collect();
+        pairs.shuffle(&mut rng);
+        let people = pairs[..n_people]
+            .iter()
+            .map(|&(f, s)| Person {
+                name: format!("{} {}", FIRST_NAMES[f], SURNAMES[s]),
+                attributes: RELATIONS
+                    .iter()
+                    .map(|r| {
+                        let v = r.values.choose(&mut rng).expect("values");
+                        (r.id.to_string(), v.to_string())
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(World { seed, people })
+    }
+
+    /// Every fact under every training template (prefix × training phrase).
+    pub fn training_prompts(&self) -> Vec<FactPrompt> {
+        self.prompts(&PREFIXES, |r| r.phrases)
+    }
+
+    /// Every fact under every held-out template: a held-out prefix before a training phrase,
+    /// or a held-out phrase with no prefix. None of these strings occurs in training.
+    pub fn held_out_prompts(&self) -> Vec<FactPrompt> {
+        let mut out = self.prompts(&HELD_OUT_PREFIXES, |r| r.phrases);
+        out.extend(self.prompts(&[""], |r| r.held_out_phrases));
+        out
+    }
+
+    /// Facts in ROME's known-facts layout (`subject`, `prompt`, `attribute`, …) under the
+    /// plain relation prompt of each relation, for causal tracing.
+    pub fn known_facts(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for (i, p) in self.people.iter().enumerate() {
+            for r in &RELATIONS {
+                out.push(serde_json::json!({
+                    "known_id": out.len(),
+                    "subject": p.name,
+                    "attribute": p.attributes[r.id],
+                    "template": r.relation_prompt,
+                    "prediction": format!(" {}", p.attributes[r.id]),
+                    "prompt": r.relation_prompt.replace("{}", &p.name),
+                    "relation_id": r.id,
+                    "person": i,
+                }));
+            }
+        }
+        out
+    }
+
+    fn prompts(
+        &self,
+        prefixes: &[&str],
+        phrases: impl Fn(&Relation) -> &'static [&'static str],
+    ) -> Vec<FactPrompt> {
+        let mut out = Vec::new();
+        for p in &self.people {
+            for r in &RELATIONS {
+                for prefix in prefixes {
+                    for phrase in phrases(r) {
+                        let template = format!("{prefix}{{}}{phrase}");
+                        out.push(FactPrompt {
+                            subject: p.name.clone(),
+                            relation: r.id.to_string(),
+                            prompt: template.replace("{}", &p.name),
+                            template,
+                            answer: format!(" {}", p.attributes[r.id]),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `n` training documents, deterministically for `seed`: fact documents (several
+    /// statements about random people in random training templates, or a one-line biography),
+    /// in-context retrieval prompts completed with their answer, and filler sentences.
+    ///
+    /// # Errors
+    /// Shares that do not lie in [0, 1] or sum to more than 1.
+    pub fn corpus(&self, config: &CorpusConfig, n: usize, seed: u64) -> Result<Vec<String>> {
+        let (f, r) = (config.fact_share, config.retrieval_share);
+        if !(0.0..=1.0).contains(&f) || !(0.0..=1.0).contains(&r) || f + r > 1.0 {
+            return Err(Error::InvalidOption(format!(
+                "corpus shares must lie in [0, 1] and sum to at most 1 (facts {f}, retrieval {r})"
+            )));
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let u: f64 = rng.random();
+            let doc = if u < f {
+                self.fact_document(config.sentences_per_document, &mut rng)
+            } else if u < f + r {
+                let prompt = generate_dual(
+                    &DualConfig {
+                        form: DualForm::Retrieval,
+                        n_shots: rng.random_range(2..=5),
+                        n_prompts: 1,
+                        seed: rng.random(),
+                    },
+                    None,
+                )?
+                .remove(0);
+                format!("{}{}.", prompt.prompt, prompt.answer)
+            } else {
+                (0..config.sentences_per_document)
+                    .map(|_| filler(&mut rng))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            out.push(doc);
+        }
+        Ok(out)
+    }
+
+    fn fact_document(&self, sentences: usize, rng: &mut StdRng) -> String {
+        let mut parts = Vec::with_capacity(sentences);
+        for _ in 0..sentences {
+            let p = self.people.choose(rng).expect("people");
+            if rng.random_bool(0.15) {
+                parts.push(format!(
+                    "{} is a {} from {} who plays the {}.",
+                    p.name, p.attributes["job"], p.attributes["city"], p.attributes["instrument"]
+                ));
+                continue;
+            }
+            let r = RELATIONS.choose(rng).expect("relations");
+            let prefix = PREFIXES.choose(rng).expect("prefixes");
+            let phrase = r.phrases.choose(rng).expect("phrases");
+            parts.push(format!(
+                "{prefix}{}{phrase} {}.",
+                p.name, p.attributes[r.id]
+            ));
+        }
+        parts.join(" ")
+    }
+}
+
+fn filler(rng: &mut StdRng) -> String {
+    format!(
+        "{} {} {}{}",
+        FILLER_SUBJECTS.choose(rng).expect("subjects"),
+        FILLER_VERBS.choose(rng).expect("verbs"),
+        FILLER_OBJECTS.choose(rng).expect("objects"),
+        FILLER_ENDINGS.choose(rng).expect("endings"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_out_templates_never_occur_in_the_corpus() {
+        let w = World::generate(50, 3).unwrap();
+        let corpus = w
+            .corpus(&CorpusConfig::default(), 3000, 1)
+            .unwrap()
+            .join(" ");
+        for p in w.held_out_prompts() {
+            assert!(!corpus.contains(&p.prompt), "{}", p.prompt);
+        }
+        // Training prompts do occur (the corpus is drawn from them).
+        let seen = w
+            .training_prompts()
+            .iter()
+            .filter(|p| corpus.contains(&format!("{}{}", p.prompt, p.answer)))
+            .count();
+        assert!(seen > 0);
+    }
+
+    #[test]
+    fn worlds_are_deterministic_and_names_distinct() {
+        let a = World::generate(300, 9).unwrap();
+        assert_eq!(a, World::generate(300, 9).unwrap());
+        assert_ne!(a, World::generate(300, 10).unwrap());
+        let mut names: Vec<&str> = a.people.iter().map(|p| p.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 300);
+        assert!(World::generate(10_000, 0).is_err());
+    }
+}

@@ -1,0 +1,463 @@
+//! `cargo xtask organism`: trains the model organism — a small GPT-2 whose facts we planted —
+//! from a seed, on the CPU with burn's autodiff and AdamW, and writes it in Hugging Face layout
+//! with the manifest of its world; `--eval` evaluates a trained organism.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burnlens_datasets::organism::{HELD_OUT_PREFIXES, PREFIXES};
+use burnlens_datasets::{
+    CorpusConfig, DualConfig, DualForm, DualPrompt, FactPrompt, RELATIONS, World, generate_dual,
+};
+use burnlens_model::{
+    BackendKind, Gpt2, Gpt2Config, Gpt2Tokenizer, PaddingSide, StepLog, TokenBatch, TrainConfig,
+    load, train_lm,
+};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Options of `cargo xtask organism`.
+#[derive(Args)]
+pub struct OrganismArgs {
+    /// Where the organism is written (or read, with --eval).
+    #[arg(long, default_value = "fixtures/organism")]
+    pub out: PathBuf,
+    /// Only evaluate the organism in --out (fact recall on held-out templates, in-context
+    /// retrieval), and compare with the numbers recorded when it was trained.
+    #[arg(long)]
+    pub eval: bool,
+    /// Seed of the world, the corpus, the initialisation and the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Backend: ndarray or flex (training runs on the CPU).
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    /// Invented people (a few hundred).
+    #[arg(long, default_value_t = 240)]
+    pub people: usize,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 3000)]
+    pub steps: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Tokens per sequence (also the model's context length).
+    #[arg(long, default_value_t = 64)]
+    pub seq_len: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// BPE vocabulary size.
+    #[arg(long, default_value_t = 2048)]
+    pub vocab_size: usize,
+    /// Layers.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Model width.
+    #[arg(long, default_value_t = 128)]
+    pub d_model: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+}
+
+/// Everything needed to rebuild and check the organism, written as `manifest.json`.
+#[derive(Serialize, Deserialize)]
+pub struct Manifest {
+    /// The training seed.
+    pub seed: u64,
+    /// The backend it was trained on.
+    pub backend: String,
+    /// The command line that rebuilds it.
+    pub command: String,
+    /// The world: people and their planted attributes.
+    pub world: World,
+    /// Relations: values, training and held-out phrases.
+    pub relations: serde_json::Value,
+    /// Training and held-out openings.
+    pub prefixes: serde_json::Value,
+    /// The corpus mixture.
+    pub corpus: CorpusConfig,
+    /// The optimizer settings.
+    pub train: TrainConfig,
+    /// Sequences per step and tokens per sequence.
+    pub batch: [usize; 2],
+    /// Seed of the held-out in-context retrieval prompts.
+    pub retrieval_eval_seed: u64,
+    /// The evaluation right after training.
+    pub eval: Evaluation,
+    /// Wall-clock seconds of training.
+    pub train_seconds: f64,
+}
+
+/// Accuracies of the organism.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Top-1 recall of every planted fact under the held-out templates.
+    pub held_out_recall: f64,
+    /// The same, per relation.
+    pub held_out_recall_by_relation: Vec<(String, f64)>,
+    /// The same, per held-out template (relation, template).
+    #[serde(default)]
+    pub held_out_recall_by_template: Vec<(String, String, f64)>,
+    /// Top-1 recall under the training templates.
+    pub training_recall: f64,
+    /// Top-1 accuracy on held-out in-context retrieval prompts.
+    pub retrieval_accuracy: f64,
+    /// Prompts evaluated: held-out facts, training facts, retrieval prompts.
+    pub counts: [usize; 3],
+}
+
+const RETRIEVAL_EVAL_PROMPTS: usize = 300;
+
+/// Runs `cargo xtask organism`.
+pub fn run(a: OrganismArgs) -> Result<()> {
+    if a.eval {
+        return eval_only(&a.out, &a.backend);
+    }
+    let backend: BackendKind = a.backend.parse()?;
+    if backend == BackendKind::Wgpu {
+        bail!("the organism trains on the CPU: --backend ndarray or flex");
+    }
+    let device = backend.device()?;
+    let world = World::generate(a.people, a.seed)?;
+    let corpus = CorpusConfig::default();
+
+    eprintln!("training the tokenizer ({} tokens)…", a.vocab_size);
+    let sample = world.corpus(&corpus, 20_000, a.seed ^ 0x70c)?;
+    let tokenizer = Gpt2Tokenizer::train_bpe(sample.iter(), a.vocab_size)?;
+    let eot = tokenizer
+        .endoftext_id()
+        .context("the trained tokenizer has no <|endoftext|>")?;
+    check_tokens(&world, &tokenizer)?;
+
+    let config = Gpt2Config::new(
+        a.layers,
+        a.heads,
+        a.d_model,
+        tokenizer.vocab_size(),
+        a.seq_len,
+    )
+    .with_bos_token_id(Some(eot))
+    .with_eos_token_id(Some(eot));
+    config.validate()?;
+    let train = TrainConfig {
+        steps: a.steps,
+        lr: a.lr,
+        warmup: (a.steps / 20).max(1),
+        ..TrainConfig::default()
+    };
+    let ad = device.clone().autodiff();
+    ad.seed(a.seed);
+    let model = config.init(&ad);
+    eprintln!(
+        "model: {} layers, d_model {}, {} heads, vocab {}, context {}: {} parameters",
+        a.layers,
+        a.d_model,
+        a.heads,
+        config.vocab_size,
+        a.seq_len,
+        model.num_params()
+    );
+
+    let mut stream = Packer::new(&world, &corpus, &tokenizer, eot, a.seed);
+    let bar = ProgressBar::new(a.steps as u64).with_style(ProgressStyle::with_template(
+        "training [{bar:40}] {pos}/{len} steps ({eta}) {msg}",
+    )?);
+    let t = Instant::now();
+    let mut recent: Vec<f32> = Vec::new();
+    let trained = train_lm(
+        model,
+        &train,
+        |_| TokenBatch::new(stream.rows(a.batch_size, a.seq_len)?, None),
+        |log: &StepLog| {
+            recent.push(log.loss);
+            if recent.len() == 50 {
+                let mean = recent.iter().sum::<f32>() / recent.len() as f32;
+                bar.set_message(format!("loss {mean:.3}, lr {:.2e}", log.lr));
+                if (log.step + 1).is_multiple_of(500) {
+                    let line = format!("step {:>6}: loss {mean:.4}", log.step + 1);
+                    if bar.is_hidden() {
+                        eprintln!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
+                }
+                recent.clear();
+            }
+            bar.inc(1);
+        },
+    )?;
+    bar.finish();
+    let train_seconds = t.elapsed().as_secs_f64();
+    eprintln!("trained in {train_seconds:.0} s");
+
+    // Save, then evaluate the saved checkpoint as any user would load it.
+    std::fs::create_dir_all(&a.out)?;
+    trained.save_pretrained(&a.out)?;
+    tokenizer.save(&a.out.join("tokenizer.json"))?;
+    let lm = load(&a.out.to_string_lossy(), &device)?;
+    let retrieval_eval_seed = a.seed.wrapping_add(0xe7a1);
+    let eval = evaluate(&lm.model, &lm.tokenizer, &world, retrieval_eval_seed)?;
+    print_eval(&eval);
+
+    std::fs::write(
+        a.out.join("known_facts.json"),
+        serde_json::to_string_pretty(&world.known_facts())?,
+    )?;
+    let manifest = Manifest {
+        seed: a.seed,
+        backend: backend.to_string(),
+        command: format!(
+            "cargo xtask organism --seed {} --backend {} --people {} --steps {} --batch-size {} \
+             --seq-len {} --lr {} --vocab-size {} --layers {} --d-model {} --heads {}",
+            a.seed,
+            backend,
+            a.people,
+            a.steps,
+            a.batch_size,
+            a.seq_len,
+            a.lr,
+            a.vocab_size,
+            a.layers,
+            a.d_model,
+            a.heads
+        ),
+        world,
+        relations: json!(
+            RELATIONS
+                .iter()
+                .map(|r| json!({
+                    "id": r.id,
+                    "values": r.values,
+                    "phrases": r.phrases,
+                    "held_out_phrases": r.held_out_phrases,
+                    "relation_prompt": r.relation_prompt,
+                }))
+                .collect::<Vec<_>>()
+        ),
+        prefixes: json!({"training": PREFIXES, "held_out": HELD_OUT_PREFIXES}),
+        corpus,
+        train,
+        batch: [a.batch_size, a.seq_len],
+        retrieval_eval_seed,
+        eval,
+        train_seconds,
+    };
+    std::fs::write(
+        a.out.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)?,
+    )?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn eval_only(dir: &Path, backend: &str) -> Result<()> {
+    let backend: BackendKind = backend.parse()?;
+    let device = backend.device()?;
+    let manifest: Manifest = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("manifest.json"))
+            .with_context(|| format!("reading {}/manifest.json", dir.display()))?,
+    )
+    .with_context(|| format!("parsing {}/manifest.json", dir.display()))?;
+    let lm = load(&dir.to_string_lossy(), &device)?;
+    let eval = evaluate(
+        &lm.model,
+        &lm.tokenizer,
+        &manifest.world,
+        manifest.retrieval_eval_seed,
+    )?;
+    print_eval(&eval);
+    println!(
+        "recorded at training: held-out recall {:.4}, retrieval {:.4}",
+        manifest.eval.held_out_recall, manifest.eval.retrieval_accuracy
+    );
+    Ok(())
+}
+
+fn print_eval(e: &Evaluation) {
+    println!(
+        "held-out fact recall: {:.4} ({} prompts); by relation: {}",
+        e.held_out_recall,
+        e.counts[0],
+        e.held_out_recall_by_relation
+            .iter()
+            .map(|(r, v)| format!("{r} {v:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (r, t, v) in &e.held_out_recall_by_template {
+        println!("  {r:<10} {t:<40} {v:.4}");
+    }
+    println!(
+        "training-template recall: {:.4} ({} prompts)",
+        e.training_recall, e.counts[1]
+    );
+    println!(
+        "in-context retrieval: {:.4} ({} prompts)",
+        e.retrieval_accuracy, e.counts[2]
+    );
+}
+
+/// Every answer must be one token and every name more than one, or the organism's tests
+/// would measure something else.
+fn check_tokens(world: &World, tok: &Gpt2Tokenizer) -> Result<()> {
+    for r in &RELATIONS {
+        for v in r.values {
+            if tok.encode(&format!(" {v}"), false)?.len() != 1 {
+                bail!("the answer {v:?} is not one token of the trained tokenizer");
+            }
+        }
+    }
+    for p in &world.people {
+        if tok.encode(&format!(" {}", p.name), false)?.len() < 2 {
+            bail!("the name {:?} is a single token", p.name);
+        }
+    }
+    Ok(())
+}
+
+/// Fraction of `(prompt, answer)` pairs whose top next token after the prompt is the answer.
+fn top1_accuracy(model: &Gpt2, tok: &Gpt2Tokenizer, items: &[(String, String)]) -> Result<f64> {
+    let pad = tok.endoftext_id().context("no <|endoftext|>")?;
+    let mut correct = 0usize;
+    for chunk in items.chunks(64) {
+        let seqs: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|(p, _)| tok.encode(p, false))
+            .collect::<std::result::Result<_, _>>()?;
+        let batch = TokenBatch::padded(&seqs, pad, PaddingSide::Left)?;
+        let logits = model.logits(&batch)?;
+        let [b, t, v] = logits.dims();
+        let last = logits.slice([0..b, t - 1..t, 0..v]).reshape([b, v]);
+        let top: Vec<i64> = last.argmax(1).into_data().iter::<i64>().collect();
+        for ((_, answer), &pred) in chunk.iter().zip(&top) {
+            if tok.single_token(answer)? as i64 == pred {
+                correct += 1;
+            }
+        }
+    }
+    Ok(correct as f64 / items.len().max(1) as f64)
+}
+
+/// Fact recall on held-out and training templates, and in-context retrieval accuracy.
+pub fn evaluate(
+    model: &Gpt2,
+    tok: &Gpt2Tokenizer,
+    world: &World,
+    retrieval_seed: u64,
+) -> Result<Evaluation> {
+    let pairs = |ps: &[FactPrompt]| -> Vec<(String, String)> {
+        ps.iter()
+            .map(|p| (p.prompt.clone(), p.answer.clone()))
+            .collect()
+    };
+    let held = world.held_out_prompts();
+    let held_out_recall = top1_accuracy(model, tok, &pairs(&held))?;
+    let mut by_relation = Vec::new();
+    let mut by_template = Vec::new();
+    for r in &RELATIONS {
+        let sub: Vec<FactPrompt> = held
+            .iter()
+            .filter(|p| p.relation == r.id)
+            .cloned()
+            .collect();
+        by_relation.push((r.id.to_string(), top1_accuracy(model, tok, &pairs(&sub))?));
+        let mut templates: Vec<&str> = sub.iter().map(|p| p.template.as_str()).collect();
+        templates.sort_unstable();
+        templates.dedup();
+        for t in templates {
+            let one: Vec<FactPrompt> = sub.iter().filter(|p| p.template == t).cloned().collect();
+            let acc = top1_accuracy(model, tok, &pairs(&one))?;
+            by_template.push((r.id.to_string(), t.to_string(), acc));
+        }
+    }
+    // Every training template of a random tenth of the facts (all of them takes longer and
+    // says the same).
+    let mut rng = StdRng::seed_from_u64(7);
+    let train: Vec<FactPrompt> = world
+        .training_prompts()
+        .into_iter()
+        .filter(|_| rng.random_bool(0.1))
+        .collect();
+    let training_recall = top1_accuracy(model, tok, &pairs(&train))?;
+    let retrieval = retrieval_prompts(tok, retrieval_seed)?;
+    let items: Vec<(String, String)> = retrieval
+        .iter()
+        .map(|p| (p.prompt.clone(), p.answer.clone()))
+        .collect();
+    let retrieval_accuracy = top1_accuracy(model, tok, &items)?;
+    Ok(Evaluation {
+        held_out_recall,
+        held_out_recall_by_relation: by_relation,
+        held_out_recall_by_template: by_template,
+        training_recall,
+        retrieval_accuracy,
+        counts: [held.len(), train.len(), items.len()],
+    })
+}
+
+/// The held-out in-context retrieval prompts (3 shots).
+pub fn retrieval_prompts(tok: &Gpt2Tokenizer, seed: u64) -> Result<Vec<DualPrompt>> {
+    Ok(generate_dual(
+        &DualConfig {
+            form: DualForm::Retrieval,
+            n_shots: 3,
+            n_prompts: RETRIEVAL_EVAL_PROMPTS,
+            seed,
+        },
+        Some(tok),
+    )?)
+}
+
+/// Packs corpus documents, each followed by `<|endoftext|>`, into rows of fixed length.
+struct Packer<'a> {
+    world: &'a World,
+    corpus: &'a CorpusConfig,
+    tok: &'a Gpt2Tokenizer,
+    eot: u32,
+    rng: StdRng,
+    buffer: Vec<u32>,
+}
+
+impl<'a> Packer<'a> {
+    fn new(
+        world: &'a World,
+        corpus: &'a CorpusConfig,
+        tok: &'a Gpt2Tokenizer,
+        eot: u32,
+        seed: u64,
+    ) -> Self {
+        Self {
+            world,
+            corpus,
+            tok,
+            eot,
+            rng: StdRng::seed_from_u64(seed ^ 0xda7a),
+            buffer: Vec::new(),
+        }
+    }
+
+    fn rows(&mut self, n: usize, len: usize) -> burnlens_model::Result<Vec<Vec<u32>>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            while self.buffer.len() < len {
+                let docs = self
+                    .world
+                    .corpus(self.corpus, 64, self.rng.random())
+                    .map_err(|e| burnlens_model::Error::InvalidOption(e.to_string()))?;
+                for d in docs {
+                    self.buffer.extend(self.tok.encode(&d, false)?);
+                    self.buffer.push(self.eot);
+                }
+            }
+            out.push(self.buffer.drain(..len).collect());
+        }
+        Ok(out)
+    }
+}
