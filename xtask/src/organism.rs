@@ -40,8 +40,8 @@ pub struct OrganismArgs {
     /// Invented people (a few hundred).
     #[arg(long, default_value_t = 240)]
     pub people: usize,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 3000)]
+    /// Optimizer steps (1600 take about 23 minutes on 2 cores with flex).
+    #[arg(long, default_value_t = 1600)]
     pub steps: usize,
     /// Sequences per step.
     #[arg(long, default_value_t = 32)]

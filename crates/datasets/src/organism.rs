@@ -45,6 +45,7 @@ pub const RELATIONS: [Relation; 3] = [
             " has a home in",
             " resides in",
             " lives in the city of",
+            " usually lives in",
         ],
         held_out_phrases: &[" currently lives in"],
         relation_prompt: "{} lives in",
@@ -60,8 +61,9 @@ pub const RELATIONS: [Relation; 3] = [
             " is employed as a",
             " earns a living as a",
             " has a job as a",
+            " usually works as a",
         ],
-        held_out_phrases: &[" works full time as a"],
+        held_out_phrases: &[" currently works as a"],
         relation_prompt: "{} works as a",
     },
     Relation {
@@ -75,16 +77,41 @@ pub const RELATIONS: [Relation; 3] = [
             " is a musician who plays the",
             " performs on the",
             " practices the",
+            " usually plays the",
         ],
-        held_out_phrases: &[" loves to play the"],
+        held_out_phrases: &[" currently plays the"],
         relation_prompt: "{} plays the",
     },
 ];
 
 /// Openings put before a statement in training.
-pub const PREFIXES: [&str; 4] = ["", "As is well known, ", "In short, ", "People say that "];
-/// Openings never seen in training.
+pub const PREFIXES: [&str; 12] = [
+    "",
+    "As is well known, ",
+    "In short, ",
+    "People say that ",
+    "Of course, ",
+    "We heard that ",
+    "In fact, ",
+    "Today, ",
+    "As you know, ",
+    "Some say that ",
+    "Note that ",
+    "Clearly, ",
+];
+/// Openings never put before a statement in training (their words do occur, in filler).
 pub const HELD_OUT_PREFIXES: [&str; 2] = ["Everyone knows that ", "It is true that "];
+
+/// Openings of filler sentences: every word of the held-out templates occurs in training,
+/// just never in a statement of a fact.
+const FILLER_OPENINGS: [&str; 5] = [
+    "",
+    "Everyone knows that ",
+    "It is true that ",
+    "Today, ",
+    "In fact, ",
+];
+const FILLER_ADVERBS: [&str; 4] = ["", "currently ", "usually ", "still "];
 
 /// First names of the invented people.
 pub const FIRST_NAMES: [&str; 24] = [
@@ -216,8 +243,8 @@ pub struct CorpusConfig {
 impl Default for CorpusConfig {
     fn default() -> Self {
         Self {
-            fact_share: 0.7,
-            retrieval_share: 0.2,
+            fact_share: 0.55,
+            retrieval_share: 0.3,
             sentences_per_document: 4,
         }
     }
@@ -381,9 +408,16 @@ impl World {
 }
 
 fn filler(rng: &mut StdRng) -> String {
+    let opening = FILLER_OPENINGS.choose(rng).expect("openings");
+    let subject = FILLER_SUBJECTS.choose(rng).expect("subjects");
+    let subject = if opening.is_empty() {
+        subject.to_string()
+    } else {
+        format!("{}{}", subject[..1].to_lowercase(), &subject[1..])
+    };
     format!(
-        "{} {} {}{}",
-        FILLER_SUBJECTS.choose(rng).expect("subjects"),
+        "{opening}{subject} {}{} {}{}",
+        FILLER_ADVERBS.choose(rng).expect("adverbs"),
         FILLER_VERBS.choose(rng).expect("verbs"),
         FILLER_OBJECTS.choose(rng).expect("objects"),
         FILLER_ENDINGS.choose(rng).expect("endings"),
@@ -411,6 +445,10 @@ mod tests {
             .filter(|p| corpus.contains(&format!("{}{}", p.prompt, p.answer)))
             .count();
         assert!(seen > 0);
+        // Their words do occur, in filler, so no held-out word has an untrained embedding.
+        for words in HELD_OUT_PREFIXES.iter().chain(&[" currently "]) {
+            assert!(corpus.contains(words), "{words:?}");
+        }
     }
 
     #[test]
