@@ -57,13 +57,13 @@ PROCESSED_HOOKS = [
 ]
 
 
-def fixture_args(description=None):
-    """`--model` (default fixtures/tiny-gpt2) and `--out` (default fixtures/reference/tiny-gpt2),
+def fixture_args(description=None, fixture="tiny-gpt2"):
+    """`--model` (default fixtures/<fixture>) and `--out` (default fixtures/reference/<fixture>),
     the options every reference script takes."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--model", default=os.path.join(root, "fixtures", "tiny-gpt2"))
-    ap.add_argument("--out", default=os.path.join(root, "fixtures", "reference", "tiny-gpt2"))
+    ap.add_argument("--model", default=os.path.join(root, "fixtures", fixture))
+    ap.add_argument("--out", default=os.path.join(root, "fixtures", "reference", fixture))
     return ap.parse_args()
 
 

@@ -9,9 +9,9 @@ Python tokenizer gives, the full logits `[pos, vocab]` of each prompt, and the t
 Usage: HF_HUB_OFFLINE=1 python organism_reference.py [--model DIR] [--out DIR]
 """
 
-import argparse
 import json
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -20,13 +20,12 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hooks_reference import fixture_args  # noqa: E402
+
 
 def main() -> None:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=os.path.join(root, "fixtures", "organism"))
-    ap.add_argument("--out", default=os.path.join(root, "fixtures", "reference", "organism"))
-    args = ap.parse_args()
+    args = fixture_args(fixture="organism")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.model, "manifest.json")) as f:
         manifest = json.load(f)

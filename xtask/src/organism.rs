@@ -10,6 +10,7 @@ use burnlens_datasets::organism::{HELD_OUT_PREFIXES, PREFIXES};
 use burnlens_datasets::{
     CorpusConfig, DualConfig, DualForm, DualPrompt, FactPrompt, RELATIONS, World, generate_dual,
 };
+use burnlens_metrics::last_position;
 use burnlens_model::{
     BackendKind, Gpt2, Gpt2Config, Gpt2Tokenizer, PaddingSide, StepLog, TokenBatch, TrainConfig,
     load, train_lm,
@@ -322,27 +323,40 @@ fn check_tokens(world: &World, tok: &Gpt2Tokenizer) -> Result<()> {
     Ok(())
 }
 
-/// Fraction of `(prompt, answer)` pairs whose top next token after the prompt is the answer.
-fn top1_accuracy(model: &Gpt2, tok: &Gpt2Tokenizer, items: &[(String, String)]) -> Result<f64> {
+/// For each `(prompt, answer)` pair, whether the top next token after the prompt is the answer.
+fn top1_correct(
+    model: &Gpt2,
+    tok: &Gpt2Tokenizer,
+    items: &[(String, String)],
+) -> Result<Vec<bool>> {
     let pad = tok.endoftext_id().context("no <|endoftext|>")?;
-    let mut correct = 0usize;
+    let mut out = Vec::with_capacity(items.len());
     for chunk in items.chunks(64) {
         let seqs: Vec<Vec<u32>> = chunk
             .iter()
             .map(|(p, _)| tok.encode(p, false))
             .collect::<std::result::Result<_, _>>()?;
         let batch = TokenBatch::padded(&seqs, pad, PaddingSide::Left)?;
-        let logits = model.logits(&batch)?;
-        let [b, t, v] = logits.dims();
-        let last = logits.slice([0..b, t - 1..t, 0..v]).reshape([b, v]);
-        let top: Vec<i64> = last.argmax(1).into_data().iter::<i64>().collect();
+        let top: Vec<i64> = last_position(model.logits(&batch)?)
+            .argmax(1)
+            .into_data()
+            .iter::<i64>()
+            .collect();
         for ((_, answer), &pred) in chunk.iter().zip(&top) {
-            if tok.single_token(answer)? as i64 == pred {
-                correct += 1;
-            }
+            out.push(tok.single_token(answer)? as i64 == pred);
         }
     }
-    Ok(correct as f64 / items.len().max(1) as f64)
+    Ok(out)
+}
+
+/// The fraction of `true` among `correct[i]` for the `i` that `keep` selects.
+fn accuracy(correct: &[bool], keep: impl Fn(usize) -> bool) -> f64 {
+    let (hits, n) = correct
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| keep(i))
+        .fold((0usize, 0usize), |(h, n), (_, &c)| (h + c as usize, n + 1));
+    hits as f64 / n.max(1) as f64
 }
 
 /// Fact recall on held-out and training templates, and in-context retrieval accuracy.
@@ -358,22 +372,27 @@ pub fn evaluate(
             .collect()
     };
     let held = world.held_out_prompts();
-    let held_out_recall = top1_accuracy(model, tok, &pairs(&held))?;
+    // One forward per prompt; the per-relation and per-template figures are subsets of it.
+    let held_correct = top1_correct(model, tok, &pairs(&held))?;
+    let held_out_recall = accuracy(&held_correct, |_| true);
     let mut by_relation = Vec::new();
     let mut by_template = Vec::new();
     for r in &RELATIONS {
-        let sub: Vec<FactPrompt> = held
+        by_relation.push((
+            r.id.to_string(),
+            accuracy(&held_correct, |i| held[i].relation == r.id),
+        ));
+        let mut templates: Vec<&str> = held
             .iter()
             .filter(|p| p.relation == r.id)
-            .cloned()
+            .map(|p| p.template.as_str())
             .collect();
-        by_relation.push((r.id.to_string(), top1_accuracy(model, tok, &pairs(&sub))?));
-        let mut templates: Vec<&str> = sub.iter().map(|p| p.template.as_str()).collect();
         templates.sort_unstable();
         templates.dedup();
         for t in templates {
-            let one: Vec<FactPrompt> = sub.iter().filter(|p| p.template == t).cloned().collect();
-            let acc = top1_accuracy(model, tok, &pairs(&one))?;
+            let acc = accuracy(&held_correct, |i| {
+                held[i].relation == r.id && held[i].template == t
+            });
             by_template.push((r.id.to_string(), t.to_string(), acc));
         }
     }
@@ -385,13 +404,13 @@ pub fn evaluate(
         .into_iter()
         .filter(|_| rng.random_bool(0.1))
         .collect();
-    let training_recall = top1_accuracy(model, tok, &pairs(&train))?;
+    let training_recall = accuracy(&top1_correct(model, tok, &pairs(&train))?, |_| true);
     let retrieval = retrieval_prompts(tok, retrieval_seed)?;
     let items: Vec<(String, String)> = retrieval
         .iter()
         .map(|p| (p.prompt.clone(), p.answer.clone()))
         .collect();
-    let retrieval_accuracy = top1_accuracy(model, tok, &items)?;
+    let retrieval_accuracy = accuracy(&top1_correct(model, tok, &items)?, |_| true);
     Ok(Evaluation {
         held_out_recall,
         held_out_recall_by_relation: by_relation,

@@ -117,8 +117,8 @@ pub fn train_lm(
         }
         let lr = config.lr_at(step);
         model = optim.step(lr, model, grads);
-        let head = model.wte.val().transpose().into_data();
-        model.w_u = Param::from_tensor(Tensor::from_data(head, &model.device()));
+        // A fresh leaf holding wteᵀ (the inner tensor lifted back into autodiff).
+        model.w_u = Param::from_tensor(model.wte.val().transpose().inner().autodiff());
         observe(&StepLog {
             step,
             lr,
