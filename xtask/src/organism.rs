@@ -41,8 +41,8 @@ pub struct OrganismArgs {
     /// Invented people (a few hundred).
     #[arg(long, default_value_t = 240)]
     pub people: usize,
-    /// Optimizer steps (1600 take about 23 minutes on 2 cores with flex).
-    #[arg(long, default_value_t = 1600)]
+    /// Optimizer steps (2000 take about 22 minutes on 2 cores with flex).
+    #[arg(long, default_value_t = 2000)]
     pub steps: usize,
     /// Sequences per step.
     #[arg(long, default_value_t = 32)]
@@ -51,7 +51,7 @@ pub struct OrganismArgs {
     #[arg(long, default_value_t = 64)]
     pub seq_len: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 3e-3)]
     pub lr: f64,
     /// BPE vocabulary size.
     #[arg(long, default_value_t = 2048)]
@@ -65,6 +65,39 @@ pub struct OrganismArgs {
     /// Attention heads.
     #[arg(long, default_value_t = 4)]
     pub heads: usize,
+    /// Share of corpus documents that state planted facts.
+    #[arg(long, default_value_t = 0.5)]
+    pub fact_share: f64,
+    /// Share of corpus documents that are in-context retrieval documents (the rest is filler).
+    #[arg(long, default_value_t = 0.35)]
+    pub retrieval_share: f64,
+    /// Shots of a retrieval document, `MIN-MAX` (or one number).
+    #[arg(long, default_value = "2-5", value_parser = parse_range)]
+    pub retrieval_shots: [usize; 2],
+    /// Queries of a retrieval document, `MIN-MAX` (or one number).
+    #[arg(long, default_value = "2-4", value_parser = parse_range)]
+    pub retrieval_queries: [usize; 2],
+    /// Every this many steps, print in-context retrieval accuracy and held-out recall on a
+    /// sample (0: only at the end).
+    #[arg(long, default_value_t = 400)]
+    pub eval_every: usize,
+}
+
+/// Parses `MIN-MAX` or a single number into an inclusive range.
+fn parse_range(s: &str) -> std::result::Result<[usize; 2], String> {
+    let num = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{s:?} is not MIN-MAX or a number"))
+    };
+    let r = match s.split_once('-') {
+        Some((a, b)) => [num(a)?, num(b)?],
+        None => [num(s)?; 2],
+    };
+    if r[0] > r[1] {
+        return Err(format!("{s:?}: the minimum exceeds the maximum"));
+    }
+    Ok(r)
 }
 
 /// Everything needed to rebuild and check the organism, written as `manifest.json`.
@@ -127,7 +160,13 @@ pub fn run(a: OrganismArgs) -> Result<()> {
     }
     let device = backend.device()?;
     let world = World::generate(a.people, a.seed)?;
-    let corpus = CorpusConfig::default();
+    let corpus = CorpusConfig {
+        fact_share: a.fact_share,
+        retrieval_share: a.retrieval_share,
+        retrieval_shots: a.retrieval_shots,
+        retrieval_queries: a.retrieval_queries,
+        ..CorpusConfig::default()
+    };
 
     eprintln!("training the tokenizer ({} tokens)…", a.vocab_size);
     let sample = world.corpus(&corpus, 20_000, a.seed ^ 0x70c)?;
@@ -172,26 +211,37 @@ pub fn run(a: OrganismArgs) -> Result<()> {
     )?);
     let t = Instant::now();
     let mut recent: Vec<f32> = Vec::new();
+    let retrieval_eval_seed = a.seed.wrapping_add(0xe7a1);
+    let say = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
     let trained = train_lm(
         model,
         &train,
         |_| TokenBatch::new(stream.rows(a.batch_size, a.seq_len)?, None),
-        |log: &StepLog| {
+        |log: &StepLog, model: &Gpt2| {
             recent.push(log.loss);
             if recent.len() == 50 {
                 let mean = recent.iter().sum::<f32>() / recent.len() as f32;
                 bar.set_message(format!("loss {mean:.3}, lr {:.2e}", log.lr));
                 if (log.step + 1).is_multiple_of(500) {
-                    let line = format!("step {:>6}: loss {mean:.4}", log.step + 1);
-                    if bar.is_hidden() {
-                        eprintln!("{line}");
-                    } else {
-                        bar.println(line);
-                    }
+                    say(format!("step {:>6}: loss {mean:.4}", log.step + 1));
                 }
                 recent.clear();
             }
+            if a.eval_every > 0 && (log.step + 1).is_multiple_of(a.eval_every) {
+                let (held, retrieval) = quick_eval(model, &tokenizer, &world, retrieval_eval_seed)?;
+                say(format!(
+                    "step {:>6}: held-out recall (sample) {held:.3}, retrieval {retrieval:.3}",
+                    log.step + 1
+                ));
+            }
             bar.inc(1);
+            Ok(())
         },
     )?;
     bar.finish();
@@ -203,7 +253,6 @@ pub fn run(a: OrganismArgs) -> Result<()> {
     trained.save_pretrained(&a.out)?;
     tokenizer.save(&a.out.join("tokenizer.json"))?;
     let lm = load(&a.out.to_string_lossy(), &device)?;
-    let retrieval_eval_seed = a.seed.wrapping_add(0xe7a1);
     let eval = evaluate(&lm.model, &lm.tokenizer, &world, retrieval_eval_seed)?;
     print_eval(&eval);
 
@@ -216,7 +265,8 @@ pub fn run(a: OrganismArgs) -> Result<()> {
         backend: backend.to_string(),
         command: format!(
             "cargo xtask organism --seed {} --backend {} --people {} --steps {} --batch-size {} \
-             --seq-len {} --lr {} --vocab-size {} --layers {} --d-model {} --heads {}",
+             --seq-len {} --lr {} --vocab-size {} --layers {} --d-model {} --heads {} \
+             --fact-share {} --retrieval-share {} --retrieval-shots {}-{} --retrieval-queries {}-{}",
             a.seed,
             backend,
             a.people,
@@ -227,7 +277,13 @@ pub fn run(a: OrganismArgs) -> Result<()> {
             a.vocab_size,
             a.layers,
             a.d_model,
-            a.heads
+            a.heads,
+            a.fact_share,
+            a.retrieval_share,
+            a.retrieval_shots[0],
+            a.retrieval_shots[1],
+            a.retrieval_queries[0],
+            a.retrieval_queries[1],
         ),
         world,
         relations: json!(
@@ -421,6 +477,31 @@ pub fn evaluate(
     })
 }
 
+/// Held-out recall on every tenth held-out prompt, and retrieval accuracy: a cheap look at a
+/// model in training.
+fn quick_eval(
+    model: &Gpt2,
+    tok: &Gpt2Tokenizer,
+    world: &World,
+    retrieval_seed: u64,
+) -> burnlens_model::Result<(f64, f64)> {
+    let err = |e: anyhow::Error| burnlens_model::Error::InvalidOption(format!("{e:#}"));
+    let held: Vec<(String, String)> = world
+        .held_out_prompts()
+        .into_iter()
+        .step_by(10)
+        .map(|p| (p.prompt, p.answer))
+        .collect();
+    let held = accuracy(&top1_correct(model, tok, &held).map_err(err)?, |_| true);
+    let items: Vec<(String, String)> = retrieval_prompts(tok, retrieval_seed)
+        .map_err(err)?
+        .into_iter()
+        .map(|p| (p.prompt, p.answer))
+        .collect();
+    let retrieval = accuracy(&top1_correct(model, tok, &items).map_err(err)?, |_| true);
+    Ok((held, retrieval))
+}
+
 /// The held-out in-context retrieval prompts (3 shots).
 pub fn retrieval_prompts(tok: &Gpt2Tokenizer, seed: u64) -> Result<Vec<DualPrompt>> {
     Ok(generate_dual(
@@ -434,14 +515,17 @@ pub fn retrieval_prompts(tok: &Gpt2Tokenizer, seed: u64) -> Result<Vec<DualPromp
     )?)
 }
 
-/// Packs corpus documents, each followed by `<|endoftext|>`, into rows of fixed length.
+/// Packs corpus documents, each followed by `<|endoftext|>`, into rows of fixed length. Every
+/// row starts at a document's start and holds whole documents; the room left at its end takes
+/// the beginning of the next document, which then also starts the next row. So no document
+/// (a retrieval prompt above all, whose answer needs its context) is seen only cut in two.
 struct Packer<'a> {
     world: &'a World,
     corpus: &'a CorpusConfig,
     tok: &'a Gpt2Tokenizer,
     eot: u32,
     rng: StdRng,
-    buffer: Vec<u32>,
+    docs: std::collections::VecDeque<Vec<u32>>,
 }
 
 impl<'a> Packer<'a> {
@@ -458,24 +542,41 @@ impl<'a> Packer<'a> {
             tok,
             eot,
             rng: StdRng::seed_from_u64(seed ^ 0xda7a),
-            buffer: Vec::new(),
+            docs: Default::default(),
         }
+    }
+
+    fn next_doc(&mut self) -> burnlens_model::Result<&Vec<u32>> {
+        if self.docs.is_empty() {
+            let docs = self
+                .world
+                .corpus(self.corpus, 64, self.rng.random())
+                .map_err(|e| burnlens_model::Error::InvalidOption(e.to_string()))?;
+            for d in docs {
+                let mut ids = self.tok.encode(&d, false)?;
+                ids.push(self.eot);
+                self.docs.push_back(ids);
+            }
+        }
+        Ok(self.docs.front().expect("documents"))
     }
 
     fn rows(&mut self, n: usize, len: usize) -> burnlens_model::Result<Vec<Vec<u32>>> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            while self.buffer.len() < len {
-                let docs = self
-                    .world
-                    .corpus(self.corpus, 64, self.rng.random())
-                    .map_err(|e| burnlens_model::Error::InvalidOption(e.to_string()))?;
-                for d in docs {
-                    self.buffer.extend(self.tok.encode(&d, false)?);
-                    self.buffer.push(self.eot);
+            let mut row: Vec<u32> = Vec::with_capacity(len);
+            while row.len() < len {
+                let room = len - row.len();
+                let doc = self.next_doc()?;
+                if doc.len() <= room || row.is_empty() {
+                    // A whole document (or the first part of one longer than a row).
+                    row.extend(&doc[..doc.len().min(room)]);
+                    self.docs.pop_front();
+                } else {
+                    row.extend(&doc[..room]);
                 }
             }
-            out.push(self.buffer.drain(..len).collect());
+            out.push(row);
         }
         Ok(out)
     }

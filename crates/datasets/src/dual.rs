@@ -153,6 +153,45 @@ fn sentence(form: DualForm, name: (&str, &str), country: &str, capital: Option<&
     }
 }
 
+/// A training document of the retrieval form: `n_shots` statements "{name} is from
+/// {country}." with distinct names and countries, followed by `n_queries` restatements of
+/// earlier ones (never the same one twice in a row), each of whose countries can only be
+/// copied from the context. Its first shots and first query read exactly like a prompt of
+/// [`generate_dual`]'s retrieval form completed with its answer; the further queries give a
+/// document several answers to learn retrieval from instead of one.
+///
+/// # Errors
+/// Fewer than 2 shots, more shots than names, or no query.
+pub fn retrieval_document(n_shots: usize, n_queries: usize, rng: &mut StdRng) -> Result<String> {
+    if n_shots < 2 || n_shots > NAMES.len() || n_queries == 0 {
+        return Err(Error::InvalidOption(format!(
+            "a retrieval document needs 2 to {} shots and at least one query ({n_shots} shots, \
+             {n_queries} queries)",
+            NAMES.len()
+        )));
+    }
+    let mut names = NAMES.to_vec();
+    names.shuffle(rng);
+    let mut countries: Vec<&str> = COUNTRIES.iter().map(|&(c, _)| c).collect();
+    countries.shuffle(rng);
+    let shots: Vec<((&str, &str), &str)> = names.into_iter().zip(countries).take(n_shots).collect();
+    let mut parts: Vec<String> = shots
+        .iter()
+        .map(|&(n, c)| sentence(DualForm::Retrieval, n, c, Some(c)))
+        .collect();
+    let mut last = usize::MAX;
+    for _ in 0..n_queries {
+        let mut q = rng.random_range(0..n_shots);
+        if q == last {
+            q = (q + rng.random_range(1..n_shots)) % n_shots;
+        }
+        last = q;
+        let (n, c) = shots[q];
+        parts.push(sentence(DualForm::Retrieval, n, c, Some(c)));
+    }
+    Ok(parts.join(" "))
+}
+
 /// Generates dual-setting prompts, deterministically for a seed.
 ///
 /// With a tokenizer, only countries whose capital (with its leading space) is one token are

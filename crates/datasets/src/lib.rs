@@ -16,7 +16,7 @@ pub mod pairs;
 pub mod records;
 pub mod text;
 
-pub use dual::{DualConfig, DualForm, DualPrompt, generate_dual};
+pub use dual::{DualConfig, DualForm, DualPrompt, generate_dual, retrieval_document};
 pub use error::{Error, Result};
 pub use facts::{
     CounterFactRecord, KnownFact, RequestedRewrite, Target, TracingRecord, load_counterfact,

@@ -1,6 +1,6 @@
 //! The model organism's world: invented people with planted attributes, the templates that
 //! state them (some held out of training), and the training corpus that mixes fact statements,
-//! in-context retrieval prompts (the [`DualForm::Retrieval`] form) and filler sentences.
+//! in-context retrieval prompts (the [`crate::DualForm::Retrieval`] form) and filler sentences.
 //!
 //! Everything is deterministic for a seed. People have two-word names (a first name and a
 //! surname, each shared by several people), so a person is identified only at the last token
@@ -13,7 +13,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::dual::{DualConfig, DualForm, generate_dual};
+use crate::dual::{COUNTRIES, retrieval_document};
 use crate::error::{Error, Result};
 
 /// One kind of planted attribute: its values and the phrases that state it.
@@ -113,11 +113,16 @@ const FILLER_OPENINGS: [&str; 5] = [
 ];
 const FILLER_ADVERBS: [&str; 4] = ["", "currently ", "usually ", "still "];
 
-/// First names of the invented people.
+/// First names of the invented people. The first sixteen are the dual generator's
+/// [`crate::dual::NAMES`], whose retrieval prompts use them alone: in person names they occur in
+/// contexts that tell them apart (the facts of different people), with and without a leading
+/// space, so the query name can be matched to its statement. Names that occur only in retrieval
+/// prompts play interchangeable roles there and their embeddings stay nearly identical, which
+/// stalls the learning of retrieval (measured: cosine 0.95 between any two after 1600 steps).
 pub const FIRST_NAMES: [&str; 24] = [
-    "Arvel", "Brisa", "Corvin", "Dalia", "Emrick", "Fenna", "Galen", "Hesper", "Idris", "Jorah",
-    "Kaia", "Lorcan", "Mireth", "Nolan", "Orla", "Perrin", "Quilla", "Rowan", "Sable", "Tamsin",
-    "Ulric", "Vesna", "Wren", "Yorick",
+    "Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "John", "Karen",
+    "Louis", "Maria", "Nathan", "Olivia", "Peter", "Arvel", "Brisa", "Corvin", "Dalia", "Fenna",
+    "Galen", "Hesper", "Idris",
 ];
 /// Surnames of the invented people.
 pub const SURNAMES: [&str; 24] = [
@@ -238,14 +243,30 @@ pub struct CorpusConfig {
     pub retrieval_share: f64,
     /// Sentences per fact document.
     pub sentences_per_document: usize,
+    /// Shots (distinct statements) of a retrieval document: an inclusive range.
+    #[serde(default = "default_retrieval_shots")]
+    pub retrieval_shots: [usize; 2],
+    /// Queries (restatements of earlier shots) of a retrieval document: an inclusive range.
+    #[serde(default = "default_retrieval_queries")]
+    pub retrieval_queries: [usize; 2],
+}
+
+fn default_retrieval_shots() -> [usize; 2] {
+    [2, 5]
+}
+
+fn default_retrieval_queries() -> [usize; 2] {
+    [2, 4]
 }
 
 impl Default for CorpusConfig {
     fn default() -> Self {
         Self {
-            fact_share: 0.55,
-            retrieval_share: 0.3,
+            fact_share: 0.5,
+            retrieval_share: 0.35,
             sentences_per_document: 4,
+            retrieval_shots: default_retrieval_shots(),
+            retrieval_queries: default_retrieval_queries(),
         }
     }
 }
@@ -317,6 +338,86 @@ impl World {
         out
     }
 
+    /// `n` CounterFact records (ROME's `counterfact.json` layout) that rewrite planted facts,
+    /// drawn for `seed` (distinct person × relation pairs): the relation prompt with a new value
+    /// of the relation as `target_new` and the planted value as `target_true`; paraphrases are
+    /// the fact under the held-out phrases and two other training phrases, each after a
+    /// held-out opening; neighbourhood prompts are the relation prompt for up to ten other
+    /// people who share the planted value; generation prompts are the relation prompt and two
+    /// paraphrases.
+    ///
+    /// # Errors
+    /// More records than person × relation pairs.
+    pub fn counterfact(&self, n: usize, seed: u64) -> Result<Vec<crate::CounterFactRecord>> {
+        let mut pairs: Vec<(usize, usize)> = (0..self.people.len())
+            .flat_map(|p| (0..RELATIONS.len()).map(move |r| (p, r)))
+            .collect();
+        if n > pairs.len() {
+            return Err(Error::InvalidOption(format!(
+                "{n} CounterFact records requested; the world has {} facts",
+                pairs.len()
+            )));
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        pairs.shuffle(&mut rng);
+        let target = |t: &str| crate::facts::Target {
+            text: format!(" {t}"),
+            id: None,
+        };
+        let mut out = Vec::with_capacity(n);
+        for (case_id, &(pi, ri)) in pairs[..n].iter().enumerate() {
+            let (p, r) = (&self.people[pi], &RELATIONS[ri]);
+            let truth = &p.attributes[r.id];
+            let new = loop {
+                let v = r.values.choose(&mut rng).expect("values");
+                if v != truth {
+                    break *v;
+                }
+            };
+            let mut phrases: Vec<&str> = r.phrases.to_vec();
+            phrases.shuffle(&mut rng);
+            let mut paraphrase_prompts: Vec<String> = r
+                .held_out_phrases
+                .iter()
+                .chain(&phrases[..2])
+                .map(|ph| {
+                    let opening = HELD_OUT_PREFIXES.choose(&mut rng).expect("prefixes");
+                    format!("{opening}{}{ph}", p.name)
+                })
+                .collect();
+            paraphrase_prompts.dedup();
+            let mut neighbours: Vec<&Person> = self
+                .people
+                .iter()
+                .filter(|q| q.name != p.name && q.attributes[r.id] == *truth)
+                .collect();
+            neighbours.shuffle(&mut rng);
+            let neighborhood_prompts = neighbours
+                .iter()
+                .take(10)
+                .map(|q| r.relation_prompt.replace("{}", &q.name))
+                .collect();
+            let requested_rewrite = crate::facts::RequestedRewrite {
+                prompt: r.relation_prompt.to_string(),
+                subject: p.name.clone(),
+                target_new: target(new),
+                target_true: target(truth),
+                relation_id: Some(r.id.to_string()),
+            };
+            let generation_prompts = std::iter::once(requested_rewrite.filled_prompt())
+                .chain(paraphrase_prompts.iter().take(2).cloned())
+                .collect();
+            out.push(crate::CounterFactRecord {
+                case_id: case_id as u64,
+                requested_rewrite,
+                paraphrase_prompts,
+                neighborhood_prompts,
+                generation_prompts,
+            });
+        }
+        Ok(out)
+    }
+
     fn prompts(
         &self,
         prefixes: &[&str],
@@ -347,12 +448,19 @@ impl World {
     /// in-context retrieval prompts completed with their answer, and filler sentences.
     ///
     /// # Errors
-    /// Shares that do not lie in [0, 1] or sum to more than 1.
+    /// Shares that do not lie in [0, 1] or sum to more than 1; a retrieval range whose minimum
+    /// exceeds its maximum or that [`retrieval_document`] rejects.
     pub fn corpus(&self, config: &CorpusConfig, n: usize, seed: u64) -> Result<Vec<String>> {
         let (f, r) = (config.fact_share, config.retrieval_share);
         if !(0.0..=1.0).contains(&f) || !(0.0..=1.0).contains(&r) || f + r > 1.0 {
             return Err(Error::InvalidOption(format!(
                 "corpus shares must lie in [0, 1] and sum to at most 1 (facts {f}, retrieval {r})"
+            )));
+        }
+        let ([s0, s1], [q0, q1]) = (config.retrieval_shots, config.retrieval_queries);
+        if s0 > s1 || q0 > q1 {
+            return Err(Error::InvalidOption(format!(
+                "retrieval shots {s0}..={s1} and queries {q0}..={q1}: a minimum exceeds its maximum"
             )));
         }
         let mut rng = StdRng::seed_from_u64(seed);
@@ -362,22 +470,11 @@ impl World {
             let doc = if u < f {
                 self.fact_document(config.sentences_per_document, &mut rng)
             } else if u < f + r {
-                let prompt = generate_dual(
-                    &DualConfig {
-                        form: DualForm::Retrieval,
-                        n_shots: rng.random_range(2..=5),
-                        n_prompts: 1,
-                        seed: rng.random(),
-                    },
-                    None,
-                )?
-                .remove(0);
-                format!("{}{}.", prompt.prompt, prompt.answer)
+                let shots = rng.random_range(s0..=s1);
+                let queries = rng.random_range(q0..=q1);
+                retrieval_document(shots, queries, &mut rng)?
             } else {
-                (0..config.sentences_per_document)
-                    .map(|_| filler(&mut rng))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                filler_document(config.sentences_per_document, &mut rng)
             };
             out.push(doc);
         }
@@ -404,6 +501,31 @@ impl World {
             ));
         }
         parts.join(" ")
+    }
+}
+
+/// A filler document: `sentences` filler sentences, about half the time one of them a
+/// country's capital (so each country's embedding is told apart from the others' by what
+/// follows it, as the retrieval prompts alone would not), and a third of the time the whole
+/// document said twice (a repeated span, where copying from the context is the whole task:
+/// the easiest signal for the heads that retrieval needs).
+fn filler_document(sentences: usize, rng: &mut StdRng) -> String {
+    let mut parts: Vec<String> = (0..sentences).map(|_| filler(rng)).collect();
+    if rng.random_bool(0.5) {
+        let (country, capital) = COUNTRIES.choose(rng).expect("countries");
+        let at = rng.random_range(0..parts.len().max(1));
+        let s = format!("The capital of {country} is {capital}.");
+        if parts.is_empty() {
+            parts.push(s);
+        } else {
+            parts[at] = s;
+        }
+    }
+    let doc = parts.join(" ");
+    if rng.random_bool(1.0 / 3.0) {
+        format!("{doc} {doc}")
+    } else {
+        doc
     }
 }
 
@@ -449,6 +571,28 @@ mod tests {
         for words in HELD_OUT_PREFIXES.iter().chain(&[" currently "]) {
             assert!(corpus.contains(words), "{words:?}");
         }
+    }
+
+    #[test]
+    fn retrieval_names_are_first_names_and_filler_names_capitals() {
+        for (name, _) in crate::dual::NAMES {
+            assert!(FIRST_NAMES.contains(&name), "{name}");
+        }
+        let mut rng = StdRng::seed_from_u64(4);
+        let docs: Vec<String> = (0..200).map(|_| filler_document(4, &mut rng)).collect();
+        let capitals = docs
+            .iter()
+            .filter(|d| d.contains("The capital of "))
+            .count();
+        let repeated = docs
+            .iter()
+            .filter(|d| {
+                let half = d.len() / 2;
+                d.len() % 2 == 1 && d[..half] == d[half + 1..]
+            })
+            .count();
+        assert!((70..130).contains(&capitals), "{capitals}");
+        assert!((40..95).contains(&repeated), "{repeated}");
     }
 
     #[test]

@@ -358,6 +358,48 @@ fn retrieval_prompts_copy_their_answer_from_the_context() {
 }
 
 #[test]
+fn retrieval_documents_restate_earlier_statements() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for (shots, queries) in [(2, 1), (3, 4), (5, 2)] {
+        let doc = retrieval_document(shots, queries, &mut rng).unwrap();
+        let sentences: Vec<&str> = doc.strip_suffix('.').unwrap().split(". ").collect();
+        assert_eq!(sentences.len(), shots + queries, "{doc}");
+        let (context, asked) = sentences.split_at(shots);
+        // The shots pair distinct names with distinct countries.
+        let names: Vec<&str> = context
+            .iter()
+            .map(|s| s.split(" is from ").next().unwrap())
+            .collect();
+        let countries: Vec<&str> = context
+            .iter()
+            .map(|s| s.split(" is from ").nth(1).unwrap())
+            .collect();
+        for v in [&names, &countries] {
+            let mut u = v.clone();
+            u.sort_unstable();
+            u.dedup();
+            assert_eq!(u.len(), shots, "{doc}");
+        }
+        // Every query repeats a shot, never the one just asked.
+        for (i, q) in asked.iter().enumerate() {
+            assert!(context.contains(q), "{q:?} not in the context of {doc}");
+            if i > 0 {
+                assert_ne!(q, &asked[i - 1], "{doc}");
+            }
+        }
+    }
+    // The same seed gives the same document.
+    let a = retrieval_document(4, 3, &mut rand::rngs::StdRng::seed_from_u64(1)).unwrap();
+    let b = retrieval_document(4, 3, &mut rand::rngs::StdRng::seed_from_u64(1)).unwrap();
+    assert_eq!(a, b);
+    for (s, q) in [(1, 1), (17, 1), (3, 0)] {
+        let err = retrieval_document(s, q, &mut rng).unwrap_err();
+        assert!(err.to_string().contains("shots"), "{err}");
+    }
+}
+
+#[test]
 fn texts_are_chunked_to_the_context() {
     let d = fixtures().join("datasets");
     let tok = gpt2();

@@ -72,7 +72,8 @@ pub struct StepLog {
 }
 
 /// Trains `model` on the batches `batch(step)` gives, one optimizer step per batch, calling
-/// `observe` after every step; returns the trained model (still on the autodiff device).
+/// `observe` after every step with the step's log and the model as updated (to evaluate it
+/// along the way); returns the trained model (still on the autodiff device).
 ///
 /// The loss is [`Gpt2::loss`]'s mean next-token cross-entropy (padding excluded). The LM head
 /// is tied to the token embedding as in GPT-2: the unembedding's gradient is added to the
@@ -81,12 +82,12 @@ pub struct StepLog {
 ///
 /// # Errors
 /// A model whose device is not an autodiff device (`device.autodiff()`), or errors from the
-/// forward pass and from `batch`.
+/// forward pass, from `batch` and from `observe`.
 pub fn train_lm(
     mut model: Gpt2,
     config: &TrainConfig,
     mut batch: impl FnMut(usize) -> Result<TokenBatch>,
-    mut observe: impl FnMut(&StepLog),
+    mut observe: impl FnMut(&StepLog, &Gpt2) -> Result<()>,
 ) -> Result<Gpt2> {
     if !model.device().is_autodiff() {
         return Err(Error::InvalidOption(
@@ -119,11 +120,14 @@ pub fn train_lm(
         model = optim.step(lr, model, grads);
         // A fresh leaf holding wteᵀ (the inner tensor lifted back into autodiff).
         model.w_u = Param::from_tensor(model.wte.val().transpose().inner().autodiff());
-        observe(&StepLog {
-            step,
-            lr,
-            loss: value,
-        });
+        observe(
+            &StepLog {
+                step,
+                lr,
+                loss: value,
+            },
+            &model,
+        )?;
     }
     Ok(model)
 }

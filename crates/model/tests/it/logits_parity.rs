@@ -237,3 +237,35 @@ fn losses_and_perplexity_match_transformers() {
         }
     }
 }
+
+/// The model organism (`fixtures/organism`, trained by `cargo xtask organism`) is a real GPT-2
+/// checkpoint: `transformers` loads it and its tokenizer (`scripts/reference/organism_reference.py`)
+/// and gives the same ids and logits, on every backend.
+#[test]
+fn the_organism_matches_transformers() {
+    let dir = root().join("fixtures/reference/organism");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("logits.json")).unwrap()).unwrap();
+    let want = burnlens_model::weights::read_safetensors(&dir.join("logits.safetensors")).unwrap();
+    for (kind, device) in devices() {
+        let lm = load(root().join("fixtures/organism").to_str().unwrap(), &device).unwrap();
+        for (i, p) in json["prompts"].as_array().unwrap().iter().enumerate() {
+            let text = p["prompt"].as_str().unwrap();
+            let expected = ids(&p["ids"]);
+            assert_eq!(
+                lm.tokenizer.encode(text, false).unwrap(),
+                expected,
+                "{text:?}"
+            );
+            let logits = lm
+                .model
+                .logits(&TokenBatch::single(&expected).unwrap())
+                .unwrap();
+            let w = &want[&format!("prompt.{i}")];
+            assert_eq!(logits.dims()[1..], w.shape[..]);
+            let diff = max_abs_diff(&to_vec(logits), &w.data);
+            eprintln!("{kind}: organism prompt {i}: max abs diff {diff:.2e}");
+            assert!(diff <= TOL, "{kind} {text:?}: max abs diff {diff}");
+        }
+    }
+}

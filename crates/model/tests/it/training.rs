@@ -44,7 +44,10 @@ fn adamw_memorises_a_batch_and_keeps_the_head_tied() {
         model,
         &train,
         |_| Ok(batch.clone()),
-        |log| losses.push(log.loss),
+        |log, _| {
+            losses.push(log.loss);
+            Ok(())
+        },
     )
     .unwrap();
     assert_eq!(losses.len(), 150);
@@ -79,7 +82,13 @@ fn adamw_memorises_a_batch_and_keeps_the_head_tied() {
     assert!(after < 0.2);
 
     // A model on a plain device cannot be trained.
-    let err = train_lm(config.init(&device), &train, |_| Ok(batch.clone()), |_| {}).unwrap_err();
+    let err = train_lm(
+        config.init(&device),
+        &train,
+        |_| Ok(batch.clone()),
+        |_, _| Ok(()),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("autodiff"), "{err}");
 }
 
