@@ -13,6 +13,7 @@ mod prepend;
 mod probe;
 mod recipe;
 mod report;
+mod rome;
 mod steer;
 mod trace;
 
@@ -73,6 +74,8 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Train the model organism (planted facts, in-context retrieval), or evaluate it (--eval).
     Organism(organism::OrganismArgs),
+    /// ROME edits of CounterFact cases (edit, evaluate, revert), with ROME's scores.
+    Rome(rome::RomeArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
     Run(recipe::RunArgs),
 }
@@ -237,6 +240,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Heads(a) => heads::run(a),
         Command::Probe(a) => probe::run(a),
         Command::Organism(a) => organism::run(a),
+        Command::Rome(a) => rome::run(a),
         Command::Run(a) => recipe::run(a),
     }
 }

@@ -103,6 +103,7 @@ fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::Steer(a) => Some(a.out.clone()),
         Command::Heads(a) => Some(a.out.clone()),
         Command::Probe(a) => Some(a.out.clone()),
+        Command::Rome(a) => Some(a.out.clone()),
         _ => None,
     }
 }
@@ -172,6 +173,7 @@ mod tests {
                 "logit-lens.toml",
                 "prepend-search.toml",
                 "probe.toml",
+                "rome-edit.toml",
                 "steering.toml"
             ]
         );
@@ -184,13 +186,15 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap())
                 .unwrap();
-        assert_eq!(json["cases"].as_array().unwrap().len(), 3);
+        // The organism recalls most of its first 12 facts; only those are traced.
+        let cases = json["cases"].as_array().unwrap().len();
+        assert!((6..=12).contains(&cases), "{cases} facts traced");
         for kind in ["state", "mlp", "attn"] {
             assert!(out.join(format!("trace_0_{kind}.svg")).is_file());
             assert!(out.join(format!("aie_{kind}.svg")).is_file());
         }
         let html = std::fs::read_to_string(out.join("index.html")).unwrap();
-        assert!(html.contains("trace_2_attn.svg"));
+        assert!(html.contains("trace_5_attn.svg"));
         // Token labels can decode to control characters, which XML forbids.
         for entry in std::fs::read_dir(&out).unwrap() {
             let path = entry.unwrap().path();

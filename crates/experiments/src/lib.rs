@@ -3,17 +3,20 @@
 //! Experiments built on the one forward pass and its hook sets: activation patching sweeps
 //! with TransformerLens's sites and result shapes, computed by a batched engine or the naive
 //! one-forward-per-patch reference (`patching`); attribution patching (`attribution`); ROME's
-//! causal tracing (`tracing`); Inseq-style gradient attribution (`attribute`); the logit lens
-//! (`lens`).
+//! causal tracing (`tracing`), rank-one editing (`rome`) and its CounterFact evaluation
+//! (`counterfact`); Inseq-style gradient attribution
+//! (`attribute`); the logit lens (`lens`).
 
 pub mod attribute;
 pub mod attribution;
 mod batched;
+pub mod counterfact;
 pub mod error;
 pub mod heads;
 pub mod lens;
 pub mod patching;
 pub mod probe;
+pub mod rome;
 pub mod search;
 pub mod steering;
 pub mod tracing;
@@ -23,6 +26,10 @@ pub use attribute::{
     gauss_legendre, layer_sweep,
 };
 pub use attribution::{attribution_patch, pearson};
+pub use counterfact::{
+    CaseScores, CounterFactSummary, EditCase, TargetNll, case_scores, harmonic_mean, ngram_entropy,
+    summarize, target_nlls,
+};
 pub use error::{Error, Result};
 pub use heads::{AttentionHit, HeadReport, HeadScan, HeadScanOptions, row_multiples};
 pub use lens::{LogitLens, logit_lens, output_probs};
@@ -32,6 +39,10 @@ pub use patching::{
 };
 pub use probe::{
     EditReport, EmbeddingEdit, PositionPool, candidate_pools, edit_embeddings, pool_jaccard,
+};
+pub use rome::{
+    AppliedEdit, RomeConfig, RomeEdit, RomeRequest, SecondMoment, VStep, context_templates,
+    rome_edit, second_moment, second_moment_cached,
 };
 pub use search::{PrependRound, PrependSearch, prepend_losses, prepend_search};
 pub use steering::{Steered, steer_generation, steering_vector};

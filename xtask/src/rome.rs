@@ -1,0 +1,334 @@
+//! `cargo xtask rome`: ROME edits of CounterFact cases, one at a time (edit, evaluate, revert),
+//! with ROME's efficacy, paraphrase and neighbourhood scores before and after each edit, their
+//! harmonic mean, and optionally the fluency (n-gram entropy) of generated text; a report
+//! (result.json, index.html) and optionally an edited checkpoint in Hugging Face layout.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burnlens_datasets::{CounterFactRecord, World, load_counterfact, read_texts};
+use burnlens_experiments::{
+    CaseScores, EditCase, RomeConfig, RomeRequest, case_scores, context_templates, ngram_entropy,
+    rome_edit, second_moment_cached, summarize,
+};
+use burnlens_model::{GenerationConfig, Gpt2, Gpt2Tokenizer, Strategy};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::report::escape;
+use crate::{ModelArgs, git_commit, open};
+
+/// Options of `cargo xtask rome`.
+#[derive(Args)]
+pub struct RomeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// CounterFact records (ROME's `counterfact.json` layout). Without it, the cases are drawn
+    /// from the planted facts of the model's `manifest.json` (the model organism).
+    #[arg(long)]
+    pub counterfact: Option<PathBuf>,
+    /// Cases to edit (the first N records, or N drawn planted facts).
+    #[arg(long, default_value_t = 20)]
+    pub cases: usize,
+    /// Seed of the drawn planted facts and of the context templates.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The edited layer (default: ROME's preset for gpt2-medium/large/xl, else n_layer / 3).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Adam steps of the value optimisation.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 0.5)]
+    pub v_lr: f64,
+    /// Weight of the essence KL term.
+    #[arg(long, default_value_t = 0.0625)]
+    pub kl_factor: f64,
+    /// δ is clamped to this multiple of ‖v₀‖ (default: the preset's, else 4).
+    #[arg(long)]
+    pub clamp_norm_factor: Option<f64>,
+    /// Texts for the keys' second moment (.txt paragraphs, .jsonl/.json `text` fields).
+    /// Without it: the organism's corpus (from its manifest).
+    #[arg(long)]
+    pub mom2_texts: Option<PathBuf>,
+    /// Texts counted for the second moment at most.
+    #[arg(long, default_value_t = 2000)]
+    pub mom2_samples: usize,
+    /// Where second moments are cached.
+    #[arg(long, default_value = "runs/stats")]
+    pub stats_dir: PathBuf,
+    /// Also generate from each case's generation prompts before and after the edit and
+    /// report the n-gram entropy (fluency).
+    #[arg(long)]
+    pub generate: bool,
+    /// Save the model with the first case's edit applied, in Hugging Face layout, here.
+    #[arg(long)]
+    pub save_edited: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn case_of(r: &CounterFactRecord) -> EditCase {
+    let rw = &r.requested_rewrite;
+    EditCase {
+        case_id: r.case_id,
+        request: RomeRequest {
+            prompt: rw.prompt.clone(),
+            subject: rw.subject.clone(),
+            target_new: rw.target_new.text.clone(),
+        },
+        target_true: rw.target_true.text.clone(),
+        paraphrase_prompts: r.paraphrase_prompts.clone(),
+        neighborhood_prompts: r.neighborhood_prompts.clone(),
+        generation_prompts: r.generation_prompts.clone(),
+    }
+}
+
+/// The organism's world and corpus settings from its manifest.
+fn organism_manifest(dir: &Path) -> Result<crate::organism::Manifest> {
+    let path = dir.join("manifest.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {}: without --counterfact and --mom2-texts the model must be the \
+                 organism (fixtures/organism)",
+            path.display()
+        )
+    })?)
+    .with_context(|| format!("parsing {}", path.display()))
+}
+
+fn fluency(model: &Gpt2, tok: &Gpt2Tokenizer, prompts: &[String]) -> Result<f64> {
+    let mut total = 0.0;
+    for p in prompts {
+        let ids = tok.encode(p, false)?;
+        let g = model.generate(
+            &ids,
+            &GenerationConfig {
+                max_new_tokens: 40,
+                strategy: Strategy::Greedy,
+                ..GenerationConfig::default()
+            },
+        )?;
+        total += ngram_entropy(&format!("{p}{}", tok.decode(&g[0].tokens)?));
+    }
+    Ok(total / prompts.len().max(1) as f64)
+}
+
+/// Runs `cargo xtask rome`.
+pub fn run(a: RomeArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let (mut lm, backend) = open(&a.model)?;
+    let tok = lm.tokenizer.clone();
+    let n_layer = lm.model.config.n_layer;
+    let preset = RomeConfig::preset(&a.model.model);
+    let mut config = preset
+        .clone()
+        .unwrap_or_else(|| RomeConfig::at_layer(n_layer / 3));
+    if let Some(l) = a.layer {
+        config.layer = l;
+    }
+    if config.layer >= n_layer {
+        bail!(
+            "--layer {} is out of range: the model has {n_layer} layers",
+            config.layer
+        );
+    }
+    config.v_num_grad_steps = a.steps;
+    config.v_lr = a.v_lr;
+    config.kl_factor = a.kl_factor;
+    config.template_seed = a.seed;
+    if let Some(c) = a.clamp_norm_factor {
+        config.clamp_norm_factor = c;
+    }
+
+    // Cases.
+    let manifest = if a.counterfact.is_none() || a.mom2_texts.is_none() {
+        Some(organism_manifest(&lm.dir)?)
+    } else {
+        None
+    };
+    let records = match &a.counterfact {
+        Some(path) => load_counterfact(path)?,
+        None => {
+            let world: &World = &manifest.as_ref().expect("manifest").world;
+            world.counterfact(a.cases, a.seed)?
+        }
+    };
+    let cases: Vec<EditCase> = records.iter().take(a.cases).map(case_of).collect();
+    if cases.is_empty() {
+        bail!("no CounterFact cases to edit");
+    }
+
+    // The keys' second moment.
+    let texts: Vec<String> = match &a.mom2_texts {
+        Some(path) => read_texts(path)?,
+        None => {
+            let m = manifest.as_ref().expect("manifest");
+            m.world.corpus(&m.corpus, a.mom2_samples, m.seed ^ 0x5eed)?
+        }
+    };
+    let ids: Vec<Vec<u32>> = texts
+        .iter()
+        .take(a.mom2_samples)
+        .map(|t| tok.encode(t, false))
+        .collect::<std::result::Result<_, _>>()?;
+    let bar = ProgressBar::new(ids.len() as u64).with_style(ProgressStyle::with_template(
+        "second moment [{bar:40}] {pos}/{len} texts ({eta})",
+    )?);
+    let key = format!("{}", lm.dir.display());
+    let (stats, stats_path) = second_moment_cached(
+        &lm.model,
+        &key,
+        config.layer,
+        &ids,
+        16,
+        &a.stats_dir,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    eprintln!(
+        "second moment of layer {}'s keys: {} tokens ({})",
+        config.layer,
+        stats.count,
+        stats_path.display()
+    );
+    let templates = context_templates(
+        &lm.model,
+        &tok,
+        &config.context_template_length_params,
+        config.template_seed,
+    )?;
+
+    // Edit, evaluate, revert: one case at a time.
+    let bar = ProgressBar::new(cases.len() as u64).with_style(ProgressStyle::with_template(
+        "editing [{bar:40}] {pos}/{len} cases ({eta}) {msg}",
+    )?);
+    let mut rows = Vec::new();
+    let (mut pre_all, mut post_all) = (Vec::new(), Vec::new());
+    for (i, case) in cases.iter().enumerate() {
+        let pre: CaseScores = case_scores(&lm.model, &tok, case)?;
+        let pre_fluency = if a.generate {
+            Some(fluency(&lm.model, &tok, &case.generation_prompts)?)
+        } else {
+            None
+        };
+        let edit = rome_edit(
+            &lm.model,
+            &tok,
+            &case.request,
+            &config,
+            &templates,
+            Some(&stats),
+            &mut |step, s| bar.set_message(format!("step {step}: loss {:.3}", s.loss)),
+        )
+        .with_context(|| format!("case {}: {:?}", case.case_id, case.request))?;
+        let applied = edit.apply(&mut lm.model)?;
+        let post = case_scores(&lm.model, &tok, case)?;
+        let post_fluency = if a.generate {
+            Some(fluency(&lm.model, &tok, &case.generation_prompts)?)
+        } else {
+            None
+        };
+        if i == 0
+            && let Some(dir) = &a.save_edited
+        {
+            lm.model.save_pretrained(dir)?;
+            tok.save(&dir.join("tokenizer.json"))?;
+            eprintln!(
+                "saved the model edited for case {} in {}",
+                case.case_id,
+                dir.display()
+            );
+        }
+        applied.revert(&mut lm.model);
+        let last = edit.steps.last().copied();
+        rows.push(serde_json::json!({
+            "case_id": case.case_id, "request": case.request, "target_true": case.target_true,
+            "pre": pre, "post": post, "pre_fluency": pre_fluency, "post_fluency": post_fluency,
+            "steps": edit.steps.len(), "final_loss": last.map(|s| s.loss),
+            "prob_new_in_optimisation": last.map(|s| s.prob_new),
+        }));
+        pre_all.push(pre);
+        post_all.push(post);
+        bar.inc(1);
+    }
+    bar.finish();
+    let (pre, post) = (summarize(&pre_all), summarize(&post_all));
+    let pct = |v: f64| format!("{:.1}", 100.0 * v);
+    println!(
+        "{} cases at layer {}: efficacy {} -> {}, paraphrase {} -> {}, neighbourhood {} -> {}, \
+         score {} -> {}",
+        cases.len(),
+        config.layer,
+        pct(pre.mean.efficacy),
+        pct(post.mean.efficacy),
+        pct(pre.mean.paraphrase),
+        pct(post.mean.paraphrase),
+        pct(pre.mean.neighborhood),
+        pct(post.mean.neighborhood),
+        pct(pre.score),
+        pct(post.score)
+    );
+
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let result = serde_json::json!({
+        "experiment": "rome", "model": lm.dir, "backend": backend.name(),
+        "git_commit": git_commit(), "config": config, "preset": preset.is_some(),
+        "templates": templates, "second_moment": {"path": stats_path, "tokens": stats.count},
+        "summary": {"pre": pre, "post": post}, "cases": rows,
+        "seconds_total": started.elapsed().as_secs_f64(),
+    });
+    std::fs::write(
+        a.out.join("result.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    let mut html = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>ROME edits</title></head>\n\
+         <body style=\"font-family: sans-serif\">\n<h1>ROME edits</h1>\n",
+    );
+    writeln!(
+        html,
+        "<p>{} cases, layer {} of {}; ROME's scores (%), before → after each edit (each edit \
+         reverted before the next).</p>\n<table border=\"1\" cellpadding=\"4\">\n<tr><th></th>\
+         <th>efficacy</th><th>paraphrase</th><th>neighbourhood</th><th>score</th></tr>",
+        cases.len(),
+        config.layer,
+        escape(&lm.dir.display().to_string())
+    )?;
+    for (name, s) in [("before", &pre), ("after", &post)] {
+        writeln!(
+            html,
+            "<tr><th>{name}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            pct(s.mean.efficacy),
+            pct(s.mean.paraphrase),
+            pct(s.mean.neighborhood),
+            pct(s.score)
+        )?;
+    }
+    html.push_str(
+        "</table>\n<h2>Cases</h2>\n<table border=\"1\" cellpadding=\"4\">\n<tr><th>prompt</th>\
+         <th>new</th><th>true</th><th>p(new) − p(true) before</th><th>after</th>\
+         <th>paraphrase success after</th><th>neighbourhood success after</th></tr>\n",
+    );
+    for (case, (b, p)) in cases.iter().zip(pre_all.iter().zip(&post_all)) {
+        writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:+.3}</td><td>{:+.3}</td><td>{}</td>\
+             <td>{}</td></tr>",
+            escape(&case.request.filled()),
+            escape(&case.request.target_new),
+            escape(&case.target_true),
+            b.efficacy_magnitude,
+            p.efficacy_magnitude,
+            pct(p.paraphrase),
+            pct(p.neighborhood)
+        )?;
+    }
+    html.push_str("</table>\n<p><a href=\"result.json\">result.json</a></p></body></html>\n");
+    std::fs::write(a.out.join("index.html"), html)?;
+    eprintln!("wrote {}/{{result.json, index.html}}", a.out.display());
+    Ok(())
+}
