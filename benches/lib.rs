@@ -36,3 +36,39 @@ pub fn batch(batch: usize, len: usize) -> TokenBatch {
         .collect();
     TokenBatch::new(rows, None).expect("rectangular batch")
 }
+
+/// The workspace root.
+pub fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs the Python anchor `scripts/reference/<script>` with `BURNLENS_ORACLE_PYTHON`
+/// (`--model <model> <args…> --out <out> --threads 2`) and returns the JSON it wrote; `None`
+/// when the variable is not set (the benchmark then times burnlens only).
+///
+/// # Panics
+/// When the script fails or writes no JSON: a benchmark has no one to report an error to.
+pub fn python_anchor(
+    script: &str,
+    model: &std::path::Path,
+    args: &[(&str, &std::path::Path)],
+    out: &std::path::Path,
+) -> Option<serde_json::Value> {
+    let Ok(python) = std::env::var("BURNLENS_ORACLE_PYTHON") else {
+        eprintln!("BURNLENS_ORACLE_PYTHON is not set: timing burnlens only");
+        return None;
+    };
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(workspace().join("scripts/reference").join(script))
+        .args(["--model", model.to_str().expect("utf-8 path")]);
+    for (flag, path) in args {
+        cmd.args([*flag, path.to_str().expect("utf-8 path")]);
+    }
+    let status = cmd
+        .args(["--out", out.to_str().expect("utf-8 path")])
+        .args(["--threads", "2"])
+        .status()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(status.success(), "{script} failed");
+    Some(serde_json::from_str(&std::fs::read_to_string(out).expect("anchor output")).expect("JSON"))
+}

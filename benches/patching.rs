@@ -11,11 +11,10 @@
 //! `RAYON_NUM_THREADS=2 BURNLENS_ORACLE_PYTHON=... cargo bench -p burnlens-benches --bench patching`
 //! (wgpu too with `BURNLENS_BENCH_WGPU=1`). Results: docs/PERFORMANCE.md.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::Tensor;
-use burnlens_benches::{backends, batch};
+use burnlens_benches::{backends, batch, python_anchor, workspace};
 use burnlens_experiments::{Engine, LastPosition, Sweep, patch_sweep_with};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_metrics::{last_position, logit_diff};
@@ -28,10 +27,6 @@ const SWEEPS: [(&str, Sweep); 4] = [
     ("mlp_out", Sweep::MLP_OUT),
     ("head_out_all_pos", Sweep::HEAD_OUT_ALL_POS),
 ];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn main() {
     let dir = workspace().join("target/bench-gpt2-small");
@@ -60,24 +55,14 @@ fn main() {
     let pair_path = dir.join("pair.json");
     std::fs::write(&pair_path, pair.to_string()).expect("pair");
 
-    let tl: Option<Value> = std::env::var("BURNLENS_ORACLE_PYTHON").ok().map(|python| {
-        let out = dir.join("transformer_lens.json");
-        let status = std::process::Command::new(python)
-            .arg(workspace().join("scripts/reference/bench_patching.py"))
-            .args(["--model", dir.to_str().unwrap()])
-            .args(["--pair", pair_path.to_str().unwrap()])
-            .args(["--out", out.to_str().unwrap()])
-            .args(["--threads", "2"])
-            .status()
-            .expect("running the TransformerLens anchor");
-        assert!(status.success(), "bench_patching.py failed");
-        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
-    });
+    let tl: Option<Value> = python_anchor(
+        "bench_patching.py",
+        &dir,
+        &[("--pair", &pair_path)],
+        &dir.join("transformer_lens.json"),
+    );
     // The naive engine takes minutes per backend on GPT-2 small: opt in.
     let naive_too = std::env::var("BURNLENS_BENCH_NAIVE").is_ok_and(|x| x == "1");
-    if tl.is_none() {
-        eprintln!("BURNLENS_ORACLE_PYTHON is not set: timing burnlens only");
-    }
 
     println!(
         "| backend | sweep | patches | TransformerLens (s) | burnlens naive (s) | burnlens batched (s) | TL ÷ batched | max abs diff vs TL |"
