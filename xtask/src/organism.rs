@@ -41,7 +41,7 @@ pub struct OrganismArgs {
     /// Invented people (a few hundred).
     #[arg(long, default_value_t = 240)]
     pub people: usize,
-    /// Optimizer steps (2000 take about 22 minutes on 2 cores with flex).
+    /// Optimizer steps (2000 took 1671 s on 2 cores with flex, a build running beside it).
     #[arg(long, default_value_t = 2000)]
     pub steps: usize,
     /// Sequences per step.
