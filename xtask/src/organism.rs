@@ -77,6 +77,9 @@ pub struct OrganismArgs {
     /// Queries of a retrieval document, `MIN-MAX` (or one number).
     #[arg(long, default_value = "2-4", value_parser = parse_range)]
     pub retrieval_queries: [usize; 2],
+    /// Share of fact statements written as the bare name and the value ("Karen Marlowe baker.").
+    #[arg(long, default_value_t = 0.0)]
+    pub tag_share: f64,
     /// Every this many steps, print in-context retrieval accuracy and held-out recall on a
     /// sample (0: only at the end).
     #[arg(long, default_value_t = 400)]
@@ -165,6 +168,7 @@ pub fn run(a: OrganismArgs) -> Result<()> {
         retrieval_share: a.retrieval_share,
         retrieval_shots: a.retrieval_shots,
         retrieval_queries: a.retrieval_queries,
+        tag_share: a.tag_share,
         ..CorpusConfig::default()
     };
 
@@ -266,7 +270,8 @@ pub fn run(a: OrganismArgs) -> Result<()> {
         command: format!(
             "cargo xtask organism --seed {} --backend {} --people {} --steps {} --batch-size {} \
              --seq-len {} --lr {} --vocab-size {} --layers {} --d-model {} --heads {} \
-             --fact-share {} --retrieval-share {} --retrieval-shots {}-{} --retrieval-queries {}-{}",
+             --fact-share {} --retrieval-share {} --retrieval-shots {}-{} --retrieval-queries {}-{} \
+             --tag-share {}",
             a.seed,
             backend,
             a.people,
@@ -284,6 +289,7 @@ pub fn run(a: OrganismArgs) -> Result<()> {
             a.retrieval_shots[1],
             a.retrieval_queries[0],
             a.retrieval_queries[1],
+            a.tag_share,
         ),
         world,
         relations: json!(

@@ -249,6 +249,11 @@ pub struct CorpusConfig {
     /// Queries (restatements of earlier shots) of a retrieval document: an inclusive range.
     #[serde(default = "default_retrieval_queries")]
     pub retrieval_queries: [usize; 2],
+    /// Share of fact statements written as the bare name followed by the value
+    /// (`"Karen Marlowe baker."`), so that the token after the name depends on the person: a
+    /// pressure to look the person up at the last name token (ROME's subject site).
+    #[serde(default)]
+    pub tag_share: f64,
 }
 
 fn default_retrieval_shots() -> [usize; 2] {
@@ -267,6 +272,7 @@ impl Default for CorpusConfig {
             sentences_per_document: 4,
             retrieval_shots: default_retrieval_shots(),
             retrieval_queries: default_retrieval_queries(),
+            tag_share: 0.0,
         }
     }
 }
@@ -468,7 +474,7 @@ impl World {
         while out.len() < n {
             let u: f64 = rng.random();
             let doc = if u < f {
-                self.fact_document(config.sentences_per_document, &mut rng)
+                self.fact_document(config.sentences_per_document, config.tag_share, &mut rng)
             } else if u < f + r {
                 let shots = rng.random_range(s0..=s1);
                 let queries = rng.random_range(q0..=q1);
@@ -481,10 +487,16 @@ impl World {
         Ok(out)
     }
 
-    fn fact_document(&self, sentences: usize, rng: &mut StdRng) -> String {
+    fn fact_document(&self, sentences: usize, tag_share: f64, rng: &mut StdRng) -> String {
         let mut parts = Vec::with_capacity(sentences);
         for _ in 0..sentences {
             let p = self.people.choose(rng).expect("people");
+            // No draw at all when the share is 0, so older corpora are unchanged.
+            if tag_share > 0.0 && rng.random_bool(tag_share.min(1.0)) {
+                let r = RELATIONS.choose(rng).expect("relations");
+                parts.push(format!("{} {}.", p.name, p.attributes[r.id]));
+                continue;
+            }
             if rng.random_bool(0.15) {
                 parts.push(format!(
                     "{} is a {} from {} who plays the {}.",
@@ -593,6 +605,28 @@ mod tests {
             .count();
         assert!((70..130).contains(&capitals), "{capitals}");
         assert!((40..95).contains(&repeated), "{repeated}");
+    }
+
+    #[test]
+    fn tag_statements_name_a_planted_value() {
+        let w = World::generate(40, 2).unwrap();
+        let tags = CorpusConfig {
+            fact_share: 1.0,
+            retrieval_share: 0.0,
+            tag_share: 1.0,
+            ..CorpusConfig::default()
+        };
+        for doc in w.corpus(&tags, 30, 5).unwrap() {
+            for sentence in doc.split_inclusive('.') {
+                let sentence = sentence.trim();
+                let ok = w.people.iter().any(|p| {
+                    p.attributes
+                        .values()
+                        .any(|v| sentence == format!("{} {v}.", p.name))
+                });
+                assert!(ok, "{sentence:?} is no person's name and planted value");
+            }
+        }
     }
 
     #[test]
