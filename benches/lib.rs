@@ -72,3 +72,22 @@ pub fn python_anchor(
     assert!(status.success(), "{script} failed");
     Some(serde_json::from_str(&std::fs::read_to_string(out).expect("anchor output")).expect("JSON"))
 }
+
+/// Writes (once per run) GPT-2 small's shapes with seeded random weights, and GPT-2's real BPE
+/// files, to `target/bench-gpt2-small`: the checkpoint both burnlens and the Python anchors load
+/// (the loader wants a tokenizer; the benchmarks feed ids). Returns its directory.
+pub fn gpt2_small_checkpoint() -> std::path::PathBuf {
+    let dir = workspace().join("target/bench-gpt2-small");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let device = BackendKind::Flex.device().expect("flex");
+    device.seed(0);
+    Gpt2Config::gpt2_small()
+        .init(&device)
+        .save_pretrained(&dir)
+        .expect("save checkpoint");
+    let bpe = workspace().join("fixtures/gpt2-bpe");
+    for f in ["vocab.json", "merges.txt"] {
+        std::fs::copy(bpe.join(f), dir.join(f)).expect("copy the BPE files");
+    }
+    dir
+}

@@ -14,11 +14,11 @@
 use std::time::Instant;
 
 use burn::tensor::Tensor;
-use burnlens_benches::{backends, batch, python_anchor, workspace};
+use burnlens_benches::{backends, batch, gpt2_small_checkpoint, python_anchor};
 use burnlens_experiments::{Engine, LastPosition, Sweep, patch_sweep_with};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_metrics::{last_position, logit_diff};
-use burnlens_model::{Gpt2Config, TokenBatch, load};
+use burnlens_model::{TokenBatch, load};
 use serde_json::{Value, json};
 
 const SWEEPS: [(&str, Sweep); 4] = [
@@ -29,22 +29,7 @@ const SWEEPS: [(&str, Sweep); 4] = [
 ];
 
 fn main() {
-    let dir = workspace().join("target/bench-gpt2-small");
-    std::fs::create_dir_all(&dir).expect("bench dir");
-    // The checkpoint both sides load.
-    {
-        let device = burnlens_model::BackendKind::Flex.device().expect("flex");
-        device.seed(0);
-        Gpt2Config::gpt2_small()
-            .init(&device)
-            .save_pretrained(&dir)
-            .expect("save checkpoint");
-        // GPT-2's real BPE files (the loader wants a tokenizer; the benchmark feeds ids).
-        let bpe = workspace().join("fixtures/gpt2-bpe");
-        for f in ["vocab.json", "merges.txt"] {
-            std::fs::copy(bpe.join(f), dir.join(f)).expect("copy the BPE files");
-        }
-    }
+    let dir = gpt2_small_checkpoint();
     let clean_ids: Vec<u32> = batch(1, 20).row(0).to_vec();
     let mut corrupted_ids = clean_ids.clone();
     corrupted_ids[3] = (corrupted_ids[3] + 1234) % 50257;

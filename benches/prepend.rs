@@ -17,29 +17,16 @@
 
 use std::time::Instant;
 
-use burnlens_benches::{backends, batch, python_anchor, workspace};
+use burnlens_benches::{backends, batch, gpt2_small_checkpoint, python_anchor};
 use burnlens_experiments::{prepend_losses, prepend_search};
-use burnlens_model::{BackendKind, Gpt2Config, load};
+use burnlens_model::{BackendKind, load};
 use serde_json::{Value, json};
 
 const VOCAB: usize = 50257;
 const BATCH: usize = 128;
 
 fn main() {
-    let dir = workspace().join("target/bench-gpt2-small");
-    std::fs::create_dir_all(&dir).expect("bench dir");
-    {
-        let device = BackendKind::Flex.device().expect("flex");
-        device.seed(0);
-        Gpt2Config::gpt2_small()
-            .init(&device)
-            .save_pretrained(&dir)
-            .expect("save checkpoint");
-        let bpe = workspace().join("fixtures/gpt2-bpe");
-        for f in ["vocab.json", "merges.txt"] {
-            std::fs::copy(bpe.join(f), dir.join(f)).expect("copy the BPE files");
-        }
-    }
+    let dir = gpt2_small_checkpoint();
     let n: usize = std::env::var("BURNLENS_BENCH_PREPEND_N")
         .ok()
         .map(|v| v.parse().expect("BURNLENS_BENCH_PREPEND_N: a number"))
