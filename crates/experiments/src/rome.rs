@@ -672,8 +672,16 @@ pub fn rome_edit(
     let (_, acts) = capture(
         model,
         &keyed.iter().collect::<Vec<_>>(),
-        &[HookPoint::MlpPost(layer)],
+        &[HookPoint::MlpPost(layer), HookPoint::MlpOut(layer)],
     )?;
+    // The bare prompt is the template "{}" (ROME's first): its key and MLP output, needed for
+    // the update, come from this pass.
+    let bare_row = prefixes.iter().position(|p| p.is_empty()).map(|i| {
+        (
+            host(at(&acts[0], i, keyed[i].idx)),
+            host(at(&acts[1], i, keyed[i].idx)),
+        )
+    });
     let k_star = keyed
         .iter()
         .enumerate()
@@ -854,15 +862,23 @@ pub fn rome_edit(
     }
     let target: Vec<f32> = v0_host.iter().zip(&delta).map(|(a, b)| a + b).collect();
 
-    // The key and MLP output at the last subject token of the bare prompt.
-    let bare = lookup(tok, &filled, &request.subject)?;
-    let (_, acts) = capture(
-        model,
-        &[&bare],
-        &[HookPoint::MlpPost(layer), HookPoint::MlpOut(layer)],
-    )?;
-    let key = host(at(&acts[0], 0, bare.idx));
-    let out = host(at(&acts[1], 0, bare.idx));
+    // The key and MLP output at the last subject token of the bare prompt (a pass of its own
+    // only when no template is the bare "{}").
+    let (key, out) = match bare_row {
+        Some(row) => row,
+        None => {
+            let bare = lookup(tok, &filled, &request.subject)?;
+            let (_, acts) = capture(
+                model,
+                &[&bare],
+                &[HookPoint::MlpPost(layer), HookPoint::MlpOut(layer)],
+            )?;
+            (
+                host(at(&acts[0], 0, bare.idx)),
+                host(at(&acts[1], 0, bare.idx)),
+            )
+        }
+    };
     let denom: f64 = key.iter().zip(&u).map(|(a, b)| *a as f64 * *b as f64).sum();
     if denom == 0.0 {
         return Err(Error::Invalid(
