@@ -2,7 +2,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, relu, sigmoid, softmax};
+use burn::tensor::activation::{gelu, relu, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::batch::TokenBatch;
@@ -310,13 +310,16 @@ fn linear3(l: &Linear, x: Tensor<3>) -> Tensor<3> {
     y.reshape([b, t, d_out])
 }
 
-/// GPT-2's `gelu_new`, `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`, computed in the
-/// equal form `x · sigmoid(2 sqrt(2/π) x (1 + 0.044715 x²))`: about twice as fast as burn's
-/// `gelu_approximate` on the CPU backends (one `exp` instead of `tanh` and `powf`).
+/// GPT-2's `gelu_new`, `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`, in that form (as
+/// Hugging Face computes it), with the cube folded into `(a x² + b) x` so that no `powf` is
+/// needed: on flex this takes about a third of the time of burn's `gelu_approximate` and of
+/// the `x · sigmoid(…)` form used before (measured on `[1024, 3072]`: ≈ 21 ms against ≈ 72 ms),
+/// because flex's `tanh` is vectorised and its `sigmoid` and `exp` are not.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    const TWO_SQRT_2_OVER_PI: f64 = 1.595_769_121_605_730_8;
-    let inner = x.clone() * (x.clone().square() * 0.044715 + 1.0) * TWO_SQRT_2_OVER_PI;
-    x * sigmoid(inner)
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    const CUBIC: f64 = 0.044715 * SQRT_2_OVER_PI;
+    let inner = (x.clone().square() * CUBIC + SQRT_2_OVER_PI) * x.clone();
+    (inner.tanh() + 1.0) * x * 0.5
 }
 
 /// The feed-forward sublayer.
