@@ -7,10 +7,10 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burnlens_datasets::{CounterFactRecord, World, load_counterfact, read_texts};
+use burnlens_datasets::{World, load_counterfact, read_texts};
 use burnlens_experiments::{
-    CaseScores, EditCase, RomeConfig, RomeRequest, case_scores, context_templates, ngram_entropy,
-    rome_edit, second_moment_cached, summarize,
+    CaseScores, EditCase, RomeConfig, case_scores, context_templates, ngram_entropy, rome_edit,
+    second_moment_cached, summarize,
 };
 use burnlens_model::{GenerationConfig, Gpt2, Gpt2Tokenizer, Strategy};
 use clap::Args;
@@ -69,22 +69,6 @@ pub struct RomeArgs {
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
-}
-
-fn case_of(r: &CounterFactRecord) -> EditCase {
-    let rw = &r.requested_rewrite;
-    EditCase {
-        case_id: r.case_id,
-        request: RomeRequest {
-            prompt: rw.prompt.clone(),
-            subject: rw.subject.clone(),
-            target_new: rw.target_new.text.clone(),
-        },
-        target_true: rw.target_true.text.clone(),
-        paraphrase_prompts: r.paraphrase_prompts.clone(),
-        neighborhood_prompts: r.neighborhood_prompts.clone(),
-        generation_prompts: r.generation_prompts.clone(),
-    }
 }
 
 /// The organism's world and corpus settings from its manifest.
@@ -157,7 +141,7 @@ pub fn run(a: RomeArgs) -> Result<()> {
             world.counterfact(a.cases, a.seed)?
         }
     };
-    let cases: Vec<EditCase> = records.iter().take(a.cases).map(case_of).collect();
+    let cases: Vec<EditCase> = records.iter().take(a.cases).map(EditCase::from).collect();
     if cases.is_empty() {
         bail!("no CounterFact cases to edit");
     }

@@ -13,8 +13,8 @@
 //! - fluency: the n-gram entropy of generated text ([`ngram_entropy`]: bigram and trigram
 //!   entropies in bits weighted 2/3 and 4/3, averaged).
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
+use burnlens_metrics::token_log_probs;
 use burnlens_model::{Gpt2, Gpt2Tokenizer, PaddingSide, TokenBatch};
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,25 @@ pub struct EditCase {
     pub neighborhood_prompts: Vec<String>,
     /// Prompts to generate from (fluency).
     pub generation_prompts: Vec<String>,
+}
+
+impl From<&burnlens_datasets::CounterFactRecord> for EditCase {
+    /// The record's rewrite, true target and prompts, as one case.
+    fn from(r: &burnlens_datasets::CounterFactRecord) -> Self {
+        let rw = &r.requested_rewrite;
+        Self {
+            case_id: r.case_id,
+            request: RomeRequest {
+                prompt: rw.prompt.clone(),
+                subject: rw.subject.clone(),
+                target_new: rw.target_new.text.clone(),
+            },
+            target_true: rw.target_true.text.clone(),
+            paraphrase_prompts: r.paraphrase_prompts.clone(),
+            neighborhood_prompts: r.neighborhood_prompts.clone(),
+            generation_prompts: r.generation_prompts.clone(),
+        }
+    }
 }
 
 /// The two targets' mean per-token NLL after one prompt.
@@ -134,12 +153,10 @@ pub fn target_nlls(
             }
         }
         let device = logits.device();
-        let picked = log_softmax(logits, 2)
-            .gather(
-                2,
-                Tensor::<3, Int>::from_data(TensorData::new(idx, [b, p, 1]), &device),
-            )
-            .reshape([b, p]);
+        let picked = token_log_probs(
+            logits,
+            Tensor::<2, Int>::from_data(TensorData::new(idx, [b, p]), &device),
+        );
         let sums: Vec<f32> = (picked
             * Tensor::<2>::from_data(TensorData::new(mask, [b, p]), &device))
         .sum_dim(1)

@@ -30,6 +30,7 @@ use burn::module::Param;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use burnlens_hooks::{Act, HookSet, Intervention, Selector};
+use burnlens_metrics::token_log_probs;
 use burnlens_model::{
     GenerationConfig, Gpt2, Gpt2Tokenizer, HookPoint, PaddingSide, Strategy, TokenBatch,
 };
@@ -761,7 +762,7 @@ pub fn rome_edit(
         }
     }
     let targets =
-        Tensor::<3, Int>::from_data(TensorData::new(targets, [n_rewrite, p_len, 1]), &device);
+        Tensor::<2, Int>::from_data(TensorData::new(targets, [n_rewrite, p_len]), &device);
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [n_rewrite, p_len]), &device);
     // Where δ is added: the last subject token of every prompt.
     let mut at_subject = vec![0f32; b * p_len];
@@ -794,8 +795,10 @@ pub fn rome_edit(
             }),
         )?;
         let logits = set.run(model, &batch)?;
-        let lp = log_softmax(logits.clone().slice([0..n_rewrite, 0..p_len, 0..vocab]), 2);
-        let picked = lp.gather(2, targets.clone()).reshape([n_rewrite, p_len]);
+        let picked = token_log_probs(
+            logits.clone().slice([0..n_rewrite, 0..p_len, 0..vocab]),
+            targets.clone(),
+        );
         let nll_each = -(picked * mask.clone().autodiff())
             .sum_dim(1)
             .reshape([n_rewrite])
@@ -815,10 +818,13 @@ pub fn rome_edit(
         let loss = nll.clone() + kl.clone();
         let scalar = |t: Tensor<1>| -> f32 { t.inner().into_scalar::<f32>() };
         let prob_new = host(nll_each.inner().neg().exp()).iter().sum::<f32>() / n_rewrite as f32;
+        // The loss's value is the f32 sum of the two read back (the same rounding as on the
+        // device), so it costs no read of its own.
+        let (nll, kl) = (scalar(nll), scalar(kl));
         let step = VStep {
-            loss: (scalar(loss.clone()) as f64 + wd) as f32,
-            nll: scalar(nll),
-            kl: scalar(kl),
+            loss: ((nll + kl) as f64 + wd) as f32,
+            nll,
+            kl,
             weight_decay: wd as f32,
             prob_new,
         };

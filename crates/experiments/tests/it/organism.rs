@@ -220,8 +220,7 @@ fn in_context_retrieval_moves_with_the_query_through_heads_at_the_last_position(
 fn rome_rewrites_planted_facts_without_touching_their_neighbours() {
     use burnlens_datasets::{CorpusConfig, World};
     use burnlens_experiments::{
-        EditCase, RomeConfig, RomeRequest, case_scores, context_templates, rome_edit,
-        second_moment, summarize,
+        EditCase, RomeConfig, case_scores, context_templates, rome_edit, second_moment, summarize,
     };
     let mut lm = organism();
     let m = manifest();
@@ -244,19 +243,7 @@ fn rome_rewrites_planted_facts_without_touching_their_neighbours() {
     .unwrap();
     let (mut pre, mut post) = (Vec::new(), Vec::new());
     for r in world.counterfact(20, 0).unwrap() {
-        let rw = &r.requested_rewrite;
-        let case = EditCase {
-            case_id: r.case_id,
-            request: RomeRequest {
-                prompt: rw.prompt.clone(),
-                subject: rw.subject.clone(),
-                target_new: rw.target_new.text.clone(),
-            },
-            target_true: rw.target_true.text.clone(),
-            paraphrase_prompts: r.paraphrase_prompts.clone(),
-            neighborhood_prompts: r.neighborhood_prompts.clone(),
-            generation_prompts: vec![],
-        };
+        let case = EditCase::from(&r);
         pre.push(case_scores(&lm.model, &lm.tokenizer, &case).unwrap());
         let edit = rome_edit(
             &lm.model,
