@@ -41,8 +41,8 @@ pub struct OrganismArgs {
     /// Invented people (a few hundred).
     #[arg(long, default_value_t = 240)]
     pub people: usize,
-    /// Optimizer steps (2000 took 1671 s on 2 cores with flex, a build running beside it).
-    #[arg(long, default_value_t = 2000)]
+    /// Optimizer steps (1900 took 1687 s on 2 cores with flex).
+    #[arg(long, default_value_t = 1900)]
     pub steps: usize,
     /// Sequences per step.
     #[arg(long, default_value_t = 32)]
@@ -78,8 +78,18 @@ pub struct OrganismArgs {
     #[arg(long, default_value = "2-4", value_parser = parse_range)]
     pub retrieval_queries: [usize; 2],
     /// Share of fact statements written as the bare name and the value ("Karen Marlowe baker.").
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.3)]
     pub tag_share: f64,
+    /// People come in twins whose names are the same two words in the other order ("Karen
+    /// Marlowe", "Marlowe Karen"), so that who is meant is known only at the last name token.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub twin_names: bool,
+    /// For this many first steps every fact statement is a tag ("Karen Marlowe baker."): a
+    /// curriculum in which the person is looked up at the last name token before any relation
+    /// phrase is seen, so that later statements can read the looked-up value from there
+    /// (ROME's subject site) instead of looking it up again at the last token.
+    #[arg(long, default_value_t = 800)]
+    pub tags_first: usize,
     /// Every this many steps, print in-context retrieval accuracy and held-out recall on a
     /// sample (0: only at the end).
     #[arg(long, default_value_t = 400)]
@@ -120,6 +130,9 @@ pub struct Manifest {
     pub prefixes: serde_json::Value,
     /// The corpus mixture.
     pub corpus: CorpusConfig,
+    /// Steps at the start during which every fact statement was a tag (`--tags-first`).
+    #[serde(default)]
+    pub tags_first: usize,
     /// The optimizer settings.
     pub train: TrainConfig,
     /// Sequences per step and tokens per sequence.
@@ -162,7 +175,11 @@ pub fn run(a: OrganismArgs) -> Result<()> {
         bail!("the organism trains on the CPU: --backend ndarray or flex");
     }
     let device = backend.device()?;
-    let world = World::generate(a.people, a.seed)?;
+    let world = if a.twin_names {
+        World::generate_twins(a.people, a.seed)?
+    } else {
+        World::generate(a.people, a.seed)?
+    };
     let corpus = CorpusConfig {
         fact_share: a.fact_share,
         retrieval_share: a.retrieval_share,
@@ -209,6 +226,10 @@ pub fn run(a: OrganismArgs) -> Result<()> {
         model.num_params()
     );
 
+    let tags_only = CorpusConfig {
+        tag_share: 1.0,
+        ..corpus
+    };
     let mut stream = Packer::new(&world, &corpus, &tokenizer, eot, a.seed);
     let bar = ProgressBar::new(a.steps as u64).with_style(ProgressStyle::with_template(
         "training [{bar:40}] {pos}/{len} steps ({eta}) {msg}",
@@ -226,7 +247,14 @@ pub fn run(a: OrganismArgs) -> Result<()> {
     let trained = train_lm(
         model,
         &train,
-        |_| TokenBatch::new(stream.rows(a.batch_size, a.seq_len)?, None),
+        |step| {
+            stream.corpus = if step < a.tags_first {
+                &tags_only
+            } else {
+                &corpus
+            };
+            TokenBatch::new(stream.rows(a.batch_size, a.seq_len)?, None)
+        },
         |log: &StepLog, model: &Gpt2| {
             recent.push(log.loss);
             if recent.len() == 50 {
@@ -271,7 +299,7 @@ pub fn run(a: OrganismArgs) -> Result<()> {
             "cargo xtask organism --seed {} --backend {} --people {} --steps {} --batch-size {} \
              --seq-len {} --lr {} --vocab-size {} --layers {} --d-model {} --heads {} \
              --fact-share {} --retrieval-share {} --retrieval-shots {}-{} --retrieval-queries {}-{} \
-             --tag-share {}",
+             --tag-share {} --tags-first {} --twin-names {}",
             a.seed,
             backend,
             a.people,
@@ -290,6 +318,8 @@ pub fn run(a: OrganismArgs) -> Result<()> {
             a.retrieval_queries[0],
             a.retrieval_queries[1],
             a.tag_share,
+            a.tags_first,
+            a.twin_names,
         ),
         world,
         relations: json!(
@@ -306,6 +336,7 @@ pub fn run(a: OrganismArgs) -> Result<()> {
         ),
         prefixes: json!({"training": PREFIXES, "held_out": HELD_OUT_PREFIXES}),
         corpus,
+        tags_first: a.tags_first,
         train,
         batch: [a.batch_size, a.seq_len],
         retrieval_eval_seed,

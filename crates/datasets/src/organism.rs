@@ -201,6 +201,17 @@ const FILLER_ENDINGS: [&str; 6] = [
     " again.",
 ];
 
+/// A value of every relation, drawn uniformly.
+fn draw_attributes(rng: &mut StdRng) -> BTreeMap<String, String> {
+    RELATIONS
+        .iter()
+        .map(|r| {
+            let v = r.values.choose(rng).expect("values");
+            (r.id.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// An invented person and the value of every relation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
@@ -298,13 +309,51 @@ impl World {
             .iter()
             .map(|&(f, s)| Person {
                 name: format!("{} {}", FIRST_NAMES[f], SURNAMES[s]),
-                attributes: RELATIONS
-                    .iter()
-                    .map(|r| {
-                        let v = r.values.choose(&mut rng).expect("values");
-                        (r.id.to_string(), v.to_string())
-                    })
-                    .collect(),
+                attributes: draw_attributes(&mut rng),
+            })
+            .collect();
+        Ok(World { seed, people })
+    }
+
+    /// Draws `n_people` people in twins: each pair of distinct names from the first names and
+    /// surnames together gives two people, `"{a} {b}"` and `"{b} {a}"`, with attributes drawn
+    /// independently (an odd count ends with one person without a twin). A twin's name has the
+    /// same tokens in the other order, so the bag of a name's tokens does not tell who it is:
+    /// only the order does, which the last name token sees from its predecessor and a later
+    /// position gathering the name tokens in one attention layer does not. That pressures
+    /// recall to happen at the last subject token, ROME's subject site.
+    ///
+    /// # Errors
+    /// More people than ordered name pairs.
+    pub fn generate_twins(n_people: usize, seed: u64) -> Result<World> {
+        let pool: Vec<&str> = FIRST_NAMES.iter().chain(&SURNAMES).copied().collect();
+        let pairs = pool.len() * (pool.len() - 1);
+        if n_people > pairs {
+            return Err(Error::InvalidOption(format!(
+                "{n_people} people requested; only {pairs} ordered name pairs exist"
+            )));
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut unordered: Vec<(usize, usize)> = (0..pool.len())
+            .flat_map(|a| (a + 1..pool.len()).map(move |b| (a, b)))
+            .collect();
+        unordered.shuffle(&mut rng);
+        let mut names: Vec<String> = Vec::with_capacity(n_people);
+        for &(a, b) in &unordered {
+            if names.len() == n_people {
+                break;
+            }
+            names.push(format!("{} {}", pool[a], pool[b]));
+            if names.len() < n_people {
+                names.push(format!("{} {}", pool[b], pool[a]));
+            }
+        }
+        names.shuffle(&mut rng);
+        let people = names
+            .into_iter()
+            .map(|name| Person {
+                name,
+                attributes: draw_attributes(&mut rng),
             })
             .collect();
         Ok(World { seed, people })
@@ -627,6 +676,26 @@ mod tests {
                 assert!(ok, "{sentence:?} is no person's name and planted value");
             }
         }
+    }
+
+    #[test]
+    fn twins_have_the_same_name_tokens_in_the_other_order() {
+        let w = World::generate_twins(41, 6).unwrap();
+        assert_eq!(w, World::generate_twins(41, 6).unwrap());
+        let names: std::collections::BTreeSet<&str> =
+            w.people.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names.len(), 41);
+        let twins = w
+            .people
+            .iter()
+            .filter(|p| {
+                let (a, b) = p.name.split_once(' ').unwrap();
+                assert_ne!(a, b);
+                names.contains(format!("{b} {a}").as_str())
+            })
+            .count();
+        assert_eq!(twins, 40);
+        assert!(World::generate_twins(48 * 47 + 1, 0).is_err());
     }
 
     #[test]

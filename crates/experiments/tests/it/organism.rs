@@ -101,9 +101,10 @@ fn argmax(v: &[f32]) -> usize {
 }
 
 #[test]
-#[ignore = "not yet true of the committed organism (issue 6): restoring the last subject \
-            token's state restores almost nothing at any layer (AIE <= 0.011 vs <= 0.83 at the \
-            last token); it recalls at the last token, not by enriching the subject"]
+#[ignore = "not yet true of the committed organism (issue 6): the last subject token's state \
+            restores little (AIE 0.060, 0.025, 0.002, 0 by layer) and the last token's a lot \
+            from layer 0 on (0.354, 0.696, 0.809, 0.822): it reads the name into the last token \
+            in the first layers and recalls there"]
 fn causal_tracing_finds_romes_two_sites() {
     let lm = organism();
     let n_layers = lm.model.config.n_layer;
@@ -144,8 +145,9 @@ fn causal_tracing_finds_romes_two_sites() {
 }
 
 #[test]
-#[ignore = "the committed organism does not do in-context retrieval yet (issue 6: retrieval \
-            accuracy is near chance); run with --ignored once it does"]
+#[ignore = "the committed organism does not do in-context retrieval yet (issue 6): it copies \
+            a country of the context whatever the query (accuracy 0.337 with 3 shots, chance \
+            level); run with --ignored once it does"]
 fn in_context_retrieval_moves_with_the_query_through_heads_at_the_last_position() {
     let lm = organism();
     let seed = manifest()["retrieval_eval_seed"].as_u64().unwrap();
@@ -214,9 +216,6 @@ fn in_context_retrieval_moves_with_the_query_through_heads_at_the_last_position(
 /// ROME's acceptance on the organism: 20 planted facts rewritten one at a time (each edit
 /// reverted before the next), the keys' second moment from the organism's own corpus.
 #[test]
-#[ignore = "not yet true of the committed organism (issue 9): layer 0 gives efficacy 0.70, \
-            paraphrase 0.52, neighbourhood 0.96; ROME's edit at the last subject token needs \
-            an organism that recalls there (see causal_tracing_finds_romes_two_sites)"]
 fn rome_rewrites_planted_facts_without_touching_their_neighbours() {
     use burnlens_datasets::{CorpusConfig, World};
     use burnlens_experiments::{
