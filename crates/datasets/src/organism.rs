@@ -338,16 +338,12 @@ impl World {
             .flat_map(|a| (a + 1..pool.len()).map(move |b| (a, b)))
             .collect();
         unordered.shuffle(&mut rng);
-        let mut names: Vec<String> = Vec::with_capacity(n_people);
-        for &(a, b) in &unordered {
-            if names.len() == n_people {
-                break;
-            }
-            names.push(format!("{} {}", pool[a], pool[b]));
-            if names.len() < n_people {
-                names.push(format!("{} {}", pool[b], pool[a]));
-            }
-        }
+        let mut names: Vec<String> = unordered
+            .iter()
+            .flat_map(|&(a, b)| [(a, b), (b, a)])
+            .take(n_people)
+            .map(|(a, b)| format!("{} {}", pool[a], pool[b]))
+            .collect();
         names.shuffle(&mut rng);
         let people = names
             .into_iter()
