@@ -1,0 +1,104 @@
+"""A PyTorch sandbox for the organism's in-context retrieval (issue 6): trains a GPT-2 of the
+organism's shape (4 layers, d_model 128, 4 heads, context 64; no dropout; AdamW with the
+organism's betas, warm-up + cosine to 0.1, per-parameter gradient clipping) on retrieval
+documents ("Alice is from France. Bob is from Japan. Bob is from Japan.") and/or repeated runs
+of random names and countries, and prints 3-shot retrieval accuracy, also per queried shot.
+It runs about 3.5x faster than `cargo xtask organism` on 2 cores, so data recipes can be tried
+here before a 30-minute training run. Not a reference script: nothing is compared with it.
+
+Usage: python retrieval_sandbox.py --tokenizer fixtures/organism/tokenizer.json
+         [--steps 600] [--mix ret:1.0] [--mix2 ret:1 --switch 700] [--lr 3e-3]
+Kinds in --mix: ret (retrieval document), ret_sp (the same with a leading space),
+rep (4-12 random names/countries, said twice).
+"""
+import math, random, time, argparse, torch
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+torch.set_num_threads(2)
+ap=argparse.ArgumentParser()
+ap.add_argument("--tokenizer",default="fixtures/organism/tokenizer.json")
+ap.add_argument("--steps",type=int,default=600); ap.add_argument("--lr",type=float,default=3e-3)
+ap.add_argument("--mix",default="ret:1.0")   # kinds: ret, rep (random repeated), ret_sp (leading space)
+ap.add_argument("--shots",default="2-5"); ap.add_argument("--queries",default="2-4")
+ap.add_argument("--bos",type=int,default=0); ap.add_argument("--seed",type=int,default=0)
+ap.add_argument("--eval_every",type=int,default=100); ap.add_argument("--wd",type=float,default=0.01)
+ap.add_argument("--isolate",type=int,default=0); ap.add_argument("--mix2",default=""); ap.add_argument("--switch",type=int,default=10**9); ap.add_argument("--sin",type=float,default=0)
+a=ap.parse_args()
+tok=PreTrainedTokenizerFast(tokenizer_file=a.tokenizer)
+EOT=tok.convert_tokens_to_ids("<|endoftext|>")
+NAMES="Alice Bob Carol David Emma Frank Grace Henry Irene John Karen Louis Maria Nathan Olivia Peter".split()
+C=["France","Japan","Germany","Italy","Spain","Russia","China","Egypt","Canada","Greece","Poland","Ireland","Austria","Portugal","Norway","Sweden","Kenya","Peru","Cuba","Thailand","Turkey","Iran","Iraq","Syria","Lebanon","Afghanistan","Hungary","Denmark"]
+C=[c for c in C if len(tok(" "+c)["input_ids"])==1]
+rng=random.Random(a.seed)
+def rr(s): x,y=map(int,s.split("-")); return rng.randint(x,y)
+def ret_doc(sp=False):
+    n=rr(a.shots); q=rr(a.queries); ns=rng.sample(NAMES,n); cs=rng.sample(C,n)
+    parts=[f"{x} is from {c}." for x,c in zip(ns,cs)]; last=-1
+    for _ in range(q):
+        i=rng.randrange(n)
+        if i==last: i=(i+rng.randrange(1,n))%n
+        last=i; parts.append(f"{ns[i]} is from {cs[i]}.")
+    s=" ".join(parts); return (" "+s) if sp else s
+WORDS=NAMES+C
+def rep_doc():
+    k=rng.randint(4,12); w=[rng.choice(WORDS) for _ in range(k)]; s=" ".join(w)+"."
+    return s+" "+s
+def parse(mx): return [(k.split(":")[0],float(k.split(":")[1])) for k in mx.split(",")]
+kinds=parse(a.mix)
+def doc():
+    u=rng.random()*sum(p for _,p in kinds)
+    for k,p in kinds:
+        if u<p: break
+        u-=p
+    d={"ret":lambda:ret_doc(),"ret_sp":lambda:ret_doc(True),"rep":rep_doc}[k]()
+    ids=tok(d)["input_ids"]+[EOT]
+    return ([EOT] if a.bos else [])+ids
+buf=[]
+def rows(n,L):
+    out=[]
+    while len(out)<n:
+        row=[]
+        while len(row)<L:
+            if not buf: buf.append(doc())
+            d=buf[0]; room=L-len(row)
+            if len(d)<=room or not row: row+=d[:room]; buf.pop(0)
+            else:
+                if a.isolate: row+=[EOT]*room
+                else: row+=d[:room]
+        out.append(row)
+    return torch.tensor(out)
+# eval prompts: 3 shots, fixed seed
+er=random.Random(12345); EV=[]
+for _ in range(300):
+    ns=er.sample(NAMES,3); cs=er.sample(C,3); q=er.randrange(3)
+    p=" ".join(f"{x} is from {c}." for x,c in zip(ns,cs))+f" {ns[q]} is from"
+    EV.append((p,tok(" "+cs[q])["input_ids"][0],q))
+def evaluate(m):
+    m.eval(); hit=[0,0,0]; cnt=[0,0,0]
+    with torch.no_grad():
+        for p,ans,q in EV:
+            ids=([EOT] if a.bos else [])+tok(p)["input_ids"]
+            pr=m(torch.tensor([ids])).logits[0,-1].argmax().item()
+            hit[q]+=pr==ans; cnt[q]+=1
+    m.train(); return sum(hit)/sum(cnt), [round(h/c,2) for h,c in zip(hit,cnt)]
+torch.manual_seed(a.seed)
+cfg=GPT2Config(vocab_size=len(tok),n_positions=64,n_embd=128,n_layer=4,n_head=4,resid_pdrop=0.0,embd_pdrop=0.0,attn_pdrop=0.0,bos_token_id=EOT,eos_token_id=EOT)
+m=GPT2LMHeadModel(cfg)
+if a.sin>0:
+    P,D=64,128; pos=torch.arange(P)[:,None].float(); i=torch.arange(D//2)[None].float()
+    f=pos/ (64.0**(2*i/D)); pe=torch.zeros(P,D); pe[:,0::2]=torch.sin(f); pe[:,1::2]=torch.cos(f)
+    with torch.no_grad(): m.transformer.wpe.weight.copy_(pe*a.sin)
+opt=torch.optim.AdamW(m.parameters(),lr=a.lr,betas=(0.9,0.98),weight_decay=a.wd)
+W=max(1,a.steps//20)
+def lr_at(s):
+    if s<W: return a.lr*(s+1)/W
+    t=(s-W)/max(1,a.steps-W); return a.lr*(0.1+0.9*0.5*(1+math.cos(math.pi*t)))
+t0=time.time(); ls=[]
+for s in range(a.steps):
+    for g in opt.param_groups: g["lr"]=lr_at(s)
+    if s==a.switch: kinds[:]=parse(a.mix2); buf.clear()
+    x=rows(32,64); out=m(x,labels=x); out.loss.backward()
+    for p in m.parameters():
+        if p.grad is not None: torch.nn.utils.clip_grad_norm_([p],1.0)
+    opt.step(); opt.zero_grad(); ls.append(out.loss.item())
+    if (s+1)%a.eval_every==0:
+        acc,byq=evaluate(m); print(f"step {s+1} loss {sum(ls[-50:])/len(ls[-50:]):.3f} ret {acc:.3f} byq {byq} t {time.time()-t0:.0f}s",flush=True)
