@@ -9,7 +9,8 @@ here before a 30-minute training run. Not a reference script: nothing is compare
 Usage: python retrieval_sandbox.py --tokenizer fixtures/organism/tokenizer.json
          [--steps 600] [--mix ret:1.0] [--mix2 ret:1 --switch 700] [--lr 3e-3]
 Kinds in --mix: ret (retrieval document), ret_sp (the same with a leading space),
-rep (4-12 random names/countries, said twice).
+rep (4-12 random names/countries, said twice). --isolate 1 pads a row instead of starting a
+second document in it; --sin S starts the position embeddings as sinusoids scaled by S.
 """
 import math, random, time, argparse, torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
