@@ -10,7 +10,7 @@ Usage: python retrieval_sandbox.py --tokenizer fixtures/organism/tokenizer.json
          [--steps 600] [--mix ret:1.0] [--mix2 ret:1 --switch 700] [--lr 3e-3]
 Kinds in --mix: ret (retrieval document), ret_sp (the same with a leading space),
 rep (4-12 random names/countries, said twice). --isolate 1 pads a row instead of starting a
-second document in it; --sin S starts the position embeddings as sinusoids scaled by S.
+second document in it; --anyq 1 lets a query repeat the statement just made; --sin S starts the position embeddings as sinusoids scaled by S.
 """
 import math, random, time, argparse, torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -22,7 +22,7 @@ ap.add_argument("--mix",default="ret:1.0")   # kinds: ret, rep (random repeated)
 ap.add_argument("--shots",default="2-5"); ap.add_argument("--queries",default="2-4")
 ap.add_argument("--bos",type=int,default=0); ap.add_argument("--seed",type=int,default=0)
 ap.add_argument("--eval_every",type=int,default=100); ap.add_argument("--wd",type=float,default=0.01)
-ap.add_argument("--isolate",type=int,default=0); ap.add_argument("--mix2",default=""); ap.add_argument("--switch",type=int,default=10**9); ap.add_argument("--sin",type=float,default=0)
+ap.add_argument("--isolate",type=int,default=0); ap.add_argument("--anyq",type=int,default=0); ap.add_argument("--mix2",default=""); ap.add_argument("--switch",type=int,default=10**9); ap.add_argument("--sin",type=float,default=0)
 a=ap.parse_args()
 tok=PreTrainedTokenizerFast(tokenizer_file=a.tokenizer)
 EOT=tok.convert_tokens_to_ids("<|endoftext|>")
@@ -36,7 +36,7 @@ def ret_doc(sp=False):
     parts=[f"{x} is from {c}." for x,c in zip(ns,cs)]; last=-1
     for _ in range(q):
         i=rng.randrange(n)
-        if i==last: i=(i+rng.randrange(1,n))%n
+        if i==last and not a.anyq: i=(i+rng.randrange(1,n))%n
         last=i; parts.append(f"{ns[i]} is from {cs[i]}.")
     s=" ".join(parts); return (" "+s) if sp else s
 WORDS=NAMES+C
@@ -72,6 +72,7 @@ er=random.Random(12345); EV=[]
 for _ in range(300):
     ns=er.sample(NAMES,3); cs=er.sample(C,3); q=er.randrange(3)
     p=" ".join(f"{x} is from {c}." for x,c in zip(ns,cs))+f" {ns[q]} is from"
+    if "ret_sp" in a.mix+a.mix2: p=" "+p
     EV.append((p,tok(" "+cs[q])["input_ids"][0],q))
 def evaluate(m):
     m.eval(); hit=[0,0,0]; cnt=[0,0,0]
