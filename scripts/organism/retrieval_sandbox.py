@@ -9,7 +9,8 @@ here before a 30-minute training run. Not a reference script: nothing is compare
 Usage: python retrieval_sandbox.py --tokenizer fixtures/organism/tokenizer.json
          [--steps 600] [--mix ret:1.0] [--mix2 ret:1 --switch 700] [--lr 3e-3]
 Kinds in --mix: ret (retrieval document), ret_sp (the same with a leading space),
-rep (4-12 random names/countries, said twice). --isolate 1 pads a row instead of starting a
+rep (4-12 random names/countries, said twice), bare (a retrieval document without
+"is from": " Alice France. Bob Japan. Bob Japan.", which plain induction solves). --isolate 1 pads a row instead of starting a
 second document in it; --anyq 1 lets a query repeat the statement just made; --sin S starts the position embeddings as sinusoids scaled by S.
 """
 import math, random, time, argparse, torch
@@ -31,13 +32,13 @@ C=["France","Japan","Germany","Italy","Spain","Russia","China","Egypt","Canada",
 C=[c for c in C if len(tok(" "+c)["input_ids"])==1]
 rng=random.Random(a.seed)
 def rr(s): x,y=map(int,s.split("-")); return rng.randint(x,y)
-def ret_doc(sp=False):
+def ret_doc(sp=False, rel=" is from"):
     n=rr(a.shots); q=rr(a.queries); ns=rng.sample(NAMES,n); cs=rng.sample(C,n)
-    parts=[f"{x} is from {c}." for x,c in zip(ns,cs)]; last=-1
+    parts=[f"{x}{rel} {c}." for x,c in zip(ns,cs)]; last=-1
     for _ in range(q):
         i=rng.randrange(n)
         if i==last and not a.anyq: i=(i+rng.randrange(1,n))%n
-        last=i; parts.append(f"{ns[i]} is from {cs[i]}.")
+        last=i; parts.append(f"{ns[i]}{rel} {cs[i]}.")
     s=" ".join(parts); return (" "+s) if sp else s
 WORDS=NAMES+C
 def rep_doc():
@@ -50,7 +51,7 @@ def doc():
     for k,p in kinds:
         if u<p: break
         u-=p
-    d={"ret":lambda:ret_doc(),"ret_sp":lambda:ret_doc(True),"rep":rep_doc}[k]()
+    d={"ret":lambda:ret_doc(),"ret_sp":lambda:ret_doc(True),"rep":rep_doc,"bare":lambda:ret_doc(True,"")}[k]()
     ids=tok(d)["input_ids"]+[EOT]
     return ([EOT] if a.bos else [])+ids
 buf=[]
