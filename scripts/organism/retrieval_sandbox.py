@@ -10,12 +10,19 @@ Usage: python retrieval_sandbox.py --tokenizer fixtures/organism/tokenizer.json
          [--steps 600] [--mix ret:1.0] [--mix2 ret:1 --switch 700] [--lr 3e-3]
 Kinds in --mix: ret (retrieval document), ret_sp (the same with a leading space),
 rep (4-12 random names/countries, said twice), bare (a retrieval document without
-"is from": " Alice France. Bob Japan. Bob Japan.", which plain induction solves). --isolate 1 pads a row instead of starting a
-second document in it; --anyq 1 lets a query repeat the statement just made; --sin S starts the position embeddings as sinusoids scaled by S.
+"is from": " Alice France. Bob Japan. Bob Japan.", which plain induction solves), ind (random
+words, then copies of random segments of them: only content matching predicts a copy), tri
+(a second-order language, the next word fixed by the two before it 70% of the time).
+--isolate 1 pads a row instead of starting a second document in it; --anyq 1 lets a query
+repeat the statement just made; --sin S starts the position embeddings as sinusoids scaled by
+S; --init is GPT-2's initializer_range; --emb_lr scales the token embedding's learning rate;
+--batch sets the rows per step; --threads torch's threads (1 to run two at once).
+Each evaluation also prints "induction" (top-1 accuracy on copies of a segment of 12 random
+words, after the copy's first token) and "cos" (the mean cosine between the embeddings of the
+names and countries, which collapse towards one vector when nothing tells them apart).
 """
 import math, random, time, argparse, torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-torch.set_num_threads(2)
 ap=argparse.ArgumentParser()
 ap.add_argument("--tokenizer",default="fixtures/organism/tokenizer.json")
 ap.add_argument("--steps",type=int,default=600); ap.add_argument("--lr",type=float,default=3e-3)
@@ -23,8 +30,9 @@ ap.add_argument("--mix",default="ret:1.0")   # kinds: ret, rep (random repeated)
 ap.add_argument("--shots",default="2-5"); ap.add_argument("--queries",default="2-4")
 ap.add_argument("--bos",type=int,default=0); ap.add_argument("--seed",type=int,default=0)
 ap.add_argument("--eval_every",type=int,default=100); ap.add_argument("--wd",type=float,default=0.01)
-ap.add_argument("--isolate",type=int,default=0); ap.add_argument("--anyq",type=int,default=0); ap.add_argument("--mix2",default=""); ap.add_argument("--switch",type=int,default=10**9); ap.add_argument("--sin",type=float,default=0)
+ap.add_argument("--isolate",type=int,default=0); ap.add_argument("--anyq",type=int,default=0); ap.add_argument("--mix2",default=""); ap.add_argument("--switch",type=int,default=10**9); ap.add_argument("--sin",type=float,default=0); ap.add_argument("--init",type=float,default=0.02); ap.add_argument("--threads",type=int,default=2); ap.add_argument("--batch",type=int,default=32); ap.add_argument("--emb_lr",type=float,default=1.0)
 a=ap.parse_args()
+torch.set_num_threads(a.threads)
 tok=PreTrainedTokenizerFast(tokenizer_file=a.tokenizer)
 EOT=tok.convert_tokens_to_ids("<|endoftext|>")
 NAMES="Alice Bob Carol David Emma Frank Grace Henry Irene John Karen Louis Maria Nathan Olivia Peter".split()
@@ -44,6 +52,22 @@ WORDS=NAMES+C
 def rep_doc():
     k=rng.randint(4,12); w=[rng.choice(WORDS) for _ in range(k)]; s=" ".join(w)+"."
     return s+" "+s
+def ind_doc():
+    # random words, then copies of random segments of them: only matching content predicts a copy
+    w=[rng.choice(WORDS) for _ in range(rng.randint(8,16))]; out=list(w)
+    for _ in range(rng.randint(2,3)):
+        L=rng.randint(3,6); i=rng.randrange(len(w)-L+1); out+=w[i:i+L]
+    return " "+" ".join(out)+"."
+TRI=random.Random(7); TRIT={}
+def tri_doc():
+    # a second-order language: the next word is fixed by the two before it (30% noise), so a
+    # head that moves the previous token forward pays off on its own
+    w=[rng.choice(WORDS),rng.choice(WORDS)]
+    for _ in range(rng.randint(10,20)):
+        k=(w[-2],w[-1])
+        if k not in TRIT: TRIT[k]=TRI.choice(WORDS)
+        w.append(TRIT[k] if rng.random()<0.7 else rng.choice(WORDS))
+    return " "+" ".join(w)+"."
 def parse(mx): return [(k.split(":")[0],float(k.split(":")[1])) for k in mx.split(",")]
 kinds=parse(a.mix)
 def doc():
@@ -51,7 +75,7 @@ def doc():
     for k,p in kinds:
         if u<p: break
         u-=p
-    d={"ret":lambda:ret_doc(),"ret_sp":lambda:ret_doc(True),"rep":rep_doc,"bare":lambda:ret_doc(True,"")}[k]()
+    d={"ret":lambda:ret_doc(),"ret_sp":lambda:ret_doc(True),"rep":rep_doc,"bare":lambda:ret_doc(True,""),"ind":ind_doc,"tri":tri_doc}[k]()
     ids=tok(d)["input_ids"]+[EOT]
     return ([EOT] if a.bos else [])+ids
 buf=[]
@@ -72,36 +96,52 @@ def rows(n,L):
 er=random.Random(12345); EV=[]
 for _ in range(300):
     ns=er.sample(NAMES,3); cs=er.sample(C,3); q=er.randrange(3)
-    p=" ".join(f"{x} is from {c}." for x,c in zip(ns,cs))+f" {ns[q]} is from"
-    if "ret_sp" in a.mix+a.mix2: p=" "+p
+    rel="" if "bare" in (a.mix2 or a.mix) else " is from"
+    p=" ".join(f"{x}{rel} {c}." for x,c in zip(ns,cs))+f" {ns[q]}{rel}"
+    if "ret_sp" in a.mix+a.mix2 or not rel: p=" "+p
     EV.append((p,tok(" "+cs[q])["input_ids"][0],q))
+# induction probe: random spans said twice, accuracy on the second span's tokens after its first
+RR=random.Random(999); REP=[]
+for _ in range(100):
+    w=[RR.choice(NAMES+C) for _ in range(12)]; L=RR.randint(4,6); i=RR.randrange(12-L+1)
+    h=tok(" "+" ".join(w))["input_ids"]; g=tok(" "+" ".join(w[i:i+L]))["input_ids"]; REP.append((h+g,len(h)))
 def evaluate(m):
     m.eval(); hit=[0,0,0]; cnt=[0,0,0]
     with torch.no_grad():
+        ih=it=0
+        for ids,n in REP:
+            pr=m(torch.tensor([ids])).logits[0].argmax(-1)
+            for j in range(n,len(ids)-1): ih+=int(pr[j].item()==ids[j+1]); it+=1
+        print(f"  induction {ih/it:.2f}",end="")
         for p,ans,q in EV:
             ids=([EOT] if a.bos else [])+tok(p)["input_ids"]
             pr=m(torch.tensor([ids])).logits[0,-1].argmax().item()
             hit[q]+=pr==ans; cnt[q]+=1
     m.train(); return sum(hit)/sum(cnt), [round(h/c,2) for h,c in zip(hit,cnt)]
 torch.manual_seed(a.seed)
-cfg=GPT2Config(vocab_size=len(tok),n_positions=64,n_embd=128,n_layer=4,n_head=4,resid_pdrop=0.0,embd_pdrop=0.0,attn_pdrop=0.0,bos_token_id=EOT,eos_token_id=EOT)
+cfg=GPT2Config(vocab_size=len(tok),n_positions=64,n_embd=128,n_layer=4,n_head=4,resid_pdrop=0.0,embd_pdrop=0.0,attn_pdrop=0.0,bos_token_id=EOT,eos_token_id=EOT,initializer_range=a.init)
 m=GPT2LMHeadModel(cfg)
 if a.sin>0:
     P,D=64,128; pos=torch.arange(P)[:,None].float(); i=torch.arange(D//2)[None].float()
     f=pos/ (64.0**(2*i/D)); pe=torch.zeros(P,D); pe[:,0::2]=torch.sin(f); pe[:,1::2]=torch.cos(f)
     with torch.no_grad(): m.transformer.wpe.weight.copy_(pe*a.sin)
-opt=torch.optim.AdamW(m.parameters(),lr=a.lr,betas=(0.9,0.98),weight_decay=a.wd)
+emb=[m.transformer.wte.weight]; rest=[p for p in m.parameters() if p is not emb[0]]
+opt=torch.optim.AdamW([{"params":emb,"scale":a.emb_lr},{"params":rest,"scale":1.0}],lr=a.lr,betas=(0.9,0.98),weight_decay=a.wd)
+WID=sorted({tok(" "+w)["input_ids"][0] for w in NAMES+C})
+def wcos():
+    e=torch.nn.functional.normalize(m.transformer.wte.weight[WID].detach(),dim=-1); c=e@e.T
+    n=len(WID); return ((c.sum()-n)/(n*n-n)).item()
 W=max(1,a.steps//20)
 def lr_at(s):
     if s<W: return a.lr*(s+1)/W
     t=(s-W)/max(1,a.steps-W); return a.lr*(0.1+0.9*0.5*(1+math.cos(math.pi*t)))
 t0=time.time(); ls=[]
 for s in range(a.steps):
-    for g in opt.param_groups: g["lr"]=lr_at(s)
+    for g in opt.param_groups: g["lr"]=lr_at(s)*g["scale"]
     if s==a.switch: kinds[:]=parse(a.mix2); buf.clear()
-    x=rows(32,64); out=m(x,labels=x); out.loss.backward()
+    x=rows(a.batch,64); out=m(x,labels=x); out.loss.backward()
     for p in m.parameters():
         if p.grad is not None: torch.nn.utils.clip_grad_norm_([p],1.0)
     opt.step(); opt.zero_grad(); ls.append(out.loss.item())
     if (s+1)%a.eval_every==0:
-        acc,byq=evaluate(m); print(f"step {s+1} loss {sum(ls[-50:])/len(ls[-50:]):.3f} ret {acc:.3f} byq {byq} t {time.time()-t0:.0f}s",flush=True)
+        acc,byq=evaluate(m); print(f" cos {wcos():.2f} step {s+1} loss {sum(ls[-50:])/len(ls[-50:]):.3f} ret {acc:.3f} byq {byq} t {time.time()-t0:.0f}s",flush=True)
