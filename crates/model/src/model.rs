@@ -1,5 +1,6 @@
 //! GPT-2 as burn modules, and the single forward pass every experiment goes through.
 
+use burn::backend::DispatchDevice;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, relu, softmax};
@@ -310,16 +311,29 @@ fn linear3(l: &Linear, x: Tensor<3>) -> Tensor<3> {
     y.reshape([b, t, d_out])
 }
 
-/// GPT-2's `gelu_new`, `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`, in that form (as
-/// Hugging Face computes it), with the cube folded into `(a x² + b) x` so that no `powf` is
-/// needed: on flex this takes about a third of the time of burn's `gelu_approximate` and of
-/// the `x · sigmoid(…)` form used before (measured on `[1024, 3072]`: ≈ 21 ms against ≈ 72 ms),
-/// because flex's `tanh` is vectorised and its `sigmoid` and `exp` are not.
+/// GPT-2's `gelu_new`, `0.5 x (1 + tanh(u))` with `u = sqrt(2/π) (x + 0.044715 x³)`, the cube
+/// folded into `(a x² + b) x` so that no `powf` is needed.
+///
+/// Which of two equal forms is computed depends on the backend, because their elementwise
+/// functions differ in cost:
+/// - ndarray: `x / (1 + exp(−2u))`. Its `tanh` goes through `f64` (libm's `tanh`/`expm1`,
+///   ≈ 8% of a GPT-2-small 8 × 128 forward) while its `exp` is `f32`.
+/// - every other backend: the `tanh` form, as Hugging Face writes it. On flex it takes about a
+///   third of the time of burn's `gelu_approximate` and of the `x · sigmoid(…)` form (measured
+///   on `[1024, 3072]`: ≈ 21 ms against ≈ 72 ms), because flex's `tanh` is vectorised and its
+///   `sigmoid` and `exp` are not.
+///
+/// The forms agree to float rounding: `(1 + tanh u) / 2 = 1 / (1 + e^(−2u))`. For `u → −∞`
+/// the exponential overflows to infinity and the quotient is −0, the limit.
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
     const CUBIC: f64 = 0.044715 * SQRT_2_OVER_PI;
     let inner = (x.clone().square() * CUBIC + SQRT_2_OVER_PI) * x.clone();
-    (inner.tanh() + 1.0) * x * 0.5
+    if matches!(x.device().as_dispatch(), DispatchDevice::NdArray(_)) {
+        x / ((inner * -2.0).exp() + 1.0)
+    } else {
+        (inner.tanh() + 1.0) * x * 0.5
+    }
 }
 
 /// The feed-forward sublayer.
@@ -838,5 +852,45 @@ fn build_mask(
         blocked: Tensor::from_data(TensorData::new(blocked, [b, 1, t, total]), device),
         empty_rows: any_empty
             .then(|| Tensor::from_data(TensorData::new(empty, [b, 1, t, 1]), device)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BackendKind;
+
+    /// Both forms of `gelu_tanh` (ndarray's exponential, the others' tanh) against
+    /// `gelu_new` computed in f64, including the tails where the exponential overflows.
+    #[test]
+    fn gelu_tanh_matches_gelu_new_in_f64_on_the_cpu_backends() {
+        let xs: Vec<f32> = vec![
+            -100.0, -30.0, -10.0, -5.0, -3.0, -1.5, -1.0, -0.5, -1e-3, 0.0, 1e-3, 0.5, 1.0, 1.5,
+            3.0, 5.0, 10.0, 30.0, 100.0,
+        ];
+        let expected: Vec<f64> = xs
+            .iter()
+            .map(|&x| {
+                let x = f64::from(x);
+                let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));
+                0.5 * x * (1.0 + u.tanh())
+            })
+            .collect();
+        for backend in [BackendKind::NdArray, BackendKind::Flex] {
+            let device = backend.device().expect("CPU device");
+            let x = Tensor::<1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &device);
+            let got: Vec<f32> = gelu_tanh(x)
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32 data");
+            for ((&x, &g), &e) in xs.iter().zip(&got).zip(&expected) {
+                let tol = 1e-6 * e.abs().max(1.0);
+                assert!(
+                    (f64::from(g) - e).abs() <= tol,
+                    "{}: gelu_new({x}) = {g}, expected {e}",
+                    backend.name()
+                );
+            }
+        }
     }
 }
