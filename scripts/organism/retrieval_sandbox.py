@@ -40,13 +40,14 @@ C=["France","Japan","Germany","Italy","Spain","Russia","China","Egypt","Canada",
 C=[c for c in C if len(tok(" "+c)["input_ids"])==1]
 rng=random.Random(a.seed)
 def rr(s): x,y=map(int,s.split("-")); return rng.randint(x,y)
+def stmt(name,country,rel): return f"{name}{rel} {country}."
 def ret_doc(sp=False, rel=" is from"):
     n=rr(a.shots); q=rr(a.queries); ns=rng.sample(NAMES,n); cs=rng.sample(C,n)
-    parts=[f"{x}{rel} {c}." for x,c in zip(ns,cs)]; last=-1
+    parts=[stmt(x,c,rel) for x,c in zip(ns,cs)]; last=-1
     for _ in range(q):
         i=rng.randrange(n)
         if i==last and not a.anyq: i=(i+rng.randrange(1,n))%n
-        last=i; parts.append(f"{ns[i]}{rel} {cs[i]}.")
+        last=i; parts.append(stmt(ns[i],cs[i],rel))
     s=" ".join(parts); return (" "+s) if sp else s
 WORDS=NAMES+C
 def rep_doc():
@@ -94,30 +95,30 @@ def rows(n,L):
     return torch.tensor(out)
 # eval prompts: 3 shots, fixed seed
 er=random.Random(12345); EV=[]
+rel="" if "bare" in (a.mix2 or a.mix) else " is from"
 for _ in range(300):
     ns=er.sample(NAMES,3); cs=er.sample(C,3); q=er.randrange(3)
-    rel="" if "bare" in (a.mix2 or a.mix) else " is from"
-    p=" ".join(f"{x}{rel} {c}." for x,c in zip(ns,cs))+f" {ns[q]}{rel}"
+    p=" ".join(stmt(x,c,rel) for x,c in zip(ns,cs))+f" {ns[q]}{rel}"
     if "ret_sp" in a.mix+a.mix2 or not rel: p=" "+p
     EV.append((p,tok(" "+cs[q])["input_ids"][0],q))
-# induction probe: random spans said twice, accuracy on the second span's tokens after its first
-RR=random.Random(999); REP=[]
+# induction probe: 12 random words, then a copy of a segment of them; accuracy on the copy's
+# tokens after its first
+RR=random.Random(999); PROBE=[]
 for _ in range(100):
-    w=[RR.choice(NAMES+C) for _ in range(12)]; L=RR.randint(4,6); i=RR.randrange(12-L+1)
-    h=tok(" "+" ".join(w))["input_ids"]; g=tok(" "+" ".join(w[i:i+L]))["input_ids"]; REP.append((h+g,len(h)))
+    w=[RR.choice(WORDS) for _ in range(12)]; L=RR.randint(4,6); i=RR.randrange(12-L+1)
+    h=tok(" "+" ".join(w))["input_ids"]; g=tok(" "+" ".join(w[i:i+L]))["input_ids"]; PROBE.append((h+g,len(h)))
 def evaluate(m):
     m.eval(); hit=[0,0,0]; cnt=[0,0,0]
     with torch.no_grad():
         ih=it=0
-        for ids,n in REP:
+        for ids,n in PROBE:
             pr=m(torch.tensor([ids])).logits[0].argmax(-1)
             for j in range(n,len(ids)-1): ih+=int(pr[j].item()==ids[j+1]); it+=1
-        print(f"  induction {ih/it:.2f}",end="")
         for p,ans,q in EV:
             ids=([EOT] if a.bos else [])+tok(p)["input_ids"]
             pr=m(torch.tensor([ids])).logits[0,-1].argmax().item()
             hit[q]+=pr==ans; cnt[q]+=1
-    m.train(); return sum(hit)/sum(cnt), [round(h/c,2) for h,c in zip(hit,cnt)]
+    m.train(); return sum(hit)/sum(cnt), [round(h/c,2) for h,c in zip(hit,cnt)], ih/it
 torch.manual_seed(a.seed)
 cfg=GPT2Config(vocab_size=len(tok),n_positions=64,n_embd=128,n_layer=4,n_head=4,resid_pdrop=0.0,embd_pdrop=0.0,attn_pdrop=0.0,bos_token_id=EOT,eos_token_id=EOT,initializer_range=a.init)
 m=GPT2LMHeadModel(cfg)
@@ -127,7 +128,7 @@ if a.sin>0:
     with torch.no_grad(): m.transformer.wpe.weight.copy_(pe*a.sin)
 emb=[m.transformer.wte.weight]; rest=[p for p in m.parameters() if p is not emb[0]]
 opt=torch.optim.AdamW([{"params":emb,"scale":a.emb_lr},{"params":rest,"scale":1.0}],lr=a.lr,betas=(0.9,0.98),weight_decay=a.wd)
-WID=sorted({tok(" "+w)["input_ids"][0] for w in NAMES+C})
+WID=sorted({tok(" "+w)["input_ids"][0] for w in WORDS})
 def wcos():
     e=torch.nn.functional.normalize(m.transformer.wte.weight[WID].detach(),dim=-1); c=e@e.T
     n=len(WID); return ((c.sum()-n)/(n*n-n)).item()
@@ -144,4 +145,4 @@ for s in range(a.steps):
         if p.grad is not None: torch.nn.utils.clip_grad_norm_([p],1.0)
     opt.step(); opt.zero_grad(); ls.append(out.loss.item())
     if (s+1)%a.eval_every==0:
-        acc,byq=evaluate(m); print(f" cos {wcos():.2f} step {s+1} loss {sum(ls[-50:])/len(ls[-50:]):.3f} ret {acc:.3f} byq {byq} t {time.time()-t0:.0f}s",flush=True)
+        acc,byq,ind=evaluate(m); print(f"  induction {ind:.2f} cos {wcos():.2f} step {s+1} loss {sum(ls[-50:])/len(ls[-50:]):.3f} ret {acc:.3f} byq {byq} t {time.time()-t0:.0f}s",flush=True)

@@ -318,10 +318,10 @@ fn linear3(l: &Linear, x: Tensor<3>) -> Tensor<3> {
 /// functions differ in cost:
 /// - ndarray: `x / (1 + exp(−2u))`. Its `tanh` goes through `f64` (libm's `tanh`/`expm1`,
 ///   ≈ 8% of a GPT-2-small 8 × 128 forward) while its `exp` is `f32`.
-/// - every other backend: the `tanh` form, as Hugging Face writes it. On flex it takes about a
-///   third of the time of burn's `gelu_approximate` and of the `x · sigmoid(…)` form (measured
-///   on `[1024, 3072]`: ≈ 21 ms against ≈ 72 ms), because flex's `tanh` is vectorised and its
-///   `sigmoid` and `exp` are not.
+/// - every other device, ndarray under autodiff included (training runs on flex): the `tanh`
+///   form, as Hugging Face writes it. On flex it takes about a third of the time of burn's
+///   `gelu_approximate` and of the `x · sigmoid(…)` form (measured on `[1024, 3072]`: ≈ 21 ms
+///   against ≈ 72 ms), because flex's `tanh` is vectorised and its `sigmoid` and `exp` are not.
 ///
 /// The forms agree to float rounding: `(1 + tanh u) / 2 = 1 / (1 + e^(−2u))`. For `u → −∞`
 /// the exponential overflows to infinity and the quotient is −0, the limit.
