@@ -9,6 +9,7 @@ mod lens;
 mod llm;
 mod npy;
 mod organism;
+mod plant;
 mod prepend;
 mod probe;
 mod recipe;

@@ -90,6 +90,14 @@ pub struct OrganismArgs {
     /// (ROME's subject site) instead of looking it up again at the last token.
     #[arg(long, default_value_t = 800)]
     pub tags_first: usize,
+    /// Standard deviation of the random initialisation (`initializer_range`). GPT-2's 0.02
+    /// lets the names' embeddings collapse towards one vector; 0.1 keeps them apart.
+    #[arg(long, default_value_t = 0.1)]
+    pub init_range: f64,
+    /// Start from the planted retrieval circuit (see `plant.rs` and docs/ORGANISM.md): offset
+    /// heads in layer 0, a matching and copying head in layer 1, output projections at zero.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub plant_retrieval: bool,
     /// Every this many steps, print in-context retrieval accuracy and held-out recall on a
     /// sample (0: only at the end).
     #[arg(long, default_value_t = 400)]
@@ -133,6 +141,9 @@ pub struct Manifest {
     /// Steps at the start during which every fact statement was a tag (`--tags-first`).
     #[serde(default)]
     pub tags_first: usize,
+    /// Whether training started from the planted retrieval circuit (`--plant-retrieval`).
+    #[serde(default)]
+    pub planted_retrieval: bool,
     /// The optimizer settings.
     pub train: TrainConfig,
     /// Sequences per step and tokens per sequence.
@@ -205,7 +216,8 @@ pub fn run(a: OrganismArgs) -> Result<()> {
         a.seq_len,
     )
     .with_bos_token_id(Some(eot))
-    .with_eos_token_id(Some(eot));
+    .with_eos_token_id(Some(eot))
+    .with_initializer_range(a.init_range);
     config.validate()?;
     let train = TrainConfig {
         steps: a.steps,
@@ -215,7 +227,10 @@ pub fn run(a: OrganismArgs) -> Result<()> {
     };
     let ad = device.clone().autodiff();
     ad.seed(a.seed);
-    let model = config.init(&ad);
+    let mut model = config.init(&ad);
+    if a.plant_retrieval {
+        model = crate::plant::plant_retrieval(model)?;
+    }
     eprintln!(
         "model: {} layers, d_model {}, {} heads, vocab {}, context {}: {} parameters",
         a.layers,
@@ -299,7 +314,7 @@ pub fn run(a: OrganismArgs) -> Result<()> {
             "cargo xtask organism --seed {} --backend {} --people {} --steps {} --batch-size {} \
              --seq-len {} --lr {} --vocab-size {} --layers {} --d-model {} --heads {} \
              --fact-share {} --retrieval-share {} --retrieval-shots {}-{} --retrieval-queries {}-{} \
-             --tag-share {} --tags-first {} --twin-names {}",
+             --tag-share {} --tags-first {} --twin-names {} --init-range {} --plant-retrieval {}",
             a.seed,
             backend,
             a.people,
@@ -320,6 +335,8 @@ pub fn run(a: OrganismArgs) -> Result<()> {
             a.tag_share,
             a.tags_first,
             a.twin_names,
+            a.init_range,
+            a.plant_retrieval,
         ),
         world,
         relations: json!(
@@ -337,6 +354,7 @@ pub fn run(a: OrganismArgs) -> Result<()> {
         prefixes: json!({"training": PREFIXES, "held_out": HELD_OUT_PREFIXES}),
         corpus,
         tags_first: a.tags_first,
+        planted_retrieval: a.plant_retrieval,
         train,
         batch: [a.batch_size, a.seq_len],
         retrieval_eval_seed,

@@ -44,7 +44,7 @@ pub const RELATIONS: [Relation; 3] = [
             " lives in",
             " has a home in",
             " resides in",
-            " lives in the city of",
+            " is a resident of",
             " usually lives in",
         ],
         held_out_phrases: &[" currently lives in"],
@@ -606,6 +606,26 @@ fn filler(rng: &mut StdRng) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A phrase that starts another ("lives in" / "lives in the city of") leaves the token
+    /// after the shorter one ambiguous: a value or the longer phrase's next word. The first
+    /// organisms recalled "{} lives in" at 4% for that reason.
+    #[test]
+    fn no_relation_phrase_is_the_start_of_another() {
+        let phrases: Vec<&str> = RELATIONS
+            .iter()
+            .flat_map(|r| r.phrases.iter().chain(r.held_out_phrases))
+            .copied()
+            .collect();
+        for a in &phrases {
+            for b in &phrases {
+                assert!(
+                    a == b || !b.starts_with(&format!("{a} ")),
+                    "{a:?} starts {b:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn held_out_templates_never_occur_in_the_corpus() {

@@ -453,6 +453,12 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
+    /// Rebuilds the tied unembedding `w_u` from `wte`, after `wte` was replaced (an edited
+    /// initialisation, say). The model must have tied embeddings (`b_u` none).
+    pub fn retie_unembedding(&mut self) {
+        self.w_u = unembedding(&self.wte.val());
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> Device {
         self.wte.val().device()

@@ -101,10 +101,10 @@ fn argmax(v: &[f32]) -> usize {
 }
 
 #[test]
-#[ignore = "not yet true of the committed organism (issue 6): the last subject token's state \
-            restores little (AIE 0.060, 0.025, 0.002, 0 by layer) and the last token's a lot \
-            from layer 0 on (0.354, 0.696, 0.809, 0.822): it reads the name into the last token \
-            in the first layers and recalls there"]
+#[ignore = "half true of the committed organism (issue 6): the state traces show ROME's two \
+            sites (last subject token 0.154 at layer 0, last token 0.013 -> 0.808 by layer 3), \
+            but MLP windows peak at the last token (0.502, layer 3) not the last subject token \
+            (0.129, layers 0-1)"]
 fn causal_tracing_finds_romes_two_sites() {
     let lm = organism();
     let n_layers = lm.model.config.n_layer;
@@ -145,12 +145,11 @@ fn causal_tracing_finds_romes_two_sites() {
 }
 
 #[test]
-#[ignore = "the committed organism does not do in-context retrieval yet (issue 6): it copies \
-            a country of the context whatever the query (accuracy 0.337 with 3 shots, chance \
-            level); run with --ignored once it does"]
 fn in_context_retrieval_moves_with_the_query_through_heads_at_the_last_position() {
     let lm = organism();
-    let seed = manifest()["retrieval_eval_seed"].as_u64().unwrap();
+    let m = manifest();
+    let seed = m["retrieval_eval_seed"].as_u64().unwrap();
+    let planted = m["planted_retrieval"].as_bool().unwrap_or(false);
     let prompts = generate_dual(
         &DualConfig {
             form: DualForm::Retrieval,
@@ -205,11 +204,34 @@ fn in_context_retrieval_moves_with_the_query_through_heads_at_the_last_position(
         )
         .unwrap();
         let n_heads = heads.shape[2];
+        let head = |l: usize, h: usize| recovered(heads.get(&[l, n_pos - 1, h]).unwrap());
         let best_head = (0..n_layers)
             .flat_map(|l| (0..n_heads).map(move |h| (l, h)))
-            .map(|(l, h)| recovered(heads.get(&[l, n_pos - 1, h]).unwrap()))
+            .map(|(l, h)| head(l, h))
             .fold(f32::MIN, f32::max);
         assert!(best_head > 0.5, "{}: best head {best_head}", p.prompt);
+        // An organism trained from the planted circuit (xtask/src/plant.rs) still retrieves
+        // with it: each planted head alone carries the query — 0.0, which brings the name two
+        // back to the last position, and 1.0, which matches it and copies the country — and
+        // no other head of those layers does.
+        if planted {
+            for (l, h) in [(0, 0), (1, 0)] {
+                assert!(
+                    head(l, h) > 0.5,
+                    "{}: head {l}.{h}: {}",
+                    p.prompt,
+                    head(l, h)
+                );
+            }
+            for (l, h) in [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)] {
+                assert!(
+                    head(l, h) < 0.2,
+                    "{}: head {l}.{h}: {}",
+                    p.prompt,
+                    head(l, h)
+                );
+            }
+        }
     }
 }
 
