@@ -41,7 +41,7 @@ pub struct OrganismArgs {
     /// Invented people (a few hundred).
     #[arg(long, default_value_t = 240)]
     pub people: usize,
-    /// Optimizer steps (1900 took 1687 s on 2 cores with flex).
+    /// Optimizer steps (1900 took 1687–2018 s on 2 cores with flex, by the day).
     #[arg(long, default_value_t = 1900)]
     pub steps: usize,
     /// Sequences per step.
@@ -66,10 +66,10 @@ pub struct OrganismArgs {
     #[arg(long, default_value_t = 4)]
     pub heads: usize,
     /// Share of corpus documents that state planted facts.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.6)]
     pub fact_share: f64,
     /// Share of corpus documents that are in-context retrieval documents (the rest is filler).
-    #[arg(long, default_value_t = 0.35)]
+    #[arg(long, default_value_t = 0.25)]
     pub retrieval_share: f64,
     /// Shots of a retrieval document, `MIN-MAX` (or one number).
     #[arg(long, default_value = "2-5", value_parser = parse_range)]
