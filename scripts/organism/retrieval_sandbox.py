@@ -138,21 +138,6 @@ if a.sin>0:
     P,D=64,128; pos=torch.arange(P)[:,None].float(); i=torch.arange(D//2)[None].float()
     f=pos/ (64.0**(2*i/D)); pe=torch.zeros(P,D); pe[:,0::2]=torch.sin(f); pe[:,1::2]=torch.cos(f)
     with torch.no_grad(): m.transformer.wpe.weight.copy_(pe*a.sin)
-def plant_prev(m, gain, amp, F=8):
-    # layer 0, head 0 attends to the previous token: sinusoidal positions in dims 0..2F, the
-    # head's key reads them as they are and its query reads them rotated one position back
-    P=m.config.n_positions; hd=m.config.n_embd//m.config.n_head; D=m.config.n_embd
-    w=2*math.pi/torch.logspace(math.log10(2.2),math.log10(128),F)
-    pos=torch.arange(P).float()[:,None]*w[None]
-    with torch.no_grad():
-        pe=m.transformer.wpe.weight; pe[:,0:2*F:2]=amp*torch.cos(pos); pe[:,1:2*F:2]=amp*torch.sin(pos)
-        m.transformer.wte.weight[:,:2*F]=0
-        W=m.transformer.h[0].attn.c_attn.weight; b=m.transformer.h[0].attn.c_attn.bias
-        W[:,0:hd]=0; W[:,D:D+hd]=0; b[0:hd]=0; b[D:D+hd]=0
-        for f in range(F):
-            c,sn=math.cos(w[f]),math.sin(w[f]); i,j=2*f,2*f+1
-            W[i,D+i]=gain; W[j,D+j]=gain
-            W[i,i]=gain*c; W[j,i]=gain*sn; W[i,j]=-gain*sn; W[j,j]=gain*c
 def offset_head(m, layer, head, off, gain, F=8):
     # sets a head's query/key to read the sinusoidal positions of dims 0..2F so that it attends
     # `off` tokens back
@@ -165,6 +150,15 @@ def offset_head(m, layer, head, off, gain, F=8):
         c,sn=math.cos(off*w[f]),math.sin(off*w[f]); i,j=2*f,2*f+1
         W[i,k0+i]=gain; W[j,k0+j]=gain
         W[i,q0+i]=gain*c; W[j,q0+i]=gain*sn; W[i,q0+j]=-gain*sn; W[j,q0+j]=gain*c
+def plant_prev(m, gain, amp, F=8):
+    # layer 0, head 0 attends to the previous token, through sinusoidal positions in dims 0..2F
+    P=m.config.n_positions
+    w=2*math.pi/torch.logspace(math.log10(2.2),math.log10(128),F)
+    pos=torch.arange(P).float()[:,None]*w[None]
+    with torch.no_grad():
+        pe=m.transformer.wpe.weight; pe[:,0:2*F:2]=amp*torch.cos(pos); pe[:,1:2*F:2]=amp*torch.sin(pos)
+        m.transformer.wte.weight[:,:2*F]=0
+        offset_head(m,0,0,1,gain,F)
 def plant_match(m, a):
     # layer 0 head 0 copies the token 2 back into dims 16..47, head 1 the token 3 back into
     # dims 48..79 (tokens start in dims 80..127); layer 1 head 0 attends where the token 3 back

@@ -110,16 +110,19 @@ fn edit2(p: &Param<Tensor<2>>, f: impl FnOnce(&mut [f32], usize)) -> Result<Para
     )))
 }
 
+/// Zeroes columns `start..start + n` of a row-major weight with `cols` columns.
+fn clear_columns(w: &mut [f32], cols: usize, start: usize, n: usize) {
+    for row in w.chunks_exact_mut(cols) {
+        row[start..start + n].fill(0.0);
+    }
+}
+
 /// Writes the query and key of head `head` in a `c_attn` weight (`[d, 3d]`, row-major) so that
 /// it attends `offset` tokens back, reading only the sinusoids.
 fn offset_head(w: &mut [f32], cols: usize, d: usize, hd: usize, head: usize, offset: usize) {
     let (q0, k0) = (head * hd, d + head * hd);
-    for row in 0..d {
-        for c in 0..hd {
-            w[row * cols + q0 + c] = 0.0;
-            w[row * cols + k0 + c] = 0.0;
-        }
-    }
+    clear_columns(w, cols, q0, hd);
+    clear_columns(w, cols, k0, hd);
     // The key reads the sinusoid pair as it is; the query reads it rotated `offset` positions
     // back, so q_i · k_j = gain² Σ cos(ω (i − offset − j)), largest at j = i − offset.
     for (f, &om) in frequencies().iter().enumerate() {
@@ -145,11 +148,7 @@ fn value_reads(
     gain: f32,
 ) {
     let v0 = 2 * d + head * hd;
-    for row in 0..d {
-        for c in 0..hd {
-            w[row * cols + v0 + c] = 0.0;
-        }
-    }
+    clear_columns(w, cols, v0, hd);
     for c in 0..hd {
         w[(from + c) * cols + v0 + c] = gain;
     }
@@ -171,15 +170,20 @@ fn output_writes(w: &mut [f32], cols: usize, hd: usize, head: usize, to: usize) 
 /// # Errors
 /// A model too small for the circuit ([`Layout::new`]).
 pub fn plant_retrieval(mut model: Gpt2) -> Result<Gpt2> {
-    let cfg = model.config.clone();
-    let (d, hd) = (cfg.n_embd, cfg.n_embd / cfg.n_head);
+    let cfg = &model.config;
+    let d = cfg.n_embd;
     let lay = Layout::new(cfg.n_layer, cfg.n_head, d)?;
+    let hd = lay.hd;
     let freqs = frequencies();
 
     // Every output projection starts at zero.
+    let zeros = |p: &Param<Tensor<2>>| {
+        let t = p.val();
+        Param::from_tensor(Tensor::zeros(t.dims(), &t.device()))
+    };
     for block in &mut model.blocks {
-        block.attn.c_proj.weight = edit2(&block.attn.c_proj.weight, |w, _| w.fill(0.0))?;
-        block.mlp.c_proj.weight = edit2(&block.mlp.c_proj.weight, |w, _| w.fill(0.0))?;
+        block.attn.c_proj.weight = zeros(&block.attn.c_proj.weight);
+        block.mlp.c_proj.weight = zeros(&block.mlp.c_proj.weight);
     }
     // Embeddings: nothing below the token subspace but the sinusoids.
     model.wte = edit2(&model.wte, |w, cols| {
@@ -212,12 +216,8 @@ pub fn plant_retrieval(mut model: Gpt2) -> Result<Gpt2> {
     // Layer 1, head 0: query `back2` against key `back3`; copy the token. (Biases start at zero.)
     let b1 = &mut model.blocks[1];
     b1.attn.c_attn.weight = edit2(&b1.attn.c_attn.weight, |w, cols| {
-        for row in 0..d {
-            for c in 0..hd {
-                w[row * cols + c] = 0.0;
-                w[row * cols + d + c] = 0.0;
-            }
-        }
+        clear_columns(w, cols, 0, hd);
+        clear_columns(w, cols, d, hd);
         for c in 0..hd {
             w[(lay.back2 + c) * cols + c] = MATCH_GAIN;
             w[(lay.back3 + c) * cols + d + c] = MATCH_GAIN;

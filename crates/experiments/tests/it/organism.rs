@@ -224,7 +224,7 @@ fn in_context_retrieval_moves_with_the_query_through_heads_at_the_last_position(
                     head(l, h)
                 );
             }
-            for (l, h) in [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)] {
+            for (l, h) in (0..2).flat_map(|l| (1..n_heads).map(move |h| (l, h))) {
                 assert!(
                     head(l, h) < 0.2,
                     "{}: head {l}.{h}: {}",
