@@ -41,7 +41,7 @@ pub struct OrganismArgs {
     /// Invented people (a few hundred).
     #[arg(long, default_value_t = 240)]
     pub people: usize,
-    /// Optimizer steps (1900 took 1687–2018 s on 2 cores with flex, by the day).
+    /// Optimizer steps (1900 took 1484–1536 s on 2 cores with flex in session 12).
     #[arg(long, default_value_t = 1900)]
     pub steps: usize,
     /// Sequences per step.
