@@ -10,10 +10,11 @@ use burnlens_datasets::organism::{HELD_OUT_PREFIXES, PREFIXES};
 use burnlens_datasets::{
     CorpusConfig, DualConfig, DualForm, DualPrompt, FactPrompt, RELATIONS, World, generate_dual,
 };
-use burnlens_metrics::last_position;
+use burnlens_metrics::{last_position, next_token_loss, token_log_probs};
+use burnlens_model::burn::tensor::{Int, Tensor, TensorData};
 use burnlens_model::{
-    BackendKind, Gpt2, Gpt2Config, Gpt2Tokenizer, PaddingSide, StepLog, TokenBatch, TrainConfig,
-    load, train_lm,
+    BackendKind, Gpt2, Gpt2Config, Gpt2Tokenizer, NoHooks, PaddingSide, StepLog, TokenBatch,
+    TrainConfig, load, train_with_loss,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,7 +42,7 @@ pub struct OrganismArgs {
     /// Invented people (a few hundred).
     #[arg(long, default_value_t = 240)]
     pub people: usize,
-    /// Optimizer steps (1900 took 1484–1536 s on 2 cores with flex in session 12).
+    /// Optimizer steps (1900 took 1416 s on 2 cores with flex in session 13).
     #[arg(long, default_value_t = 1900)]
     pub steps: usize,
     /// Sequences per step.
@@ -66,10 +67,10 @@ pub struct OrganismArgs {
     #[arg(long, default_value_t = 4)]
     pub heads: usize,
     /// Share of corpus documents that state planted facts.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = 0.65)]
     pub fact_share: f64,
     /// Share of corpus documents that are in-context retrieval documents (the rest is filler).
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.2)]
     pub retrieval_share: f64,
     /// Shots of a retrieval document, `MIN-MAX` (or one number).
     #[arg(long, default_value = "2-5", value_parser = parse_range)]
@@ -87,8 +88,9 @@ pub struct OrganismArgs {
     /// For this many first steps every fact statement is a tag ("Karen Marlowe baker."): a
     /// curriculum in which the person is looked up at the last name token before any relation
     /// phrase is seen, so that later statements can read the looked-up value from there
-    /// (ROME's subject site) instead of looking it up again at the last token.
-    #[arg(long, default_value_t = 800)]
+    /// (ROME's subject site). Alone it did not keep the lookup there (docs/ORGANISM.md);
+    /// with `--subject-exit` it does.
+    #[arg(long, default_value_t = 400)]
     pub tags_first: usize,
     /// Standard deviation of the random initialisation (`initializer_range`). GPT-2's 0.02
     /// lets the names' embeddings collapse towards one vector; 0.1 keeps them apart.
@@ -98,6 +100,18 @@ pub struct OrganismArgs {
     /// heads in layer 0, a matching and copying head in layer 1, output projections at zero.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub plant_retrieval: bool,
+    /// Plant the fact lookup at the subject (ROME's MLP site): at every tag statement ("Karen
+    /// Marlowe baker.") the residual stream entering this block, read through the final
+    /// LayerNorm and the unembedding, must already predict the value at the last name token
+    /// (an auxiliary cross-entropy added to the next-token loss). The looked-up values are then
+    /// in the subject's residual stream by the middle layers, where a later attention head can
+    /// read them. 0 turns it off.
+    #[arg(long, default_value_t = 2)]
+    pub subject_exit: usize,
+    /// Weight of the `--subject-exit` loss (the mean over tag positions) against the
+    /// next-token loss (the mean over all positions).
+    #[arg(long, default_value_t = 1.0)]
+    pub subject_exit_weight: f64,
     /// Every this many steps, print in-context retrieval accuracy and held-out recall on a
     /// sample (0: only at the end).
     #[arg(long, default_value_t = 400)]
@@ -144,6 +158,10 @@ pub struct Manifest {
     /// Whether training started from the planted retrieval circuit (`--plant-retrieval`).
     #[serde(default)]
     pub planted_retrieval: bool,
+    /// The block whose input had to predict tag values at the last name token, and that loss's
+    /// weight (`--subject-exit`, `--subject-exit-weight`; block 0: none).
+    #[serde(default)]
+    pub subject_exit: (usize, f64),
     /// The optimizer settings.
     pub train: TrainConfig,
     /// Sequences per step and tokens per sequence.
@@ -259,16 +277,36 @@ pub fn run(a: OrganismArgs) -> Result<()> {
             bar.println(line);
         }
     };
-    let trained = train_lm(
+    if a.subject_exit >= a.layers {
+        bail!(
+            "--subject-exit {} names no block of a {}-layer model (0 turns it off)",
+            a.subject_exit,
+            a.layers
+        );
+    }
+    let tags = TagTokens::new(&world, &tokenizer)?;
+    let trained = train_with_loss(
         model,
         &train,
-        |step| {
+        |model, step| {
             stream.corpus = if step < a.tags_first {
                 &tags_only
             } else {
                 &corpus
             };
-            TokenBatch::new(stream.rows(a.batch_size, a.seq_len)?, None)
+            let rows = stream.rows(a.batch_size, a.seq_len)?;
+            let at = if a.subject_exit > 0 {
+                tags.positions(&rows)
+            } else {
+                Vec::new()
+            };
+            objective(
+                model,
+                &TokenBatch::new(rows, None)?,
+                a.subject_exit,
+                a.subject_exit_weight,
+                &at,
+            )
         },
         |log: &StepLog, model: &Gpt2| {
             recent.push(log.loss);
@@ -314,7 +352,8 @@ pub fn run(a: OrganismArgs) -> Result<()> {
             "cargo xtask organism --seed {} --backend {} --people {} --steps {} --batch-size {} \
              --seq-len {} --lr {} --vocab-size {} --layers {} --d-model {} --heads {} \
              --fact-share {} --retrieval-share {} --retrieval-shots {}-{} --retrieval-queries {}-{} \
-             --tag-share {} --tags-first {} --twin-names {} --init-range {} --plant-retrieval {}",
+             --tag-share {} --tags-first {} --twin-names {} --init-range {} --plant-retrieval {} \
+             --subject-exit {} --subject-exit-weight {}",
             a.seed,
             backend,
             a.people,
@@ -337,6 +376,8 @@ pub fn run(a: OrganismArgs) -> Result<()> {
             a.twin_names,
             a.init_range,
             a.plant_retrieval,
+            a.subject_exit,
+            a.subject_exit_weight,
         ),
         world,
         relations: json!(
@@ -355,6 +396,7 @@ pub fn run(a: OrganismArgs) -> Result<()> {
         corpus,
         tags_first: a.tags_first,
         planted_retrieval: a.plant_retrieval,
+        subject_exit: (a.subject_exit, a.subject_exit_weight),
         train,
         batch: [a.batch_size, a.seq_len],
         retrieval_eval_seed,
@@ -570,6 +612,112 @@ pub fn retrieval_prompts(tok: &Gpt2Tokenizer, seed: u64) -> Result<Vec<DualPromp
     )?)
 }
 
+/// The tokens that end a person's name and the tokens of planted values: a tag statement
+/// ("Karen Marlowe baker.") is a name's last token followed by a value.
+struct TagTokens {
+    name_ends: std::collections::HashSet<u32>,
+    values: std::collections::HashSet<u32>,
+}
+
+impl TagTokens {
+    fn new(world: &World, tok: &Gpt2Tokenizer) -> Result<Self> {
+        let mut name_ends = std::collections::HashSet::new();
+        for p in &world.people {
+            // At a document's start and after a space.
+            for text in [p.name.clone(), format!(" {}", p.name)] {
+                if let Some(&last) = tok.encode(&text, false)?.last() {
+                    name_ends.insert(last);
+                }
+            }
+        }
+        let mut values = std::collections::HashSet::new();
+        for r in &RELATIONS {
+            for v in r.values {
+                values.insert(tok.single_token(&format!(" {v}"))?);
+            }
+        }
+        Ok(Self { name_ends, values })
+    }
+
+    /// `(row, position, value)` of every tag in `rows`: the position holds a name's last
+    /// token and the next one a value.
+    fn positions(&self, rows: &[Vec<u32>]) -> Vec<(usize, usize, u32)> {
+        let mut out = Vec::new();
+        for (r, row) in rows.iter().enumerate() {
+            for (p, pair) in row.windows(2).enumerate() {
+                if self.name_ends.contains(&pair[0]) && self.values.contains(&pair[1]) {
+                    out.push((r, p, pair[1]));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The training objective: the mean next-token loss over the batch, plus `weight` × the mean
+/// cross-entropy of the values at the tag positions `at` (from [`TagTokens::positions`]) as
+/// read from the residual stream entering block `exit` through the final LayerNorm and the
+/// unembedding (nothing added when `at` is empty). One forward pass, through its stages.
+///
+/// # Shapes
+/// - output: `[1]`
+fn objective(
+    model: &Gpt2,
+    batch: &TokenBatch,
+    exit: usize,
+    weight: f64,
+    at: &[(usize, usize, u32)],
+) -> burnlens_model::Result<Tensor<1>> {
+    let device = model.device();
+    let (b, t, d) = (batch.batch_size(), batch.seq_len(), model.config.n_embd);
+    let ctx = model.context(batch, None)?;
+    let mut resid = model.embed(batch, &ctx, &mut NoHooks)?;
+    let mut early = None;
+    for l in 0..model.config.n_layer {
+        if l == exit && !at.is_empty() {
+            early = Some(resid.clone());
+        }
+        resid = model.block(l, resid, &ctx, None, &mut NoHooks)?;
+    }
+    let logits = model.unembed(resid, &mut NoHooks)?;
+    let tokens = Tensor::<2, Int>::from_data(
+        TensorData::new(
+            batch.ids().iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [b, t],
+        ),
+        &device,
+    );
+    let lm = next_token_loss(logits, tokens, None).mean();
+    let Some(early) = early else {
+        return Ok(lm);
+    };
+    let k = at.len();
+    let index = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            at.iter()
+                .map(|&(r, p, _)| (r * t + p) as i64)
+                .collect::<Vec<_>>(),
+            [k],
+        ),
+        &device,
+    );
+    let targets = Tensor::<2, Int>::from_data(
+        TensorData::new(
+            at.iter().map(|&(_, _, v)| v as i64).collect::<Vec<_>>(),
+            [1, k],
+        ),
+        &device,
+    );
+    let picked = early
+        .reshape([b * t, d])
+        .select(0, index)
+        .reshape([1, k, d]);
+    let tag_nll = token_log_probs(model.unembed(picked, &mut NoHooks)?, targets)
+        .neg()
+        .mean();
+    Ok(lm + tag_nll * weight)
+}
+
 /// Packs corpus documents, each followed by `<|endoftext|>`, into rows of fixed length. Every
 /// row starts at a document's start and holds whole documents; the room left at its end takes
 /// the beginning of the next document, which then also starts the next row. So no document
@@ -634,5 +782,108 @@ impl<'a> Packer<'a> {
             out.push(row);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burnlens_hooks::{Selector, run_with_cache};
+
+    fn fixture_tokenizer() -> Gpt2Tokenizer {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        Gpt2Tokenizer::from_file(&root.join("fixtures/organism/tokenizer.json")).unwrap()
+    }
+
+    /// Tags are found where a name ends and a value follows, at a document's start and after
+    /// a space, and nowhere in a relation statement.
+    #[test]
+    fn tag_positions_are_the_last_name_tokens_before_a_value() {
+        let world = World::generate_twins(240, 0).unwrap();
+        let tok = fixture_tokenizer();
+        let tags = TagTokens::new(&world, &tok).unwrap();
+        let p = &world.people[0];
+        let (job, city) = (&p.attributes["job"], &p.attributes["city"]);
+        let first = format!("{} {job}.", p.name);
+        let second = format!("{first} {} {city}.", p.name);
+        let text = format!("{second} {} lives in {city}.", p.name);
+        let ids = tok.encode(&text, false).unwrap();
+        // Where each tag's name ends: one token before its value, counted independently by
+        // encoding the text up to the name.
+        let end = |prefix: &str| tok.encode(prefix, false).unwrap().len() - 1;
+        let expected = vec![
+            (
+                0,
+                end(&p.name),
+                tok.single_token(&format!(" {job}")).unwrap(),
+            ),
+            (
+                0,
+                end(&format!("{first} {}", p.name)),
+                tok.single_token(&format!(" {city}")).unwrap(),
+            ),
+        ];
+        assert_eq!(tags.positions(&[ids]), expected, "{text}");
+    }
+
+    /// The objective is the next-token loss plus `weight` × the cross-entropy of the values
+    /// read from the residual stream entering block `exit`, here computed on the host from
+    /// the cached `hook_resid_pre`, a LayerNorm by hand (the initial `ln_f` is the identity
+    /// map) and `wte`.
+    #[test]
+    fn the_objective_adds_the_early_exit_cross_entropy_at_the_tags() {
+        let device = BackendKind::NdArray.device().unwrap();
+        device.seed(5);
+        let model = Gpt2Config::new(3, 4, 32, 50, 16).init(&device);
+        let rows = vec![
+            vec![1u32, 7, 9, 3, 4, 11, 2, 8],
+            vec![5u32, 6, 12, 13, 1, 2, 40, 41],
+        ];
+        let at = vec![(0usize, 2usize, 3u32), (1, 5, 40), (1, 1, 12)];
+        let batch = TokenBatch::new(rows, None).unwrap();
+        let lm: f32 = model.loss(&batch).unwrap().mean().into_scalar();
+        let plain: f32 = objective(&model, &batch, 2, 0.7, &[])
+            .unwrap()
+            .into_scalar();
+        assert!((plain - lm).abs() < 1e-5, "{plain} vs {lm}");
+
+        let (_, cache) = run_with_cache(
+            &model,
+            &batch,
+            Selector::points(["blocks.2.hook_resid_pre"]).unwrap(),
+        )
+        .unwrap();
+        let resid: Vec<f32> = cache
+            .get3("blocks.2.hook_resid_pre")
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let wte: Vec<f32> = model.wte.val().into_data().try_to_vec().unwrap();
+        let (t, d, v) = (8, 32, 50);
+        let mut nll = 0.0f64;
+        for &(r, p, target) in &at {
+            let x: Vec<f64> = resid[(r * t + p) * d..(r * t + p + 1) * d]
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
+            let mean = x.iter().sum::<f64>() / d as f64;
+            let var = x.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / d as f64;
+            let n: Vec<f64> = x.iter().map(|x| (x - mean) / (var + 1e-5).sqrt()).collect();
+            let logits: Vec<f64> = (0..v)
+                .map(|j| (0..d).map(|i| n[i] * wte[j * d + i] as f64).sum())
+                .collect();
+            let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+            nll += lse - logits[target as usize];
+        }
+        let expected = lm as f64 + 0.7 * nll / at.len() as f64;
+        let got: f32 = objective(&model, &batch, 2, 0.7, &at)
+            .unwrap()
+            .into_scalar();
+        assert!(
+            (got as f64 - expected).abs() < 1e-4,
+            "{got} vs {expected} (next-token loss {lm})"
+        );
     }
 }

@@ -39,7 +39,7 @@ pub use model::{ForwardContext, Gpt2, gelu_tanh};
 pub use process::WeightProcessing;
 pub use source::{LoadedModel, ModelSource, load, load_with};
 pub use tokenizer::Gpt2Tokenizer;
-pub use train::{StepLog, TrainConfig, train_lm};
+pub use train::{StepLog, TrainConfig, train_lm, train_with_loss};
 
 /// Re-export of burn, so that downstream crates use the same version.
 pub use burn;

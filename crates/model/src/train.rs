@@ -67,7 +67,7 @@ pub struct StepLog {
     pub step: usize,
     /// Its learning rate.
     pub lr: f64,
-    /// The batch's mean next-token loss before the update.
+    /// The step's loss before the update ([`train_lm`]: the batch's mean next-token loss).
     pub loss: f32,
 }
 
@@ -84,9 +84,31 @@ pub struct StepLog {
 /// A model whose device is not an autodiff device (`device.autodiff()`), or errors from the
 /// forward pass, from `batch` and from `observe`.
 pub fn train_lm(
-    mut model: Gpt2,
+    model: Gpt2,
     config: &TrainConfig,
     mut batch: impl FnMut(usize) -> Result<TokenBatch>,
+    observe: impl FnMut(&StepLog, &Gpt2) -> Result<()>,
+) -> Result<Gpt2> {
+    train_with_loss(
+        model,
+        config,
+        |model, step| Ok(model.loss(&batch(step)?)?.mean()),
+        observe,
+    )
+}
+
+/// [`train_lm`] with the objective given: `loss(model, step)` returns step `step`'s scalar
+/// loss (shape `[1]`), computed on the autodiff device from `model` (for instance the
+/// next-token loss plus an auxiliary term read from an intermediate residual stream through
+/// the forward's stages). Optimizer, schedule, clipping and the tied unembedding are as in
+/// [`train_lm`]; [`StepLog::loss`] is this loss.
+///
+/// # Errors
+/// As [`train_lm`], and errors from `loss`.
+pub fn train_with_loss(
+    mut model: Gpt2,
+    config: &TrainConfig,
+    mut loss: impl FnMut(&Gpt2, usize) -> Result<Tensor<1>>,
     mut observe: impl FnMut(&StepLog, &Gpt2) -> Result<()>,
 ) -> Result<Gpt2> {
     if !model.device().is_autodiff() {
@@ -104,10 +126,9 @@ pub fn train_lm(
     }
     let mut optim = adamw.init();
     for step in 0..config.steps {
-        let b = batch(step)?;
-        let loss = model.loss(&b)?.mean();
-        let value: f32 = loss.clone().into_scalar();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let objective = loss(&model, step)?;
+        let value: f32 = objective.clone().into_scalar();
+        let mut grads = GradientsParams::from_grads(objective.backward(), &model);
         // Tied weights: d/d wte of L(wte, wteᵀ) is g_wte + g_wuᵀ.
         if let Some(g_u) = grads.remove::<2>(model.w_u.id) {
             let g_e: Tensor<2> = match grads.remove::<2>(model.wte.id) {

@@ -101,11 +101,6 @@ fn argmax(v: &[f32]) -> usize {
 }
 
 #[test]
-#[ignore = "half true of the committed organism (issue 6): the state traces show ROME's two \
-            sites (last subject token 0.154 at layer 0, last token 0.027 -> 0.824 by layer 3) \
-            and attention windows peak at the last token (0.503), but MLP windows peak at the \
-            last token too (0.556, layers 2-3) rather than the last subject token (0.148, \
-            layers 0-1)"]
 fn causal_tracing_finds_romes_two_sites() {
     let lm = organism();
     let n_layers = lm.model.config.n_layer;
