@@ -10,11 +10,11 @@ use burnlens_datasets::organism::{HELD_OUT_PREFIXES, PREFIXES};
 use burnlens_datasets::{
     CorpusConfig, DualConfig, DualForm, DualPrompt, FactPrompt, RELATIONS, World, generate_dual,
 };
-use burnlens_metrics::{last_position, next_token_loss, token_log_probs};
+use burnlens_metrics::{last_position, token_log_probs};
 use burnlens_model::burn::tensor::{Int, Tensor, TensorData};
 use burnlens_model::{
-    BackendKind, Gpt2, Gpt2Config, Gpt2Tokenizer, NoHooks, PaddingSide, StepLog, TokenBatch,
-    TrainConfig, load, train_with_loss,
+    BackendKind, Gpt2, Gpt2Config, Gpt2Tokenizer, HookPoint, Hooks, NoHooks, PaddingSide, StepLog,
+    TokenBatch, TrainConfig, load, train_with_loss,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -654,10 +654,30 @@ impl TagTokens {
     }
 }
 
+/// Keeps the residual stream entering one block (on the autodiff graph), passing it on
+/// unchanged.
+struct KeepResidPre {
+    layer: usize,
+    kept: Option<Tensor<3>>,
+}
+
+impl Hooks for KeepResidPre {
+    fn is_active(&self, point: HookPoint) -> bool {
+        point == HookPoint::ResidPre(self.layer)
+    }
+    fn hook3(&mut self, _point: HookPoint, act: Tensor<3>) -> burnlens_model::Result<Tensor<3>> {
+        self.kept = Some(act.clone());
+        Ok(act)
+    }
+    fn hook4(&mut self, _point: HookPoint, act: Tensor<4>) -> burnlens_model::Result<Tensor<4>> {
+        Ok(act)
+    }
+}
+
 /// The training objective: the mean next-token loss over the batch, plus `weight` × the mean
 /// cross-entropy of the values at the tag positions `at` (from [`TagTokens::positions`]) as
 /// read from the residual stream entering block `exit` through the final LayerNorm and the
-/// unembedding (nothing added when `at` is empty). One forward pass, through its stages.
+/// unembedding (nothing added when `at` is empty). One forward pass ([`Gpt2::loss_with_hooks`]).
 ///
 /// # Shapes
 /// - output: `[1]`
@@ -668,29 +688,19 @@ fn objective(
     weight: f64,
     at: &[(usize, usize, u32)],
 ) -> burnlens_model::Result<Tensor<1>> {
+    if at.is_empty() {
+        return Ok(model.loss(batch)?.mean());
+    }
+    let mut keep = KeepResidPre {
+        layer: exit,
+        kept: None,
+    };
+    let lm = model.loss_with_hooks(batch, &mut keep)?.mean();
+    let early = keep.kept.ok_or_else(|| {
+        burnlens_model::Error::InvalidOption(format!("no block {exit} to exit before"))
+    })?;
     let device = model.device();
     let (b, t, d) = (batch.batch_size(), batch.seq_len(), model.config.n_embd);
-    let ctx = model.context(batch, None)?;
-    let mut resid = model.embed(batch, &ctx, &mut NoHooks)?;
-    let mut early = None;
-    for l in 0..model.config.n_layer {
-        if l == exit && !at.is_empty() {
-            early = Some(resid.clone());
-        }
-        resid = model.block(l, resid, &ctx, None, &mut NoHooks)?;
-    }
-    let logits = model.unembed(resid, &mut NoHooks)?;
-    let tokens = Tensor::<2, Int>::from_data(
-        TensorData::new(
-            batch.ids().iter().map(|&i| i as i64).collect::<Vec<_>>(),
-            [b, t],
-        ),
-        &device,
-    );
-    let lm = next_token_loss(logits, tokens, None).mean();
-    let Some(early) = early else {
-        return Ok(lm);
-    };
     let k = at.len();
     let index = Tensor::<1, Int>::from_data(
         TensorData::new(

@@ -472,12 +472,26 @@ impl Gpt2 {
     /// # Errors
     /// As [`Gpt2::forward`]; a batch of one-token sequences has no next token to predict.
     pub fn loss(&self, batch: &TokenBatch) -> Result<burnlens_metrics::NextTokenLoss> {
+        self.loss_with_hooks(batch, &mut NoHooks)
+    }
+
+    /// [`Gpt2::loss`] with `hooks` run in its forward pass (to read an intermediate activation
+    /// for an auxiliary loss while training, say: what a hook keeps stays on the autodiff
+    /// graph).
+    ///
+    /// # Errors
+    /// As [`Gpt2::loss`], and errors raised by hooks.
+    pub fn loss_with_hooks(
+        &self,
+        batch: &TokenBatch,
+        hooks: &mut dyn Hooks,
+    ) -> Result<burnlens_metrics::NextTokenLoss> {
         if batch.seq_len() < 2 {
             return Err(Error::Shape(
                 "the loss needs sequences of at least 2 tokens".into(),
             ));
         }
-        let logits = self.forward(batch, None, &mut NoHooks)?;
+        let logits = self.forward(batch, None, hooks)?;
         let device = self.device();
         let shape = [batch.batch_size(), batch.seq_len()];
         let tokens = int_tensor(

@@ -99,9 +99,9 @@ pub fn train_lm(
 
 /// [`train_lm`] with the objective given: `loss(model, step)` returns step `step`'s scalar
 /// loss (shape `[1]`), computed on the autodiff device from `model` (for instance the
-/// next-token loss plus an auxiliary term read from an intermediate residual stream through
-/// the forward's stages). Optimizer, schedule, clipping and the tied unembedding are as in
-/// [`train_lm`]; [`StepLog::loss`] is this loss.
+/// next-token loss of [`Gpt2::loss_with_hooks`] plus an auxiliary term read from an
+/// intermediate residual stream that a hook kept). Optimizer, schedule, clipping and the tied
+/// unembedding are as in [`train_lm`]; [`StepLog::loss`] is this loss.
 ///
 /// # Errors
 /// As [`train_lm`], and errors from `loss`.
