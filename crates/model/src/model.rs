@@ -3,6 +3,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::batch::TokenBatch;
@@ -219,18 +220,38 @@ impl Attention {
             None => (k, v),
         };
         let total = k.dims()[2];
-        let scores = q.matmul(k.swap_dims(2, 3)) * self.scale;
-        let scores = scores.mask_fill(
-            mask.blocked.clone().expand([b, h, t, total]),
-            f32::NEG_INFINITY,
-        );
-        let scores = run4(hooks, HookPoint::AttnScores(layer), scores)?;
-        let mut pattern = softmax(scores, 3);
-        if let Some(empty) = &mask.empty_rows {
-            pattern = pattern.mask_fill(empty.clone().expand([b, h, t, total]), 0.0);
-        }
-        let pattern = run4(hooks, HookPoint::Pattern(layer), pattern)?;
-        let z = pattern.matmul(v).swap_dims(1, 2); // [b, t, h, dh]
+        let blocked = mask.blocked.clone().expand([b, h, t, total]);
+        // The fused kernel serves inference only: under autodiff (training, gradients at hook
+        // points) burn's fused attention falls back to separate ops whose backward differs
+        // from this one's in rounding, and training must stay reproducible bit for bit.
+        let observed = hooks.is_active(HookPoint::AttnScores(layer))
+            || hooks.is_active(HookPoint::Pattern(layer));
+        let autodiff = q.is_autodiff() || k.is_autodiff() || v.is_autodiff();
+        let z = if observed || autodiff {
+            let scores = q.matmul(k.swap_dims(2, 3)) * self.scale;
+            let scores = scores.mask_fill(blocked, f32::NEG_INFINITY);
+            let scores = run4(hooks, HookPoint::AttnScores(layer), scores)?;
+            let mut pattern = softmax(scores, 3);
+            if let Some(empty) = &mask.empty_rows {
+                pattern = pattern.mask_fill(empty.clone().expand([b, h, t, total]), 0.0);
+            }
+            let pattern = run4(hooks, HookPoint::Pattern(layer), pattern)?;
+            pattern.matmul(v)
+        } else {
+            // Neither the scores nor the pattern is observed: burn's fused attention computes
+            // the same softmax(scale · q kᵀ, masked) · v without materialising them (on flex,
+            // one task per batch row and head; ndarray and wgpu run separate kernels, as above,
+            // since an explicit scale keeps wgpu off its flash kernel).
+            // A query that sees no key gets a zero row there too, as TransformerLens's
+            // zeroed pattern row gives.
+            let options = AttentionModuleOptions {
+                scale: Some(self.scale),
+                softcap: None,
+                is_causal: false,
+            };
+            burn::tensor::module::attention(q, k, v, Some(blocked), None, options)
+        };
+        let z = z.swap_dims(1, 2); // [b, t, h, dh]
         let z = run4(hooks, HookPoint::Z(layer), z)?;
         if !hooks.is_active(HookPoint::Result(layer)) {
             return Ok(linear3(&self.c_proj, z.reshape([b, t, h * dh])));
@@ -326,8 +347,9 @@ fn linear3(l: &Linear, x: Tensor<3>) -> Tensor<3> {
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
     const CUBIC: f64 = 0.044715 * SQRT_2_OVER_PI;
-    let inner = (x.clone().square() * CUBIC + SQRT_2_OVER_PI) * x.clone();
-    x / ((inner * -2.0).clamp_max(80.0).exp() + 1.0)
+    // −2u with the −2 folded into the constants (exact: a power of two), one pass fewer.
+    let minus_2u = (x.clone().square() * (-2.0 * CUBIC) - 2.0 * SQRT_2_OVER_PI) * x.clone();
+    x / (minus_2u.clamp_max(80.0).exp() + 1.0)
 }
 
 /// The feed-forward sublayer.
