@@ -4,12 +4,25 @@ use burnlens_model::{BackendKind, Gpt2, Gpt2Config, TokenBatch};
 
 /// The backends to benchmark: ndarray and flex always; wgpu only when
 /// `BURNLENS_BENCH_WGPU=1` (on lavapipe a GPT-2-small forward takes seconds).
+/// `BURNLENS_BENCH_BACKENDS=ndarray,flex,…` keeps only the named ones.
 pub fn backends() -> Vec<BackendKind> {
     let mut v = vec![BackendKind::NdArray, BackendKind::Flex];
     if std::env::var("BURNLENS_BENCH_WGPU").is_ok_and(|x| x == "1") {
         v.push(BackendKind::Wgpu);
     }
+    if let Ok(only) = std::env::var("BURNLENS_BENCH_BACKENDS") {
+        v.retain(|b| only.split(',').any(|name| name.trim() == b.name()));
+    }
     v
+}
+
+/// Whether the shape `batch × len` is to be benchmarked: every shape, unless
+/// `BURNLENS_BENCH_SHAPES=8x128,…` names the ones to keep.
+pub fn shape_wanted(batch: usize, len: usize) -> bool {
+    std::env::var("BURNLENS_BENCH_SHAPES").map_or(true, |only| {
+        only.split(',')
+            .any(|s| s.trim() == format!("{batch}x{len}"))
+    })
 }
 
 /// A GPT-2-small-shaped model with seeded random weights on `backend`.
