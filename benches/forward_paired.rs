@@ -11,9 +11,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use burnlens_benches::{backends, batch, gpt2_small, shape_wanted, workspace};
+use burnlens_benches::{
+    backends, batch, gpt2_small, median, min, per_round_ratios, shape_wanted, time_forward_ms,
+    workspace,
+};
+use burnlens_model::NoHooks;
 
 /// The PyTorch side: a `bench_forward.py --serve` process.
 struct Torch {
@@ -66,15 +70,6 @@ impl Drop for Torch {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn min(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
 fn main() {
     let Ok(python) = std::env::var("BURNLENS_ORACLE_PYTHON") else {
         eprintln!("BURNLENS_ORACLE_PYTHON is not set: this benchmark needs the PyTorch side");
@@ -88,20 +83,12 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for backend in backends() {
         let model = gpt2_small(backend);
-        let device = model.device();
         for (b, t, rounds) in [(1, 20, 31), (8, 128, 11)] {
             if !shape_wanted(b, t) {
                 continue;
             }
             let input = batch(b, t);
-            let ours = || {
-                let start = Instant::now();
-                let logits = model.logits(&input).expect("forward");
-                device.sync().expect("sync");
-                let elapsed = start.elapsed();
-                drop(logits);
-                elapsed
-            };
+            let ours = || time_forward_ms(&model, &input, &mut NoHooks);
             // Warm-up on both sides (first calls allocate; PyTorch warms up on its own too).
             ours();
             torch.forward(b, t);
@@ -117,18 +104,17 @@ fn main() {
                     (ours(), p)
                 };
                 std::thread::sleep(pause);
-                rust.push(r.as_secs_f64() * 1e3);
+                rust.push(r);
                 py.push(p.as_secs_f64() * 1e3);
             }
-            let ratios: Vec<f64> = rust.iter().zip(&py).map(|(r, p)| r / p).collect();
-            let (rm, pm) = (median(rust.clone()), median(py.clone()));
+            let (rm, pm) = (median(&rust), median(&py));
             println!(
                 "| {} | {b} × {t} | {rounds} | {rm:.1} / {:.1} | {pm:.1} / {:.1} | {:.3} | {:.3} |",
                 backend.name(),
                 min(&rust),
                 min(&py),
                 rm / pm,
-                median(ratios),
+                per_round_ratios(&rust, &py)[1],
             );
         }
     }

@@ -6,36 +6,16 @@
 //! taken over different rounds. `cargo bench -p burnlens-benches --bench hooks_overhead`
 //! (ndarray and flex; wgpu with `BURNLENS_BENCH_WGPU=1`). Results: docs/PERFORMANCE.md.
 
-use std::time::{Duration, Instant};
-
-use burnlens_benches::{backends, batch, gpt2_small, shape_wanted};
+use burnlens_benches::{
+    backends, batch, gpt2_small, median, per_round_ratios, shape_wanted, time_forward_ms,
+};
 use burnlens_hooks::{HookSet, Selector};
-use burnlens_model::{Gpt2, Hooks, NoHooks, TokenBatch};
+use burnlens_model::NoHooks;
 
-fn time(model: &Gpt2, input: &TokenBatch, hooks: &mut dyn Hooks) -> Duration {
-    let start = Instant::now();
-    let logits = model.forward(input, None, hooks).expect("forward");
-    model.device().sync().expect("sync");
-    let elapsed = start.elapsed();
-    drop(logits);
-    elapsed
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// Median and quartiles of the per-round ratios `a[i] / b[i]`, as "median [q1, q3]".
-fn paired_ratio(a: &[Duration], b: &[Duration]) -> String {
-    let mut r: Vec<f64> = a
-        .iter()
-        .zip(b)
-        .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
-        .collect();
-    r.sort_by(f64::total_cmp);
-    let q = |f: f64| r[((r.len() - 1) as f64 * f).round() as usize];
-    format!("{:.3} [{:.3}, {:.3}]", q(0.5), q(0.25), q(0.75))
+/// A variant's per-round ratio to another, as "median [q1, q3]".
+fn paired_ratio(a: &[f64], b: &[f64]) -> String {
+    let [q1, m, q3] = per_round_ratios(a, b);
+    format!("{m:.3} [{q1:.3}, {q3:.3}]")
 }
 
 fn main() {
@@ -52,23 +32,23 @@ fn main() {
             }
             let input = batch(b, t);
             // Warm-up (first calls allocate and, on wgpu, compile).
-            time(&model, &input, &mut NoHooks);
+            time_forward_ms(&model, &input, &mut NoHooks);
             let (mut none, mut empty, mut full) = (Vec::new(), Vec::new(), Vec::new());
             for round in 0..rounds {
                 // Rotate the order each round so no variant always follows another.
                 for k in 0..3 {
                     match (round + k) % 3 {
-                        0 => none.push(time(&model, &input, &mut NoHooks)),
-                        1 => empty.push(time(&model, &input, &mut HookSet::new())),
+                        0 => none.push(time_forward_ms(&model, &input, &mut NoHooks)),
+                        1 => empty.push(time_forward_ms(&model, &input, &mut HookSet::new())),
                         _ => {
                             let mut set = HookSet::new();
                             set.capture(Selector::all());
-                            full.push(time(&model, &input, &mut set));
+                            full.push(time_forward_ms(&model, &input, &mut set));
                         }
                     }
                 }
             }
-            let ms = |v: &[Duration]| format!("{:.1}", median(v.to_vec()).as_secs_f64() * 1e3);
+            let ms = |v: &[f64]| format!("{:.1}", median(v));
             println!(
                 "| {} | {b} × {t} | {rounds} | {} | {} | {} | {} | {} |",
                 backend.name(),

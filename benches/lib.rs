@@ -1,6 +1,6 @@
 //! Shared set-up for burnlens's criterion benchmarks (see `forward.rs`).
 
-use burnlens_model::{BackendKind, Gpt2, Gpt2Config, TokenBatch};
+use burnlens_model::{BackendKind, Gpt2, Gpt2Config, Hooks, TokenBatch};
 
 /// The backends to benchmark: ndarray and flex always; wgpu only when
 /// `BURNLENS_BENCH_WGPU=1` (on lavapipe a GPT-2-small forward takes seconds).
@@ -23,6 +23,41 @@ pub fn shape_wanted(batch: usize, len: usize) -> bool {
         only.split(',')
             .any(|s| s.trim() == format!("{batch}x{len}"))
     })
+}
+
+/// One timed forward of `input` through `model` with `hooks`, in milliseconds, waiting for the
+/// device; the logits are dropped after the clock stops.
+pub fn time_forward_ms(model: &Gpt2, input: &TokenBatch, hooks: &mut dyn Hooks) -> f64 {
+    let start = std::time::Instant::now();
+    let logits = model.forward(input, None, hooks).expect("forward");
+    model.device().sync().expect("sync");
+    let elapsed = start.elapsed();
+    drop(logits);
+    elapsed.as_secs_f64() * 1e3
+}
+
+/// The median of `v` (the upper middle for an even length).
+pub fn median(v: &[f64]) -> f64 {
+    quantiles(v.to_vec())[1]
+}
+
+/// The smallest value of `v`.
+pub fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// The per-round ratios `a[i] / b[i]` of two variants timed in the same rounds, as
+/// `[first quartile, median, third quartile]`: a slow spell of the machine moves them far
+/// less than a ratio of two medians taken over different rounds.
+pub fn per_round_ratios(a: &[f64], b: &[f64]) -> [f64; 3] {
+    quantiles(a.iter().zip(b).map(|(a, b)| a / b).collect())
+}
+
+/// First quartile, median and third quartile (nearest rank) of `v`.
+fn quantiles(mut v: Vec<f64>) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+    [q(0.25), q(0.5), q(0.75)]
 }
 
 /// A GPT-2-small-shaped model with seeded random weights on `backend`.
