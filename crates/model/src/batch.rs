@@ -127,6 +127,27 @@ impl TokenBatch {
         &self.ids[r * self.len..(r + 1) * self.len]
     }
 
+    /// Rows `range` of the batch, with their part of the mask: what one part of a
+    /// row-parallel forward runs (each row's logits do not depend on the other rows).
+    ///
+    /// # Errors
+    /// An empty range, or one past the last row.
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Result<Self> {
+        if range.is_empty() || range.end > self.batch {
+            return Err(Error::Shape(format!(
+                "rows {range:?} of a batch of {} sequences",
+                self.batch
+            )));
+        }
+        let cells = range.start * self.len..range.end * self.len;
+        Ok(Self {
+            ids: self.ids[cells.clone()].to_vec(),
+            mask: self.mask.as_ref().map(|m| m[cells].to_vec()),
+            batch: range.len(),
+            len: self.len,
+        })
+    }
+
     /// Whether the batch has any padding.
     pub fn has_padding(&self) -> bool {
         self.mask.is_some()

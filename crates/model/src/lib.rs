@@ -22,6 +22,7 @@ pub mod error;
 pub mod generate;
 pub mod hook;
 pub mod model;
+mod parallel;
 pub mod process;
 pub mod source;
 pub mod tokenizer;

@@ -544,6 +544,11 @@ impl Gpt2 {
     /// [`Gpt2::block`] for every layer and [`Gpt2::unembed`], which engines that run only part
     /// of a pass (batched patching, causal tracing) call directly.
     ///
+    /// On the CPU backends a batch of several rows may run as blocks of rows on separate
+    /// threads, each block through this same pass (see the `parallel` module: no KV cache, a
+    /// hook set that [`Hooks::split_rows`]); the logits and what the hooks keep are those of
+    /// one pass over the whole batch.
+    ///
     /// # Shapes
     /// - batch: token ids `[batch, pos]` and optional mask `[batch, pos]`
     /// - output: logits `[batch, pos, vocab]`
@@ -552,6 +557,31 @@ impl Gpt2 {
     /// Token ids outside the vocabulary, a sequence longer than `n_positions` (cache included),
     /// a cache built for another batch size, and errors raised by hooks.
     pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        cache: Option<&mut KvCache>,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor<3>> {
+        if cache.is_none()
+            && let Some(blocks) = crate::parallel::row_blocks(batch, &self.device())
+            && let Some(logits) = crate::parallel::forward_rows(self, batch, &blocks, hooks)
+        {
+            return logits;
+        }
+        self.forward_whole(batch, cache, hooks)
+    }
+
+    /// How many blocks of rows a forward of `batch` with no KV cache runs as, on separate
+    /// threads: 1 when it runs whole (one row, a GPU or autodiff device, ndarray without
+    /// OpenBLAS, one rayon thread, `BURNLENS_ROW_PARALLEL=0`), and whenever the hook set
+    /// cannot be split (see [`Hooks::split_rows`]).
+    pub fn row_blocks(&self, batch: &TokenBatch) -> usize {
+        crate::parallel::row_blocks(batch, &self.device()).map_or(1, |b| b.len())
+    }
+
+    /// [`Gpt2::forward`] on the whole batch in one pass: what the parts of a row-parallel
+    /// forward run, each on its rows.
+    pub(crate) fn forward_whole(
         &self,
         batch: &TokenBatch,
         mut cache: Option<&mut KvCache>,

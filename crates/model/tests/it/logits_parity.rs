@@ -4,7 +4,7 @@
 use crate::common;
 
 use burn::tensor::Tensor;
-use burnlens_model::{KvCache, NoHooks, PaddingSide, TokenBatch, load};
+use burnlens_model::{BackendKind, KvCache, NoHooks, PaddingSide, TokenBatch, load};
 use common::*;
 
 #[test]
@@ -70,6 +70,16 @@ fn padded_batches_match_transformers_and_the_unpadded_run() {
                 ))
                 .as_slice()
             );
+            // On flex the three rows run as blocks on separate threads (where there are
+            // two or more): the split forward is what this compares with transformers.
+            let blocks = lm.model.row_blocks(&batch);
+            if kind == BackendKind::Flex && rayon::current_num_threads() >= 2 {
+                assert!(
+                    blocks >= 2,
+                    "flex should split the rows, got {blocks} block"
+                );
+            }
+            eprintln!("{kind}: {name} padding as {blocks} block(s) of rows");
             let logits = to_vec(lm.model.logits(&batch).unwrap());
             let t = batch.seq_len();
             // Real tokens equal transformers' padded run and the unpadded single-prompt run.
