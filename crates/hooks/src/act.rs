@@ -76,29 +76,6 @@ impl Act {
         }
     }
 
-    /// Activations of one point for consecutive blocks of a batch's rows, stacked along the
-    /// batch axis (axis 0 at every hook point).
-    ///
-    /// # Errors
-    /// No activation, or activations of different ranks.
-    pub(crate) fn cat_rows(acts: Vec<Act>) -> Result<Act> {
-        let mut r3 = Vec::new();
-        let mut r4 = Vec::new();
-        for a in acts {
-            match a {
-                Act::R3(t) => r3.push(t),
-                Act::R4(t) => r4.push(t),
-            }
-        }
-        match (r3.is_empty(), r4.is_empty()) {
-            (false, true) => Ok(Act::R3(Tensor::cat(r3, 0))),
-            (true, false) => Ok(Act::R4(Tensor::cat(r4, 0))),
-            _ => Err(Error::Shape(
-                "row blocks of one hook point with no activation or mixed ranks".into(),
-            )),
-        }
-    }
-
     /// Applies a rank-generic map.
     pub(crate) fn map(
         self,

@@ -24,20 +24,6 @@ struct Entry {
     action: Action,
 }
 
-impl Entry {
-    /// A copy of a capture entry; `None` for an intervention or a gradient point.
-    fn capture_copy(&self) -> Option<Entry> {
-        match &self.action {
-            Action::Capture(positions) => Some(Entry {
-                selector: self.selector.clone(),
-                named: self.named.clone(),
-                action: Action::Capture(positions.clone()),
-            }),
-            _ => None,
-        }
-    }
-}
-
 /// Hooks for one or more forward passes: captures into an [`ActivationCache`],
 /// [`Intervention`]s, and points to take gradients at.
 ///
@@ -294,61 +280,8 @@ impl Hooks for HookSet {
         }
     }
 
-    /// A set of captures splits into sets with the same captures and empty caches (an empty
-    /// set, into empty sets); one with interventions or gradient points runs whole, since an
-    /// intervention may read other rows (a replacement, noise drawn for the whole batch).
-    fn split_rows(&mut self, parts: usize) -> Option<Vec<Box<dyn Hooks + Send>>> {
-        let captures = self
-            .entries
-            .iter()
-            .map(Entry::capture_copy)
-            .collect::<Option<Vec<_>>>()?;
-        Some(
-            (0..parts)
-                .map(|_| {
-                    let entries = captures.iter().filter_map(Entry::capture_copy).collect();
-                    Box::new(HookSet {
-                        entries,
-                        ..HookSet::default()
-                    }) as Box<dyn Hooks + Send>
-                })
-                .collect(),
-        )
-    }
-
-    /// Stacks the parts' captures along the batch axis (axis 0 of every hook point).
-    fn join_rows(&mut self, parts: Vec<Box<dyn Hooks + Send>>) -> burnlens_model::Result<()> {
-        let mut caches = Vec::with_capacity(parts.len());
-        for part in parts {
-            let part = part
-                .into_any()
-                .and_then(|a| a.downcast::<HookSet>().ok())
-                .ok_or_else(|| ModelError::Shape("a row part of a HookSet is not one".into()))?;
-            caches.push(part.cache);
-        }
-        let Some(first) = caches.first() else {
-            return Ok(());
-        };
-        for point in first.points().collect::<Vec<_>>() {
-            let acts = caches
-                .iter()
-                .map(|c| c.get(point).cloned())
-                .collect::<Result<Vec<_>>>()
-                .map_err(|e| ModelError::Hook {
-                    point: point.to_string(),
-                    message: e.to_string(),
-                })?;
-            let stacked = Act::cat_rows(acts).map_err(|e| ModelError::Hook {
-                point: point.to_string(),
-                message: e.to_string(),
-            })?;
-            self.cache.insert(point, stacked);
-        }
-        Ok(())
-    }
-
-    fn into_any(self: Box<Self>) -> Option<Box<dyn std::any::Any + Send>> {
-        Some(self)
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 

@@ -400,29 +400,12 @@ pub trait Hooks {
     /// Called with a rank-4 activation (per-head q/k/v/z, attention scores and pattern).
     fn hook4(&mut self, point: HookPoint, act: Tensor<4>) -> Result<Tensor<4>>;
 
-    /// Hook sets for a row-parallel forward: `parts` sets, one for each consecutive block of
-    /// the batch's rows, each run on its own thread in the forward of its rows. `None` (the
-    /// default) means this set must see the whole batch at once, and the forward then runs
-    /// unsplit. A set may split only if what it does to a row does not depend on the other
-    /// rows, and [`Hooks::join_rows`] must rebuild what it would have kept from one pass.
-    fn split_rows(&mut self, parts: usize) -> Option<Vec<Box<dyn Hooks + Send>>> {
-        let _ = parts;
-        None
-    }
-
-    /// Takes back the sets [`Hooks::split_rows`] made, in row order, after their forwards.
-    ///
-    /// # Errors
-    /// Whatever the set reports while merging.
-    fn join_rows(&mut self, parts: Vec<Box<dyn Hooks + Send>>) -> Result<()> {
-        let _ = parts;
-        Ok(())
-    }
-
-    /// This set as [`Any`](std::any::Any), for a [`Hooks::join_rows`] that reads back parts
-    /// of its own type; `None` (the default) for a set that needs no such thing.
-    fn into_any(self: Box<Self>) -> Option<Box<dyn std::any::Any + Send>> {
-        None
+    /// Whether nothing is registered at any point. A forward with such a set may run its
+    /// batch as blocks of rows on separate threads (see [`Gpt2::forward`](crate::Gpt2::forward)),
+    /// each without hooks; `false` (the default) keeps it one pass, in which the set sees the
+    /// whole batch.
+    fn is_empty(&self) -> bool {
+        false
     }
 }
 
@@ -440,8 +423,8 @@ impl Hooks for NoHooks {
     fn hook4(&mut self, _point: HookPoint, act: Tensor<4>) -> Result<Tensor<4>> {
         Ok(act)
     }
-    fn split_rows(&mut self, parts: usize) -> Option<Vec<Box<dyn Hooks + Send>>> {
-        Some((0..parts).map(|_| Box::new(NoHooks) as _).collect())
+    fn is_empty(&self) -> bool {
+        true
     }
 }
 

@@ -15,7 +15,9 @@
 //!   after). Not ndarray's default `matrixmultiply`, whose thread pool does not nest and was
 //!   slower split; not wgpu, whose work is on the GPU; not autodiff devices, whose graphs stay
 //!   as one pass;
-//! - the hook set can be split ([`Hooks::split_rows`]): no hooks, an empty set, captures;
+//! - no hooks, or an empty hook set ([`Hooks::is_empty`](crate::Hooks::is_empty)): a set that
+//!   captures or intervenes sees the whole batch in one pass (capturing by blocks of rows and
+//!   stacking the blocks was measured slower on ndarray: the stacking copies every activation);
 //! - `BURNLENS_ROW_PARALLEL` is not `0`.
 
 use std::ops::Range;
@@ -25,11 +27,11 @@ use rayon::prelude::*;
 
 use crate::batch::TokenBatch;
 use crate::error::Result;
-use crate::hook::Hooks;
+use crate::hook::NoHooks;
 use crate::model::Gpt2;
 
-/// The blocks of rows a forward of `batch` on `device` runs as, or `None` to run it whole
-/// (before asking the hooks).
+/// The blocks of rows a hook-free forward of `batch` on `device` runs as, or `None` to run
+/// it whole.
 pub(crate) fn row_blocks(batch: &TokenBatch, device: &Device) -> Option<Vec<Range<usize>>> {
     if std::env::var_os("BURNLENS_ROW_PARALLEL").is_some_and(|v| v == "0") {
         return None;
@@ -61,9 +63,8 @@ fn nests_in_rayon(device: &Device) -> bool {
     *device == Device::flex() || (ndarray && cfg!(feature = "openblas"))
 }
 
-/// The forward of `batch` as blocks of rows run in parallel, each with its part of `hooks`,
-/// the logits stacked in row order; `None` when `hooks` cannot be split (the caller runs
-/// the forward whole).
+/// The forward of `batch` as blocks of rows run in parallel with no hooks, the logits stacked
+/// in row order.
 ///
 /// # Shapes
 /// - output: logits `[batch, pos, vocab]`
@@ -71,22 +72,6 @@ pub(crate) fn forward_rows(
     model: &Gpt2,
     batch: &TokenBatch,
     blocks: &[Range<usize>],
-    hooks: &mut dyn Hooks,
-) -> Option<Result<Tensor<3>>> {
-    let mut parts = hooks.split_rows(blocks.len())?;
-    Some(
-        run_parts(model, batch, blocks, &mut parts).and_then(|logits| {
-            hooks.join_rows(parts)?;
-            Ok(logits)
-        }),
-    )
-}
-
-fn run_parts(
-    model: &Gpt2,
-    batch: &TokenBatch,
-    blocks: &[Range<usize>],
-    parts: &mut [Box<dyn Hooks + Send>],
 ) -> Result<Tensor<3>> {
     let sub = blocks
         .iter()
@@ -95,8 +80,7 @@ fn run_parts(
     let _blas = blas::OneThread::enter();
     let logits = sub
         .par_iter()
-        .zip(parts.par_iter_mut())
-        .map(|(rows, hooks)| model.forward_whole(rows, None, hooks.as_mut()))
+        .map(|rows| model.forward_whole(rows, None, &mut NoHooks))
         .collect::<Vec<_>>()
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
