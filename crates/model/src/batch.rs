@@ -219,4 +219,24 @@ mod tests {
             Err(Error::Shape(_))
         ));
     }
+
+    #[test]
+    fn rows_keep_their_ids_mask_and_positions() {
+        let seqs = [vec![1, 2, 3], vec![4], vec![5, 6]];
+        let b = TokenBatch::padded(&seqs, 0, PaddingSide::Left).unwrap();
+        let tail = b.rows(1..3).unwrap();
+        assert_eq!(tail.batch_size(), 2);
+        assert_eq!(tail.ids(), &[0, 0, 4, 0, 5, 6]);
+        assert_eq!(tail.mask(), vec![false, false, true, false, true, true]);
+        assert_eq!(
+            tail.positions(&[0, 0]),
+            b.positions(&[0, 0, 0])[3..].to_vec()
+        );
+        for bad in [0..0, 2..4, 3..4] {
+            assert!(
+                matches!(b.rows(bad.clone()), Err(Error::Shape(_))),
+                "rows {bad:?}"
+            );
+        }
+    }
 }
