@@ -81,8 +81,6 @@ pub(crate) fn forward_rows(
     let logits = sub
         .par_iter()
         .map(|rows| model.forward_whole(rows, None, &mut NoHooks))
-        .collect::<Vec<_>>()
-        .into_iter()
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(logits, 0))
 }
