@@ -76,6 +76,45 @@ impl Act {
         }
     }
 
+    /// The shape of activations of one point for consecutive blocks of a batch's rows once
+    /// stacked along the batch axis (axis 0 at every hook point).
+    ///
+    /// # Errors
+    /// No activation, or shapes (ranks included) that differ off axis 0.
+    pub(crate) fn row_stack_dims(acts: &[Act]) -> Result<Vec<usize>> {
+        let Some(first) = acts.first() else {
+            return Err(Error::Shape("no blocks of rows to stack".into()));
+        };
+        let mut dims = first.dims();
+        for a in &acts[1..] {
+            let d = a.dims();
+            if d.get(1..) != dims.get(1..) {
+                return Err(Error::Shape(format!(
+                    "blocks of rows of shapes {:?} and {d:?} cannot be stacked on the batch axis",
+                    first.dims()
+                )));
+            }
+            dims[0] += d[0];
+        }
+        Ok(dims)
+    }
+
+    /// Stacks blocks of rows that [`Act::row_stack_dims`] accepted.
+    pub(crate) fn cat_rows(acts: Vec<Act>) -> Act {
+        let (mut r3, mut r4) = (Vec::new(), Vec::new());
+        for a in acts {
+            match a {
+                Act::R3(t) => r3.push(t),
+                Act::R4(t) => r4.push(t),
+            }
+        }
+        if r4.is_empty() {
+            Act::R3(Tensor::cat(r3, 0))
+        } else {
+            Act::R4(Tensor::cat(r4, 0))
+        }
+    }
+
     /// Applies a rank-generic map.
     pub(crate) fn map(
         self,

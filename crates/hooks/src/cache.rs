@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burnlens_model::weights::{RawTensor, read_safetensors, write_safetensors};
@@ -36,20 +37,108 @@ pub struct ResidStack {
     pub labels: Vec<String>,
 }
 
+/// One point's activation: whole, or as the blocks of rows a row-parallel forward captured,
+/// stacked on the batch axis the first time it is read.
+struct Slot {
+    whole: OnceLock<Act>,
+    /// The blocks, in row order, until they are stacked (then empty).
+    blocks: Mutex<Vec<Act>>,
+    /// The shape of the whole activation.
+    dims: Vec<usize>,
+}
+
+impl Slot {
+    fn whole(act: Act) -> Self {
+        Self {
+            dims: act.dims(),
+            whole: OnceLock::from(act),
+            blocks: Mutex::default(),
+        }
+    }
+
+    fn rows(blocks: Vec<Act>) -> Result<Self> {
+        Ok(Self {
+            dims: Act::row_stack_dims(&blocks)?,
+            whole: OnceLock::new(),
+            blocks: Mutex::new(blocks),
+        })
+    }
+
+    fn blocks(&self) -> std::sync::MutexGuard<'_, Vec<Act>> {
+        self.blocks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The whole activation, stacking the blocks on the first call.
+    fn act(&self) -> &Act {
+        self.whole
+            .get_or_init(|| Act::cat_rows(std::mem::take(&mut *self.blocks())))
+    }
+}
+
+impl Clone for Slot {
+    fn clone(&self) -> Self {
+        if let Some(act) = self.whole.get() {
+            return Slot::whole(act.clone());
+        }
+        let blocks = self.blocks().clone();
+        if blocks.is_empty() {
+            // Another thread is stacking them: wait for the whole activation.
+            return Slot::whole(self.act().clone());
+        }
+        Slot {
+            whole: OnceLock::new(),
+            blocks: Mutex::new(blocks),
+            dims: self.dims.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("dims", &self.dims)
+            .field("stacked", &self.whole.get().is_some())
+            .finish()
+    }
+}
+
 /// Activations by hook point (TransformerLens's `ActivationCache`).
 ///
 /// Look up by [`HookPoint`], TransformerLens name or `(kind, layer)` shorthand. The methods
 /// that need weights (`stack_head_results`, `logit_attrs`, the final LayerNorm) take the model
 /// that produced the cache.
+///
+/// A forward that ran as blocks of rows on separate threads (see
+/// [`Gpt2::forward`](burnlens_model::Gpt2::forward)) leaves each point as its blocks; they are
+/// stacked into one activation the first time the point is read, so a capture costs no copy
+/// in the forward and a point never read is never stacked.
 #[derive(Debug, Clone, Default)]
 pub struct ActivationCache {
-    acts: BTreeMap<HookPoint, Act>,
+    acts: BTreeMap<HookPoint, Slot>,
 }
 
 impl ActivationCache {
     /// Stores an activation (replacing any earlier one at the point).
     pub fn insert(&mut self, point: HookPoint, act: Act) {
-        self.acts.insert(point, act);
+        self.acts.insert(point, Slot::whole(act));
+    }
+
+    /// Stores the activations of consecutive blocks of a batch's rows at `point`, to be
+    /// stacked on the batch axis when first read (replacing any earlier one at the point).
+    ///
+    /// # Errors
+    /// No block, or blocks whose shapes differ off the batch axis.
+    pub(crate) fn insert_rows(&mut self, point: HookPoint, blocks: Vec<Act>) -> Result<()> {
+        self.acts.insert(point, Slot::rows(blocks)?);
+        Ok(())
+    }
+
+    /// Whether the activation at `point` is held as blocks of rows not yet stacked (`false`
+    /// once it has been read, and for a point not in the cache).
+    pub fn is_in_blocks(&self, point: HookPoint) -> bool {
+        self.acts
+            .get(&point)
+            .is_some_and(|s| s.whole.get().is_none())
     }
 
     /// The activation at a point.
@@ -58,7 +147,7 @@ impl ActivationCache {
     /// An unknown name, or a point that was not captured.
     pub fn get(&self, point: impl IntoHookPoint) -> Result<&Act> {
         let p = point.into_hook_point()?;
-        self.acts.get(&p).ok_or_else(|| Error::NotCached {
+        self.acts.get(&p).map(Slot::act).ok_or_else(|| Error::NotCached {
             point: p.to_string(),
             hint: if p.is_default() {
                 " (capture it: HookSet::capture or run_with_cache with a selector that includes it)"
@@ -107,7 +196,10 @@ impl ActivationCache {
 
     /// Bytes the cached activations occupy (4 per f32 element).
     pub fn memory_bytes(&self) -> usize {
-        self.acts.values().map(|a| a.num_elements() * 4).sum()
+        self.acts
+            .values()
+            .map(|s| s.dims.iter().product::<usize>() * 4)
+            .sum()
     }
 
     /// Writes the cache as safetensors, keyed by TransformerLens names, so that Python can read
@@ -119,7 +211,8 @@ impl ActivationCache {
         let raw: BTreeMap<String, RawTensor> = self
             .acts
             .iter()
-            .map(|(p, a)| {
+            .map(|(p, slot)| {
+                let a = slot.act();
                 (
                     p.to_string(),
                     RawTensor {
@@ -301,7 +394,7 @@ impl ActivationCache {
         let layer = Self::n_layers_for(layer, model)?;
         let (mut parts, mut labels) = (Vec::new(), Vec::new());
         for l in 0..layer {
-            let result = match self.acts.get(&HookPoint::Result(l)) {
+            let result = match self.acts.get(&HookPoint::Result(l)).map(Slot::act) {
                 Some(a) => a.r4()?,
                 None => model.blocks[l]
                     .attn
@@ -428,5 +521,65 @@ impl ActivationCache {
         let scaled = self.apply_ln_to_stack(model, stack, None, false)?;
         let dirs = dirs.reshape([1, b, 1, d]);
         Ok((scaled * dirs).sum_dim(3).reshape([c, b, p]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn act(dims: [usize; 3], start: f32, device: &Device) -> Act {
+        let n: usize = dims.iter().product();
+        let values: Vec<f32> = (0..n).map(|i| start + i as f32).collect();
+        Act::R3(Tensor::from_data(TensorData::new(values, dims), device))
+    }
+
+    #[test]
+    fn blocks_of_rows_read_as_the_stacked_batch() {
+        let device = Device::flex();
+        let mut cache = ActivationCache::default();
+        let p = HookPoint::ResidPre(0);
+        // Rows 0–1 hold 0..12, row 2 holds 12..18: stacked, the batch holds 0..18 in order.
+        cache
+            .insert_rows(
+                p,
+                vec![act([2, 3, 2], 0.0, &device), act([1, 3, 2], 12.0, &device)],
+            )
+            .unwrap();
+        assert!(cache.is_in_blocks(p));
+        assert_eq!(cache.memory_bytes(), 18 * 4, "counted before stacking");
+        let copy = cache.clone();
+        let read = cache.get(p).unwrap();
+        assert_eq!(read.dims(), vec![3, 3, 2]);
+        assert_eq!(read.to_vec(), (0..18).map(|i| i as f32).collect::<Vec<_>>());
+        assert!(!cache.is_in_blocks(p), "stacked once read");
+        assert!(
+            copy.is_in_blocks(p),
+            "a clone taken before keeps its blocks"
+        );
+        assert_eq!(copy.get(p).unwrap().to_vec(), read.to_vec());
+        assert_eq!(cache.memory_bytes(), 18 * 4);
+    }
+
+    #[test]
+    fn blocks_that_do_not_stack_are_an_error() {
+        let device = Device::flex();
+        let mut cache = ActivationCache::default();
+        let p = HookPoint::ResidPre(0);
+        let err = cache
+            .insert_rows(
+                p,
+                vec![act([1, 3, 2], 0.0, &device), act([1, 4, 2], 0.0, &device)],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot be stacked"), "{err}");
+        let rank4 = Act::R4(Tensor::zeros([1, 3, 2, 1], &device));
+        assert!(
+            cache
+                .insert_rows(p, vec![act([1, 3, 2], 0.0, &device), rank4])
+                .is_err()
+        );
+        assert!(cache.insert_rows(p, Vec::new()).is_err());
+        assert!(!cache.contains(p));
     }
 }

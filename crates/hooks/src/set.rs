@@ -24,6 +24,20 @@ struct Entry {
     action: Action,
 }
 
+impl Entry {
+    /// A copy of a capture entry; `None` for an intervention or a gradient point.
+    fn capture_copy(&self) -> Option<Entry> {
+        match &self.action {
+            Action::Capture(positions) => Some(Entry {
+                selector: self.selector.clone(),
+                named: self.named.clone(),
+                action: Action::Capture(positions.clone()),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Hooks for one or more forward passes: captures into an [`ActivationCache`],
 /// [`Intervention`]s, and points to take gradients at.
 ///
@@ -282,6 +296,62 @@ impl Hooks for HookSet {
 
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// A set of captures (or an empty set) splits into sets with the same captures and empty
+    /// caches; one with interventions or gradient points runs whole, since an intervention
+    /// may read other rows (a replacement of batch shape, noise drawn for the whole batch, a
+    /// custom closure) and gradients need one graph.
+    fn split_rows(&mut self, parts: usize) -> Option<Vec<Box<dyn Hooks + Send>>> {
+        let captures = self
+            .entries
+            .iter()
+            .map(Entry::capture_copy)
+            .collect::<Option<Vec<_>>>()?;
+        Some(
+            (0..parts)
+                .map(|_| {
+                    let entries = captures.iter().filter_map(Entry::capture_copy).collect();
+                    Box::new(HookSet {
+                        entries,
+                        ..HookSet::default()
+                    }) as Box<dyn Hooks + Send>
+                })
+                .collect(),
+        )
+    }
+
+    /// Keeps the parts' captures as blocks of rows of each point, stacked on the batch axis
+    /// when a point is first read ([`ActivationCache`]).
+    fn join_rows(&mut self, parts: Vec<Box<dyn Hooks + Send>>) -> burnlens_model::Result<()> {
+        let mut caches = Vec::with_capacity(parts.len());
+        for part in parts {
+            let part = part
+                .into_any()
+                .and_then(|a| a.downcast::<HookSet>().ok())
+                .ok_or_else(|| ModelError::Shape("a row part of a HookSet is not one".into()))?;
+            caches.push(part.cache);
+        }
+        let Some(first) = caches.first() else {
+            return Ok(());
+        };
+        for point in first.points().collect::<Vec<_>>() {
+            let hook_error = |e: Error| ModelError::Hook {
+                point: point.to_string(),
+                message: e.to_string(),
+            };
+            let blocks = caches
+                .iter()
+                .map(|c| c.get(point).cloned())
+                .collect::<Result<Vec<_>>>()
+                .map_err(hook_error)?;
+            self.cache.insert_rows(point, blocks).map_err(hook_error)?;
+        }
+        Ok(())
+    }
+
+    fn into_any(self: Box<Self>) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(self)
     }
 }
 

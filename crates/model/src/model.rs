@@ -545,8 +545,9 @@ impl Gpt2 {
     /// of a pass (batched patching, causal tracing) call directly.
     ///
     /// On the CPU backends a batch of several rows may run as blocks of rows on separate
-    /// threads, each block through this same pass (see [`Gpt2::row_blocks`]: no KV cache, no
-    /// hooks or an empty set); the logits are those of one pass over the whole batch.
+    /// threads, each block through this same pass with its part of the hooks (see
+    /// [`Gpt2::row_blocks`]: no KV cache, no hooks, an empty set or captures); the logits, and
+    /// what the hooks keep, are those of one pass over the whole batch.
     ///
     /// # Shapes
     /// - batch: token ids `[batch, pos]` and optional mask `[batch, pos]`
@@ -562,18 +563,19 @@ impl Gpt2 {
         hooks: &mut dyn Hooks,
     ) -> Result<Tensor<3>> {
         if cache.is_none()
-            && hooks.is_empty()
             && let Some(blocks) = crate::parallel::row_blocks(batch, &self.device())
+            && let Some(parts) = hooks.split_rows(blocks.len())
         {
-            return crate::parallel::forward_rows(self, batch, &blocks);
+            return crate::parallel::forward_rows(self, batch, &blocks, parts, hooks);
         }
         self.forward_whole(batch, cache, hooks)
     }
 
-    /// How many blocks of rows a forward of `batch` with no KV cache and no hooks (or an
-    /// empty set, [`Hooks::is_empty`]) runs as, on separate threads: 1 when it runs whole (one
-    /// row, a GPU or autodiff device, ndarray without OpenBLAS, one rayon thread,
-    /// `BURNLENS_ROW_PARALLEL=0`). A forward with active hooks always runs whole.
+    /// How many blocks of rows a forward of `batch` with no KV cache runs as, on separate
+    /// threads, if its hook set can be split ([`Hooks::split_rows`]: no hooks, an empty set,
+    /// a set of captures): 1 when it runs whole (one row, a GPU or autodiff device, ndarray
+    /// without OpenBLAS, one rayon thread, `BURNLENS_ROW_PARALLEL=0`). A set that intervenes
+    /// or takes gradients always runs whole.
     pub fn row_blocks(&self, batch: &TokenBatch) -> usize {
         crate::parallel::row_blocks(batch, &self.device()).map_or(1, |b| b.len())
     }

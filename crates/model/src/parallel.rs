@@ -15,9 +15,9 @@
 //!   after). Not ndarray's default `matrixmultiply`, whose thread pool does not nest and was
 //!   slower split; not wgpu, whose work is on the GPU; not autodiff devices, whose graphs stay
 //!   as one pass;
-//! - no hooks, or an empty hook set ([`Hooks::is_empty`](crate::Hooks::is_empty)): a set that
-//!   captures or intervenes sees the whole batch in one pass (capturing by blocks of rows and
-//!   stacking the blocks was measured slower on ndarray: the stacking copies every activation);
+//! - the hook set splits ([`Hooks::split_rows`]): no hooks, an empty set, or (burnlens-hooks'
+//!   `HookSet`) a set of captures only, each block capturing its rows; a set that intervenes
+//!   or takes gradients sees the whole batch in one pass;
 //! - `BURNLENS_ROW_PARALLEL` is not `0`.
 
 use std::ops::Range;
@@ -26,8 +26,8 @@ use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
 
 use crate::batch::TokenBatch;
-use crate::error::Result;
-use crate::hook::NoHooks;
+use crate::error::{Error, Result};
+use crate::hook::Hooks;
 use crate::model::Gpt2;
 
 /// The blocks of rows a hook-free forward of `batch` on `device` runs as, or `None` to run
@@ -63,8 +63,9 @@ fn nests_in_rayon(device: &Device) -> bool {
     *device == Device::flex() || (ndarray && cfg!(feature = "openblas"))
 }
 
-/// The forward of `batch` as blocks of rows run in parallel with no hooks, the logits stacked
-/// in row order.
+/// The forward of `batch` as blocks of rows run in parallel, each with its part of the hook
+/// set (`parts`, from [`Hooks::split_rows`]), the logits stacked in row order; the parts then
+/// go back to `hooks` ([`Hooks::join_rows`]).
 ///
 /// # Shapes
 /// - output: logits `[batch, pos, vocab]`
@@ -72,16 +73,28 @@ pub(crate) fn forward_rows(
     model: &Gpt2,
     batch: &TokenBatch,
     blocks: &[Range<usize>],
+    mut parts: Vec<Box<dyn Hooks + Send>>,
+    hooks: &mut dyn Hooks,
 ) -> Result<Tensor<3>> {
+    if parts.len() != blocks.len() {
+        return Err(Error::Shape(format!(
+            "a hook set split into {} parts for {} blocks of rows",
+            parts.len(),
+            blocks.len()
+        )));
+    }
     let sub = blocks
         .iter()
         .map(|r| batch.rows(r.clone()))
         .collect::<Result<Vec<_>>>()?;
-    let _blas = blas::OneThread::enter();
-    let logits = sub
-        .par_iter()
-        .map(|rows| model.forward_whole(rows, None, &mut NoHooks))
-        .collect::<Result<Vec<_>>>()?;
+    let logits = {
+        let _blas = blas::OneThread::enter();
+        sub.par_iter()
+            .zip(parts.par_iter_mut())
+            .map(|(rows, part)| model.forward_whole(rows, None, part.as_mut()))
+            .collect::<Result<Vec<_>>>()?
+    };
+    hooks.join_rows(parts)?;
     Ok(Tensor::cat(logits, 0))
 }
 

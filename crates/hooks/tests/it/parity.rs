@@ -106,7 +106,17 @@ fn every_hook_matches_transformer_lens_on_every_backend() {
     let batch = r.batch();
     for (kind, device) in available_devices() {
         let m = model(&device);
+        // On flex the rows run as blocks on separate threads (where there are two or more),
+        // each capturing its rows: the blocks, stacked when read, are what is compared here.
+        if kind == BackendKind::Flex && rayon::current_num_threads() >= 2 {
+            assert!(m.row_blocks(&batch) >= 2, "flex should split the rows");
+        }
         let (logits, cache) = run_with_cache(&m, &batch, Selector::all()).unwrap();
+        assert_eq!(
+            cache.is_in_blocks(HookPoint::ResidPre(0)),
+            m.row_blocks(&batch) >= 2,
+            "{kind}: a split forward leaves its captures in blocks until read"
+        );
         assert_close_t(&format!("{kind} logits"), logits, r.t("logits"), TOL);
         assert_eq!(
             cache.len(),
