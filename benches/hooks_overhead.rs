@@ -1,8 +1,8 @@
 //! Hook overhead measured interleaved, for noisy shared machines: each round runs the forward
 //! with no hook set, with an empty `HookSet`, capturing every default hook point, and capturing
-//! every point then reading every point of the cache, one after the other, so drift hits the
-//! four alike. (A forward run as blocks of rows leaves each capture as blocks, stacked when
-//! first read: the last variant includes that stacking.) The table gives each variant's median time, and
+//! every point then reading every point of the cache (after `ActivationCache::stack_all`), one
+//! after the other, so drift hits the four alike. (A forward run as blocks of rows leaves each
+//! capture as blocks, stacked when first read: the last variant includes that stacking.) The table gives each variant's median time, and
 //! its ratio to "no hooks" taken round by round (the median of the per-round ratios, with the
 //! quartiles), which a slow spell of the machine moves far less than a ratio of two medians
 //! taken over different rounds. `cargo bench -p burnlens-benches --bench hooks_overhead`
@@ -20,14 +20,15 @@ fn paired_ratio(a: &[f64], b: &[f64]) -> String {
     format!("{m:.3} [{q1:.3}, {q3:.3}]")
 }
 
-/// A forward capturing every default point, then reading every point of the cache (which
-/// stacks the blocks of rows of a row-parallel forward), in milliseconds.
+/// A forward capturing every default point, then reading every point of the cache (stacking
+/// the blocks of rows of a row-parallel forward first, in parallel), in milliseconds.
 fn time_capture_and_read_ms(model: &Gpt2, input: &TokenBatch) -> f64 {
     let mut set = HookSet::new();
     set.capture(Selector::all());
     let start = std::time::Instant::now();
     let logits = model.forward(input, None, &mut set).expect("forward");
     let cache = set.cache();
+    cache.stack_all();
     for p in cache.points() {
         cache.get(p).expect("captured");
     }
@@ -40,7 +41,7 @@ fn time_capture_and_read_ms(model: &Gpt2, input: &TokenBatch) -> f64 {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     println!(
-        "| backend | shape | rounds | no hooks (ms, median) | empty hook set | cache every hook | cache, then read it all | empty ÷ none (per round: median [quartiles]) | cache ÷ none (per round) | cache + read ÷ none (per round) |"
+        "| backend | shape | rounds | no hooks (ms, median) | empty hook set | cache every hook | cache, then stack and read it all | empty ÷ none (per round: median [quartiles]) | cache ÷ none (per round) | cache + read ÷ none (per round) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for backend in backends() {

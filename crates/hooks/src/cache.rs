@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+use rayon::prelude::*;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burnlens_model::weights::{RawTensor, read_safetensors, write_safetensors};
 use burnlens_model::{Gpt2, HookPoint, IntoHookPoint};
@@ -133,6 +135,19 @@ impl ActivationCache {
         Ok(())
     }
 
+    /// Stacks, in parallel across points, every point still held as blocks of rows, so that
+    /// reading them all afterwards copies nothing. Reading points one by one stacks each on
+    /// its own thread; call this first when most of the cache will be read (its cost is that
+    /// of writing the cache's memory once: page faults on fresh memory).
+    pub fn stack_all(&self) {
+        self.acts
+            .par_iter()
+            .filter(|(_, s)| s.whole.get().is_none())
+            .for_each(|(_, s)| {
+                s.act();
+            });
+    }
+
     /// Whether the activation at `point` is held as blocks of rows not yet stacked (`false`
     /// once it has been read, and for a point not in the cache).
     pub fn is_in_blocks(&self, point: HookPoint) -> bool {
@@ -208,6 +223,7 @@ impl ActivationCache {
     /// # Errors
     /// A file that cannot be written.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.stack_all();
         let raw: BTreeMap<String, RawTensor> = self
             .acts
             .iter()
@@ -559,6 +575,38 @@ mod tests {
         );
         assert_eq!(copy.get(p).unwrap().to_vec(), read.to_vec());
         assert_eq!(cache.memory_bytes(), 18 * 4);
+    }
+
+    #[test]
+    fn stack_all_stacks_every_point_held_in_blocks() {
+        let device = Device::flex();
+        let mut cache = ActivationCache::default();
+        let (a, b, c) = (
+            HookPoint::ResidPre(0),
+            HookPoint::ResidPost(0),
+            HookPoint::Embed,
+        );
+        cache
+            .insert_rows(
+                a,
+                vec![act([1, 2, 2], 0.0, &device), act([1, 2, 2], 4.0, &device)],
+            )
+            .unwrap();
+        cache
+            .insert_rows(
+                b,
+                vec![act([1, 2, 2], 8.0, &device), act([2, 2, 2], 12.0, &device)],
+            )
+            .unwrap();
+        cache.insert(c, act([3, 2, 2], 100.0, &device));
+        assert!(cache.is_in_blocks(a) && cache.is_in_blocks(b) && !cache.is_in_blocks(c));
+        cache.stack_all();
+        assert!(!cache.is_in_blocks(a) && !cache.is_in_blocks(b));
+        let range = |from: usize, to: usize| (from..to).map(|i| i as f32).collect::<Vec<_>>();
+        assert_eq!(cache.get(a).unwrap().to_vec(), range(0, 8));
+        assert_eq!(cache.get(b).unwrap().dims(), vec![3, 2, 2]);
+        assert_eq!(cache.get(b).unwrap().to_vec(), range(8, 20));
+        assert_eq!(cache.get(c).unwrap().to_vec(), range(100, 112));
     }
 
     #[test]

@@ -30,8 +30,8 @@ use crate::error::{Error, Result};
 use crate::hook::Hooks;
 use crate::model::Gpt2;
 
-/// The blocks of rows a hook-free forward of `batch` on `device` runs as, or `None` to run
-/// it whole.
+/// The blocks of rows a forward of `batch` on `device` runs as (if its hooks split), or
+/// `None` to run it whole.
 pub(crate) fn row_blocks(batch: &TokenBatch, device: &Device) -> Option<Vec<Range<usize>>> {
     if std::env::var_os("BURNLENS_ROW_PARALLEL").is_some_and(|v| v == "0") {
         return None;
