@@ -137,8 +137,9 @@ impl ActivationCache {
 
     /// Stacks, in parallel across points, every point still held as blocks of rows, so that
     /// reading them all afterwards copies nothing. Reading points one by one stacks each on
-    /// its own thread; call this first when most of the cache will be read (its cost is that
-    /// of writing the cache's memory once: page faults on fresh memory).
+    /// the calling thread, one after the other; call this first when most of the cache will
+    /// be read (its cost is that of writing the cache's memory once, mostly page faults on
+    /// fresh memory).
     pub fn stack_all(&self) {
         self.acts
             .par_iter()
