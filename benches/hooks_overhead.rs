@@ -2,11 +2,12 @@
 //! with no hook set, with an empty `HookSet`, capturing every default hook point, and capturing
 //! every point then reading every point of the cache (after `ActivationCache::stack_all`), one
 //! after the other, so drift hits the four alike. (A forward run as blocks of rows leaves each
-//! capture as blocks, stacked when first read: the last variant includes that stacking.) The table gives each variant's median time, and
-//! its ratio to "no hooks" taken round by round (the median of the per-round ratios, with the
-//! quartiles), which a slow spell of the machine moves far less than a ratio of two medians
-//! taken over different rounds. `cargo bench -p burnlens-benches --bench hooks_overhead`
-//! (ndarray and flex; wgpu with `BURNLENS_BENCH_WGPU=1`). Results: docs/PERFORMANCE.md.
+//! capture as blocks, stacked when first read: the last variant includes that stacking.) The
+//! table gives each variant's median time, and its ratio to "no hooks" taken round by round
+//! (the median of the per-round ratios, with the quartiles), which a slow spell of the machine
+//! moves far less than a ratio of two medians taken over different rounds.
+//! `cargo bench -p burnlens-benches --bench hooks_overhead` (ndarray and flex; wgpu with
+//! `BURNLENS_BENCH_WGPU=1`). Results: docs/PERFORMANCE.md.
 
 use burnlens_benches::{
     backends, batch, gpt2_small, median, per_round_ratios, shape_wanted, time_forward_ms,

@@ -70,6 +70,11 @@ impl Slot {
         self.blocks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether the blocks have been stacked (always, for a whole activation).
+    fn is_stacked(&self) -> bool {
+        self.whole.get().is_some()
+    }
+
     /// The whole activation, stacking the blocks on the first call.
     fn act(&self) -> &Act {
         self.whole
@@ -99,7 +104,7 @@ impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
             .field("dims", &self.dims)
-            .field("stacked", &self.whole.get().is_some())
+            .field("stacked", &self.is_stacked())
             .finish()
     }
 }
@@ -143,7 +148,7 @@ impl ActivationCache {
     pub fn stack_all(&self) {
         self.acts
             .par_iter()
-            .filter(|(_, s)| s.whole.get().is_none())
+            .filter(|(_, s)| !s.is_stacked())
             .for_each(|(_, s)| {
                 s.act();
             });
@@ -152,9 +157,7 @@ impl ActivationCache {
     /// Whether the activation at `point` is held as blocks of rows not yet stacked (`false`
     /// once it has been read, and for a point not in the cache).
     pub fn is_in_blocks(&self, point: HookPoint) -> bool {
-        self.acts
-            .get(&point)
-            .is_some_and(|s| s.whole.get().is_none())
+        self.acts.get(&point).is_some_and(|s| !s.is_stacked())
     }
 
     /// The activation at a point.

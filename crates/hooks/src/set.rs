@@ -294,10 +294,6 @@ impl Hooks for HookSet {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// A set of captures (or an empty set) splits into sets with the same captures and empty
     /// caches; one with interventions or gradient points runs whole, since an intervention
     /// may read other rows (a replacement of batch shape, noise drawn for the whole batch, a

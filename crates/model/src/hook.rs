@@ -400,22 +400,15 @@ pub trait Hooks {
     /// Called with a rank-4 activation (per-head q/k/v/z, attention scores and pattern).
     fn hook4(&mut self, point: HookPoint, act: Tensor<4>) -> Result<Tensor<4>>;
 
-    /// Whether nothing is registered at any point: a forward with such a set may run its
-    /// batch as blocks of rows on separate threads (see [`Gpt2::forward`](crate::Gpt2::forward)),
-    /// each without hooks. `false` (the default) leaves the choice to [`Hooks::split_rows`].
-    fn is_empty(&self) -> bool {
-        false
-    }
-
     /// Hook sets for a row-parallel forward: `parts` sets, one for each consecutive block of
     /// the batch's rows, each run on its own thread in the forward of its rows; `None` means
     /// this set must see the whole batch in one pass. A set may split only if what it does to
     /// a row does not depend on the other rows, and [`Hooks::join_rows`] must then rebuild
-    /// what one pass would have left in it. The default splits an empty set
-    /// ([`Hooks::is_empty`]) into [`NoHooks`] and nothing else.
+    /// what one pass would have left in it. The default is `None`; [`NoHooks`] splits into
+    /// copies of itself (see [`Gpt2::forward`](crate::Gpt2::forward)).
     fn split_rows(&mut self, parts: usize) -> Option<Vec<Box<dyn Hooks + Send>>> {
-        self.is_empty()
-            .then(|| (0..parts).map(|_| Box::new(NoHooks) as _).collect())
+        let _ = parts;
+        None
     }
 
     /// Takes back, in row order, the sets [`Hooks::split_rows`] made, after their forwards.
@@ -449,8 +442,8 @@ impl Hooks for NoHooks {
     fn hook4(&mut self, _point: HookPoint, act: Tensor<4>) -> Result<Tensor<4>> {
         Ok(act)
     }
-    fn is_empty(&self) -> bool {
-        true
+    fn split_rows(&mut self, parts: usize) -> Option<Vec<Box<dyn Hooks + Send>>> {
+        Some((0..parts).map(|_| Box::new(NoHooks) as _).collect())
     }
 }
 
