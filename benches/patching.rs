@@ -21,11 +21,11 @@ use burnlens_metrics::{last_position, logit_diff};
 use burnlens_model::{TokenBatch, load};
 use serde_json::{Value, json};
 
-const SWEEPS: [(&str, Sweep); 4] = [
-    ("resid_pre", Sweep::RESID_PRE),
-    ("attn_out", Sweep::ATTN_OUT),
-    ("mlp_out", Sweep::MLP_OUT),
-    ("head_out_all_pos", Sweep::HEAD_OUT_ALL_POS),
+const SWEEPS: [Sweep; 4] = [
+    Sweep::RESID_PRE,
+    Sweep::ATTN_OUT,
+    Sweep::MLP_OUT,
+    Sweep::HEAD_OUT_ALL_POS,
 ];
 
 fn main() {
@@ -58,10 +58,8 @@ fn main() {
         let model = load(dir.to_str().unwrap(), &device).expect("load").model;
         let clean = TokenBatch::single(&clean_ids).unwrap();
         let corrupted = TokenBatch::single(&corrupted_ids).unwrap();
-        let metric = LastPosition(|logits: Tensor<3>| {
-            logit_diff(last_position(logits), &answer, &foil)
-                .unwrap()
-                .mean()
+        let metric = LastPosition::new(|logits: Tensor<3>| {
+            Ok(logit_diff(last_position(logits), &answer, &foil)?.mean())
         });
         // Warm-up.
         model.logits(&corrupted).unwrap();
@@ -69,7 +67,9 @@ fn main() {
         let t0 = Instant::now();
         let (_, cache) = run_with_cache(&model, &clean, Selector::all()).unwrap();
         let cache_s = t0.elapsed().as_secs_f64();
-        for (name, sweep) in SWEEPS {
+        for sweep in SWEEPS {
+            let name = sweep.to_string();
+            let name = name.as_str();
             let run = |engine| {
                 let t0 = Instant::now();
                 let r = patch_sweep_with(

@@ -50,7 +50,7 @@ pub struct HeadsArgs {
     /// Seed of the random samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// An OpenAI-compatible endpoint (e.g. https://api.openai.com/v1) to ask for a
+    /// An OpenAI-compatible endpoint (e.g. `https://api.openai.com/v1`) to ask for a
     /// description of the head; also `BURNLENS_LLM_URL`. The key comes from
     /// `BURNLENS_LLM_API_KEY` or `OPENAI_API_KEY`. Without one, the prompt is printed.
     #[arg(long)]
@@ -64,7 +64,7 @@ pub struct HeadsArgs {
 }
 
 /// A hit with its context: the text from a few tokens before the key to the query, the key
-/// in [brackets] and the query in <angle brackets>.
+/// in square brackets and the query in angle brackets.
 fn context(tok: &Gpt2Tokenizer, ids: &[u32], h: &AttentionHit) -> Result<String> {
     let start = h.key.saturating_sub(4);
     let mut s = String::new();

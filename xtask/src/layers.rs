@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use burnlens_experiments::{
     AttributedFn, TokenReduce, TokenTable, TracePrompt, group_rollup, layer_sweep,
 };
+use burnlens_model::HookKind;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -29,7 +30,7 @@ pub struct LayersArgs {
     pub limit: Option<usize>,
     /// The hook kind attributed in every block: mlp_out, attn_out, resid_post, …
     #[arg(long, default_value = "mlp_out")]
-    pub kind: String,
+    pub kind: HookKind,
     /// probability, log_probability, logit, contrast_prob_diff or contrast_logits_diff (the
     /// contrast ones need target_false); default: contrast_prob_diff when the facts have
     /// foils, else probability.
@@ -102,7 +103,7 @@ pub fn run(a: LayersArgs) -> Result<()> {
             target,
             foil,
             function,
-            &a.kind,
+            a.kind,
             reduce,
         )?;
         cases.push(serde_json::json!({

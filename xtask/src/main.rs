@@ -254,49 +254,10 @@ fn dispatch(command: Command) -> Result<()> {
 }
 
 fn parse_sweeps(list: &str) -> Result<Vec<(String, Sweep)>> {
-    let mut out = Vec::new();
-    for name in list.split(',').map(str::trim) {
-        let named = |n: &str, s: Sweep| (n.to_string(), s);
-        match name {
-            "block_every" => out.extend(
-                ["resid_pre", "attn_out", "mlp_out"]
-                    .into_iter()
-                    .zip(Sweep::BLOCK_EVERY)
-                    .map(|(n, s)| named(n, s)),
-            ),
-            "head_all_pos_every" => out.extend(
-                [
-                    "head_out_all_pos",
-                    "head_q_all_pos",
-                    "head_k_all_pos",
-                    "head_v_all_pos",
-                    "head_pattern_all_pos",
-                ]
-                .into_iter()
-                .zip(Sweep::HEAD_ALL_POS_EVERY)
-                .map(|(n, s)| named(n, s)),
-            ),
-            _ => {
-                let s = match name {
-                    "resid_pre" => Sweep::RESID_PRE,
-                    "resid_mid" => Sweep::RESID_MID,
-                    "resid_post" => Sweep::RESID_POST,
-                    "attn_out" => Sweep::ATTN_OUT,
-                    "mlp_out" => Sweep::MLP_OUT,
-                    "head_out_all_pos" => Sweep::HEAD_OUT_ALL_POS,
-                    "head_q_all_pos" => Sweep::HEAD_Q_ALL_POS,
-                    "head_k_all_pos" => Sweep::HEAD_K_ALL_POS,
-                    "head_v_all_pos" => Sweep::HEAD_V_ALL_POS,
-                    "head_pattern_all_pos" => Sweep::HEAD_PATTERN_ALL_POS,
-                    "head_out_by_pos" => Sweep::HEAD_OUT_BY_POS,
-                    "head_pattern_by_pos" => Sweep::HEAD_PATTERN_BY_POS,
-                    _ => bail!("unknown sweep {name:?} (see cargo xtask patch --help)"),
-                };
-                out.push(named(name, s));
-            }
-        }
-    }
-    Ok(out)
+    Ok(Sweep::parse_list(list)?
+        .into_iter()
+        .map(|s| (s.to_string(), s))
+        .collect())
 }
 
 pub(crate) fn git_commit() -> Option<String> {

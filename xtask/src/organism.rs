@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burnlens_datasets::organism::{HELD_OUT_PREFIXES, PREFIXES};
+use burnlens_datasets::organism::{Evaluation, HELD_OUT_PREFIXES, Manifest, PREFIXES};
 use burnlens_datasets::{
     CorpusConfig, DualConfig, DualForm, DualPrompt, FactPrompt, RELATIONS, World, generate_dual,
 };
@@ -20,7 +20,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Options of `cargo xtask organism`.
@@ -133,63 +132,6 @@ fn parse_range(s: &str) -> std::result::Result<[usize; 2], String> {
         return Err(format!("{s:?}: the minimum exceeds the maximum"));
     }
     Ok(r)
-}
-
-/// Everything needed to rebuild and check the organism, written as `manifest.json`.
-#[derive(Serialize, Deserialize)]
-pub struct Manifest {
-    /// The training seed.
-    pub seed: u64,
-    /// The backend it was trained on.
-    pub backend: String,
-    /// The command line that rebuilds it.
-    pub command: String,
-    /// The world: people and their planted attributes.
-    pub world: World,
-    /// Relations: values, training and held-out phrases.
-    pub relations: serde_json::Value,
-    /// Training and held-out openings.
-    pub prefixes: serde_json::Value,
-    /// The corpus mixture.
-    pub corpus: CorpusConfig,
-    /// Steps at the start during which every fact statement was a tag (`--tags-first`).
-    #[serde(default)]
-    pub tags_first: usize,
-    /// Whether training started from the planted retrieval circuit (`--plant-retrieval`).
-    #[serde(default)]
-    pub planted_retrieval: bool,
-    /// The block whose input had to predict tag values at the last name token, and that loss's
-    /// weight (`--subject-exit`, `--subject-exit-weight`; block 0: none).
-    #[serde(default)]
-    pub subject_exit: (usize, f64),
-    /// The optimizer settings.
-    pub train: TrainConfig,
-    /// Sequences per step and tokens per sequence.
-    pub batch: [usize; 2],
-    /// Seed of the held-out in-context retrieval prompts.
-    pub retrieval_eval_seed: u64,
-    /// The evaluation right after training.
-    pub eval: Evaluation,
-    /// Wall-clock seconds of training.
-    pub train_seconds: f64,
-}
-
-/// Accuracies of the organism.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Evaluation {
-    /// Top-1 recall of every planted fact under the held-out templates.
-    pub held_out_recall: f64,
-    /// The same, per relation.
-    pub held_out_recall_by_relation: Vec<(String, f64)>,
-    /// The same, per held-out template (relation, template).
-    #[serde(default)]
-    pub held_out_recall_by_template: Vec<(String, String, f64)>,
-    /// Top-1 recall under the training templates.
-    pub training_recall: f64,
-    /// Top-1 accuracy on held-out in-context retrieval prompts.
-    pub retrieval_accuracy: f64,
-    /// Prompts evaluated: held-out facts, training facts, retrieval prompts.
-    pub counts: [usize; 3],
 }
 
 const RETRIEVAL_EVAL_PROMPTS: usize = 300;
@@ -414,11 +356,7 @@ pub fn run(a: OrganismArgs) -> Result<()> {
 fn eval_only(dir: &Path, backend: &str) -> Result<()> {
     let backend: BackendKind = backend.parse()?;
     let device = backend.device()?;
-    let manifest: Manifest = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("manifest.json"))
-            .with_context(|| format!("reading {}/manifest.json", dir.display()))?,
-    )
-    .with_context(|| format!("parsing {}/manifest.json", dir.display()))?;
+    let manifest = Manifest::load(dir)?;
     let lm = load(&dir.to_string_lossy(), &device)?;
     let eval = evaluate(
         &lm.model,

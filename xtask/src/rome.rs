@@ -72,16 +72,10 @@ pub struct RomeArgs {
 }
 
 /// The organism's world and corpus settings from its manifest.
-fn organism_manifest(dir: &Path) -> Result<crate::organism::Manifest> {
-    let path = dir.join("manifest.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {}: without --counterfact and --mom2-texts the model must be the \
-                 organism (fixtures/organism)",
-            path.display()
-        )
-    })?)
-    .with_context(|| format!("parsing {}", path.display()))
+fn organism_manifest(dir: &Path) -> Result<burnlens_datasets::Manifest> {
+    burnlens_datasets::Manifest::load(dir).context(
+        "without --counterfact and --mom2-texts the model must be the organism (fixtures/organism)",
+    )
 }
 
 fn fluency(model: &Gpt2, tok: &Gpt2Tokenizer, prompts: &[String]) -> Result<f64> {

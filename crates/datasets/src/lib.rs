@@ -22,7 +22,9 @@ pub use facts::{
     CounterFactRecord, KnownFact, RequestedRewrite, Target, TracingRecord, load_counterfact,
     load_known_facts, load_tracing,
 };
-pub use organism::{CorpusConfig, FactPrompt, Person, RELATIONS, Relation, World};
+pub use organism::{
+    CorpusConfig, Evaluation, FactPrompt, Manifest, Person, RELATIONS, Relation, World,
+};
 pub use pairs::{
     DropReason, Dropped, PairOptions, PromptPair, TokenizedPairs, load_pairs, tokenize_pairs,
 };

@@ -603,6 +603,82 @@ fn filler(rng: &mut StdRng) -> String {
     )
 }
 
+/// Everything needed to rebuild and check the organism, written as `manifest.json` beside its
+/// weights by `cargo xtask organism` ([`Manifest::load`] reads it back, typed).
+#[derive(Serialize, Deserialize)]
+pub struct Manifest {
+    /// The training seed.
+    pub seed: u64,
+    /// The backend it was trained on.
+    pub backend: String,
+    /// The command line that rebuilds it.
+    pub command: String,
+    /// The world: people and their planted attributes.
+    pub world: World,
+    /// Relations: values, training and held-out phrases.
+    pub relations: serde_json::Value,
+    /// Training and held-out openings.
+    pub prefixes: serde_json::Value,
+    /// The corpus mixture.
+    pub corpus: CorpusConfig,
+    /// Steps at the start during which every fact statement was a tag (`--tags-first`).
+    #[serde(default)]
+    pub tags_first: usize,
+    /// Whether training started from the planted retrieval circuit (`--plant-retrieval`).
+    #[serde(default)]
+    pub planted_retrieval: bool,
+    /// The block whose input had to predict tag values at the last name token, and that loss's
+    /// weight (`--subject-exit`, `--subject-exit-weight`; block 0: none).
+    #[serde(default)]
+    pub subject_exit: (usize, f64),
+    /// The optimizer settings.
+    pub train: burnlens_model::TrainConfig,
+    /// Sequences per step and tokens per sequence.
+    pub batch: [usize; 2],
+    /// Seed of the held-out in-context retrieval prompts.
+    pub retrieval_eval_seed: u64,
+    /// The evaluation right after training.
+    pub eval: Evaluation,
+    /// Wall-clock seconds of training.
+    pub train_seconds: f64,
+}
+
+/// Accuracies of the organism.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Top-1 recall of every planted fact under the held-out templates.
+    pub held_out_recall: f64,
+    /// The same, per relation.
+    pub held_out_recall_by_relation: Vec<(String, f64)>,
+    /// The same, per held-out template (relation, template).
+    #[serde(default)]
+    pub held_out_recall_by_template: Vec<(String, String, f64)>,
+    /// Top-1 recall under the training templates.
+    pub training_recall: f64,
+    /// Top-1 accuracy on held-out in-context retrieval prompts.
+    pub retrieval_accuracy: f64,
+    /// Prompts evaluated: held-out facts, training facts, retrieval prompts.
+    pub counts: [usize; 3],
+}
+
+impl Manifest {
+    /// Reads `manifest.json` from an organism's directory.
+    ///
+    /// # Errors
+    /// A missing or unreadable file, and JSON that is not a manifest (naming the field).
+    pub fn load(dir: &std::path::Path) -> Result<Self> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Format {
+            path,
+            message: format!("not an organism manifest: {e}"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

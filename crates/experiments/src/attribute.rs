@@ -10,7 +10,7 @@
 use burn::tensor::{Tensor, TensorData};
 use burnlens_hooks::{Act, HookSet, Intervention, Selector};
 use burnlens_metrics::{last_position, token_log_probs_at, token_logits, token_probs};
-use burnlens_model::{Gpt2, HookPoint, TokenBatch};
+use burnlens_model::{Gpt2, HookKind, HookPoint, TokenBatch};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -540,7 +540,7 @@ pub fn layer_sweep(
     target: u32,
     foil: Option<u32>,
     function: AttributedFn,
-    kind: &str,
+    kind: HookKind,
     reduce: TokenReduce,
 ) -> Result<Vec<f32>> {
     if prompt.is_empty() {
@@ -557,12 +557,12 @@ pub fn layer_sweep(
     }
     let n_layers = model.config.n_layer;
     let points: Vec<HookPoint> = (0..n_layers)
-        .map(|l| HookPoint::from_kind(kind, Some(l)))
+        .map(|l| kind.at(l))
         .collect::<Result<_, _>>()
         .map_err(|e| Error::Hooks(e.into()))?;
     if !layer_attributable(points[0]) {
         return Err(Error::Invalid(format!(
-            "a layer sweep at {kind:?}: use resid_pre, resid_mid, resid_post, attn_out, mlp_out, pre or post"
+            "a layer sweep at {kind}: use resid_pre, resid_mid, resid_post, attn_out, mlp_out, pre or post"
         )));
     }
     let mut hooks = HookSet::new();

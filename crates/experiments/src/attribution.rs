@@ -34,7 +34,7 @@ pub fn attribution_patch(
     let mut hooks = HookSet::new();
     hooks.capture(Selector::points(points.clone())?);
     hooks.grad(Selector::points(points.clone())?);
-    let (_, grads) = hooks.run_with_grads(model, corrupted, |logits| metric.score(logits))?;
+    let (_, grads) = hooks.try_run_with_grads(model, corrupted, |logits| metric.score(logits))?;
     let corrupted_cache = hooks.take_cache();
     let mut out = Vec::with_capacity(sweeps.len());
     for &sweep in sweeps {

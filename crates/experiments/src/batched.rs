@@ -17,7 +17,9 @@
 use burn::tensor::{Bool, Tensor, TensorData};
 use burnlens_hooks::act::{head_axis, pos_axis};
 use burnlens_hooks::{ActivationCache, HookSet, Intervention, Selector};
-use burnlens_model::{ForwardContext, Gpt2, HookPoint, Hooks, LayerKv, NoHooks, TokenBatch};
+use burnlens_model::{
+    ForwardContext, Gpt2, HookKind, HookPoint, Hooks, LayerKv, NoHooks, TokenBatch,
+};
 
 use crate::error::Result;
 use crate::patching::{Patch, PatchMetric, host_scores};
@@ -43,9 +45,9 @@ impl Baseline {
             hooks.intervene(point, intervention)?;
         }
         hooks.capture(
-            Selector::kind("resid_pre")
-                .or(Selector::kind("k"))
-                .or(Selector::kind("v")),
+            Selector::kind(HookKind::ResidPre)
+                .or(Selector::kind(HookKind::K))
+                .or(Selector::kind(HookKind::V)),
         );
         let logits = hooks.run(model, corrupted)?;
         Ok(Self {
@@ -179,7 +181,7 @@ fn run_chunk(
     if metric.last_position_only() {
         let logits = model.unembed(resid.narrow(1, t - 1, 1), &mut NoHooks)?;
         for i in 0..chunk.len() {
-            scores.push(metric.score(logits.clone().narrow(0, i * b, b)));
+            scores.push(metric.score(logits.clone().narrow(0, i * b, b))?);
         }
     } else {
         for i in 0..chunk.len() {
@@ -189,7 +191,7 @@ fn run_chunk(
                 let prefix = base.logits.clone().narrow(1, 0, from);
                 logits = Tensor::cat(vec![prefix, logits], 1);
             }
-            scores.push(metric.score(logits));
+            scores.push(metric.score(logits)?);
         }
     }
     debug_assert_eq!(rows, chunk.len() * b);

@@ -4,7 +4,7 @@
 //! the last layer's readout is the model's output exactly.
 
 use burn::tensor::activation::softmax;
-use burnlens_hooks::{HookPoint, Selector, run_with_cache};
+use burnlens_hooks::{HookKind, HookPoint, Selector, run_with_cache};
 use burnlens_metrics::{Candidate, token_probs, token_ranks, top_k};
 use burnlens_model::{Gpt2, NoHooks, TokenBatch};
 use serde::Serialize;
@@ -48,7 +48,8 @@ pub fn logit_lens(
         )));
     }
     let row0 = TokenBatch::single(batch.row(0))?;
-    let selector = Selector::kind("resid_pre").or(Selector::point(HookPoint::ResidPost(n - 1))?);
+    let selector =
+        Selector::kind(HookKind::ResidPre).or(Selector::point(HookPoint::ResidPost(n - 1))?);
     let (_, cache) = run_with_cache(model, &row0, selector)?;
     let stack = cache.accumulated_resid(model, None, false, false, false)?;
     let [c, _, t, d] = stack.stack.dims();

@@ -10,7 +10,7 @@
 use burn::tensor::{Tensor, TensorData};
 use burnlens_hooks::{ActivationCache, HookSet, Intervention};
 use burnlens_metrics::{last_position, logit_diff, normalized_patch_score};
-use burnlens_model::{Gpt2, HookPoint, TokenBatch};
+use burnlens_model::{Gpt2, HookKind, HookPoint, TokenBatch};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -50,11 +50,13 @@ impl PatchIndex {
     }
 }
 
-/// A patching sweep: a hook kind (`"resid_pre"`, `"z"`, `"pattern"`, …) and its index axes.
+/// A patching sweep: a hook kind ([`HookKind::ResidPre`], [`HookKind::Z`], …) and its index
+/// axes. The named sweeps are TransformerLens's `get_act_patch_*` functions; `Display` and
+/// `FromStr` use their names without the prefix (`resid_pre`, `head_out_all_pos`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Sweep {
-    /// The shorthand kind of the patched hook point.
-    pub kind: &'static str,
+    /// The kind of the patched hook point (a per-block kind).
+    pub kind: HookKind,
     /// The axes iterated over.
     pub index: PatchIndex,
 }
@@ -62,77 +64,77 @@ pub struct Sweep {
 impl Sweep {
     /// `get_act_patch_resid_pre`: `[layer, pos]`.
     pub const RESID_PRE: Sweep = Sweep {
-        kind: "resid_pre",
+        kind: HookKind::ResidPre,
         index: PatchIndex::LayerPos,
     };
     /// `get_act_patch_resid_mid`: `[layer, pos]`.
     pub const RESID_MID: Sweep = Sweep {
-        kind: "resid_mid",
+        kind: HookKind::ResidMid,
         index: PatchIndex::LayerPos,
     };
     /// Block outputs by position: `[layer, pos]`.
     pub const RESID_POST: Sweep = Sweep {
-        kind: "resid_post",
+        kind: HookKind::ResidPost,
         index: PatchIndex::LayerPos,
     };
     /// `get_act_patch_attn_out`: `[layer, pos]`.
     pub const ATTN_OUT: Sweep = Sweep {
-        kind: "attn_out",
+        kind: HookKind::AttnOut,
         index: PatchIndex::LayerPos,
     };
     /// `get_act_patch_mlp_out`: `[layer, pos]`.
     pub const MLP_OUT: Sweep = Sweep {
-        kind: "mlp_out",
+        kind: HookKind::MlpOut,
         index: PatchIndex::LayerPos,
     };
     /// `get_act_patch_attn_head_out_all_pos` (patching `z`): `[layer, head]`.
     pub const HEAD_OUT_ALL_POS: Sweep = Sweep {
-        kind: "z",
+        kind: HookKind::Z,
         index: PatchIndex::LayerHead,
     };
     /// `get_act_patch_attn_head_q_all_pos`.
     pub const HEAD_Q_ALL_POS: Sweep = Sweep {
-        kind: "q",
+        kind: HookKind::Q,
         index: PatchIndex::LayerHead,
     };
     /// `get_act_patch_attn_head_k_all_pos`.
     pub const HEAD_K_ALL_POS: Sweep = Sweep {
-        kind: "k",
+        kind: HookKind::K,
         index: PatchIndex::LayerHead,
     };
     /// `get_act_patch_attn_head_v_all_pos`.
     pub const HEAD_V_ALL_POS: Sweep = Sweep {
-        kind: "v",
+        kind: HookKind::V,
         index: PatchIndex::LayerHead,
     };
     /// `get_act_patch_attn_head_pattern_all_pos`.
     pub const HEAD_PATTERN_ALL_POS: Sweep = Sweep {
-        kind: "pattern",
+        kind: HookKind::Pattern,
         index: PatchIndex::LayerHead,
     };
     /// `get_act_patch_attn_head_out_by_pos`: `[layer, pos, head]`.
     pub const HEAD_OUT_BY_POS: Sweep = Sweep {
-        kind: "z",
+        kind: HookKind::Z,
         index: PatchIndex::LayerPosHead,
     };
     /// `get_act_patch_attn_head_q_by_pos`.
     pub const HEAD_Q_BY_POS: Sweep = Sweep {
-        kind: "q",
+        kind: HookKind::Q,
         index: PatchIndex::LayerPosHead,
     };
     /// `get_act_patch_attn_head_k_by_pos`.
     pub const HEAD_K_BY_POS: Sweep = Sweep {
-        kind: "k",
+        kind: HookKind::K,
         index: PatchIndex::LayerPosHead,
     };
     /// `get_act_patch_attn_head_v_by_pos`.
     pub const HEAD_V_BY_POS: Sweep = Sweep {
-        kind: "v",
+        kind: HookKind::V,
         index: PatchIndex::LayerPosHead,
     };
     /// `get_act_patch_attn_head_pattern_by_pos`: `[layer, head_index, dest_pos]`.
     pub const HEAD_PATTERN_BY_POS: Sweep = Sweep {
-        kind: "pattern",
+        kind: HookKind::Pattern,
         index: PatchIndex::LayerHeadDestPos,
     };
     /// `get_act_patch_block_every`: resid_pre, attn_out, mlp_out.
@@ -145,6 +147,79 @@ impl Sweep {
         Self::HEAD_V_ALL_POS,
         Self::HEAD_PATTERN_ALL_POS,
     ];
+}
+
+impl Sweep {
+    /// Every named sweep, with its name (TransformerLens's `get_act_patch_<name>`).
+    pub const NAMED: [(&'static str, Sweep); 15] = [
+        ("resid_pre", Sweep::RESID_PRE),
+        ("resid_mid", Sweep::RESID_MID),
+        ("resid_post", Sweep::RESID_POST),
+        ("attn_out", Sweep::ATTN_OUT),
+        ("mlp_out", Sweep::MLP_OUT),
+        ("head_out_all_pos", Sweep::HEAD_OUT_ALL_POS),
+        ("head_q_all_pos", Sweep::HEAD_Q_ALL_POS),
+        ("head_k_all_pos", Sweep::HEAD_K_ALL_POS),
+        ("head_v_all_pos", Sweep::HEAD_V_ALL_POS),
+        ("head_pattern_all_pos", Sweep::HEAD_PATTERN_ALL_POS),
+        ("head_out_by_pos", Sweep::HEAD_OUT_BY_POS),
+        ("head_q_by_pos", Sweep::HEAD_Q_BY_POS),
+        ("head_k_by_pos", Sweep::HEAD_K_BY_POS),
+        ("head_v_by_pos", Sweep::HEAD_V_BY_POS),
+        ("head_pattern_by_pos", Sweep::HEAD_PATTERN_BY_POS),
+    ];
+
+    /// The sweep's name (`"resid_pre"`, `"head_out_by_pos"`, …), or `None` for a sweep
+    /// built by hand that TransformerLens does not name.
+    pub fn name(&self) -> Option<&'static str> {
+        Self::NAMED.iter().find(|(_, s)| s == self).map(|(n, _)| *n)
+    }
+
+    /// A comma-separated list of sweep names, where `block_every` and `head_all_pos_every`
+    /// stand for their groups (TransformerLens's `get_act_patch_block_every` and
+    /// `get_act_patch_attn_head_all_pos_every`).
+    ///
+    /// # Errors
+    /// A name that is no sweep ([`Error::UnknownSweep`], listing the names).
+    pub fn parse_list(list: &str) -> Result<Vec<Sweep>> {
+        let mut out = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "block_every" => out.extend(Sweep::BLOCK_EVERY),
+                "head_all_pos_every" => out.extend(Sweep::HEAD_ALL_POS_EVERY),
+                _ => out.push(name.parse()?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for Sweep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "{} by {}", self.kind, self.index.axes().join(" × ")),
+        }
+    }
+}
+
+impl std::str::FromStr for Sweep {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::NAMED
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, sweep)| *sweep)
+            .ok_or_else(|| Error::UnknownSweep {
+                name: s.to_string(),
+                known: Self::NAMED
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
 }
 
 /// A sweep's results: one metric value per index, row-major over `shape`.
@@ -174,13 +249,32 @@ impl PatchResult {
 
 /// A metric of one patched run's logits.
 ///
-/// Any `Fn(Tensor<3>) -> Tensor<1>` is one (reading every position); wrap it in
-/// [`LastPosition`] when it reads only the last position, which lets the batched engine skip
-/// the unembedding elsewhere.
+/// Any `Fn(Tensor<3>) -> Result<Tensor<1>, E>` is one (reading every position), for any
+/// error `E` that converts into a boxed error (this crate's, `burnlens::Error`, `anyhow`'s);
+/// wrap it in [`LastPosition`] when it reads only the last position, which lets the batched
+/// engine skip the unembedding elsewhere.
+///
+/// ```
+/// use burnlens_experiments::{LastPosition, PatchMetric};
+/// use burnlens_metrics::{last_position, logit_diff};
+/// use burnlens_model::burn::tensor::{Device, Tensor};
+///
+/// let metric = LastPosition::new(|logits: Tensor<3>| {
+///     Ok(logit_diff(last_position(logits), &[1], &[0])?.mean())
+/// });
+/// let logits = Tensor::<3>::from_floats([[[0.5, 2.0, 0.0]]], &Device::flex());
+/// let score: f32 = metric.score(logits)?.into_scalar();
+/// assert_eq!(score, 1.5);
+/// # Ok::<(), burnlens_experiments::Error>(())
+/// ```
 pub trait PatchMetric {
     /// The score of one run: logits `[batch, pos, vocab]` (`pos` = 1, the last position, when
     /// [`PatchMetric::last_position_only`]) to a tensor of shape `[1]`.
-    fn score(&self, logits: Tensor<3>) -> Tensor<1>;
+    ///
+    /// # Errors
+    /// Whatever the metric reports (token ids outside the vocabulary, …); a sweep stops at
+    /// the first error and returns it.
+    fn score(&self, logits: Tensor<3>) -> Result<Tensor<1>>;
 
     /// Whether the metric reads only the last position's logits.
     fn last_position_only(&self) -> bool {
@@ -188,19 +282,49 @@ pub trait PatchMetric {
     }
 }
 
-impl<F: Fn(Tensor<3>) -> Tensor<1>> PatchMetric for F {
-    fn score(&self, logits: Tensor<3>) -> Tensor<1> {
-        self(logits)
+/// A metric closure's error as this crate's: its own errors stay as they are, any other
+/// becomes [`Error::Metric`]'s boxed form.
+fn metric_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
+    match e.into().downcast::<Error>() {
+        Ok(own) => *own,
+        Err(other) => Error::CustomMetric(other),
+    }
+}
+
+impl<F, E> PatchMetric for F
+where
+    F: Fn(Tensor<3>) -> std::result::Result<Tensor<1>, E>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn score(&self, logits: Tensor<3>) -> Result<Tensor<1>> {
+        self(logits).map_err(metric_error)
     }
 }
 
 /// A metric that reads only the last position: it is given logits `[batch, 1, vocab]`.
 pub struct LastPosition<F>(pub F);
 
-impl<F: Fn(Tensor<3>) -> Tensor<1>> PatchMetric for LastPosition<F> {
-    fn score(&self, logits: Tensor<3>) -> Tensor<1> {
+impl<F> LastPosition<F>
+where
+    F: Fn(Tensor<3>) -> Result<Tensor<1>>,
+{
+    /// Wraps `f`, a closure returning this crate's `Result`: the constructor tells the
+    /// compiler the closure's error type, so a closure using `?` on metric, hook or model
+    /// errors needs no annotation. (`LastPosition(f)` takes a closure with any error type,
+    /// annotated.)
+    pub fn new(f: F) -> Self {
+        Self(f)
+    }
+}
+
+impl<F, E> PatchMetric for LastPosition<F>
+where
+    F: Fn(Tensor<3>) -> std::result::Result<Tensor<1>, E>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn score(&self, logits: Tensor<3>) -> Result<Tensor<1>> {
         let [b, t, v] = logits.dims();
-        (self.0)(logits.slice([0..b, t - 1..t, 0..v]))
+        (self.0)(logits.slice([0..b, t - 1..t, 0..v])).map_err(metric_error)
     }
 
     fn last_position_only(&self) -> bool {
@@ -260,12 +384,9 @@ impl NormalizedLogitDiff {
 }
 
 impl PatchMetric for NormalizedLogitDiff {
-    fn score(&self, logits: Tensor<3>) -> Tensor<1> {
-        // Ids and batch size were checked against the same model's logits in `new`.
-        let ld = logit_diff(last_position(logits), &self.answer, &self.foil)
-            .expect("answer and foil ids checked in NormalizedLogitDiff::new")
-            .mean();
-        (ld - self.corrupted) / (self.clean - self.corrupted)
+    fn score(&self, logits: Tensor<3>) -> Result<Tensor<1>> {
+        let ld = logit_diff(last_position(logits), &self.answer, &self.foil)?.mean();
+        Ok((ld - self.corrupted) / (self.clean - self.corrupted))
     }
 
     fn last_position_only(&self) -> bool {
@@ -429,7 +550,7 @@ pub fn patch_sweep_with(
 /// The hook point of `sweep` at every layer.
 pub(crate) fn sweep_points(sweep: Sweep, n_layers: usize) -> Result<Vec<HookPoint>> {
     (0..n_layers)
-        .map(|l| HookPoint::from_kind(sweep.kind, Some(l)))
+        .map(|l| sweep.kind.at(l))
         .collect::<Result<_, _>>()
         .map_err(|e| Error::Hooks(burnlens_hooks::Error::from(e)))
 }
@@ -479,7 +600,7 @@ fn naive(
             hooks.intervene(point, intervention)?;
         }
         let logits = hooks.run(model, corrupted)?;
-        values.extend(host_scores(vec![metric.score(logits)])?);
+        values.extend(host_scores(vec![metric.score(logits)?])?);
         observe(done + 1, patches.len());
     }
     Ok(values)

@@ -22,7 +22,7 @@ use burnlens_hooks::intervene::{gaussian, uniform};
 use burnlens_hooks::{Act, Intervention, Selector, run_with_cache};
 use burnlens_metrics::{last_position, token_probs};
 use burnlens_model::weights::{RawTensor, read_safetensors, write_safetensors};
-use burnlens_model::{Gpt2, Gpt2Tokenizer, HookPoint, TokenBatch};
+use burnlens_model::{Gpt2, Gpt2Tokenizer, HookKind, HookPoint, TokenBatch};
 use serde::Serialize;
 
 use crate::batched::{Baseline, run};
@@ -55,11 +55,11 @@ impl TraceKind {
     }
 
     /// The hook kind restored.
-    pub fn hook_kind(&self) -> &'static str {
+    pub fn hook_kind(&self) -> HookKind {
         match self {
-            TraceKind::State => "resid_post",
-            TraceKind::Mlp => "mlp_out",
-            TraceKind::Attn => "attn_out",
+            TraceKind::State => HookKind::ResidPost,
+            TraceKind::Mlp => HookKind::MlpOut,
+            TraceKind::Attn => HookKind::AttnOut,
         }
     }
 
@@ -349,7 +349,7 @@ pub fn causal_trace(
         .iter()
         .map(|k| Selector::kind(k.hook_kind()))
         .reduce(Selector::or)
-        .unwrap_or_else(|| Selector::kind("resid_post"));
+        .unwrap_or_else(|| Selector::kind(HookKind::ResidPost));
     let (clean_logits, clean_cache) = run_with_cache(model, &clean, selector)?;
     let last = last_position(clean_logits);
     let answer_id = last.clone().argmax(1).into_scalar::<i64>() as u32;
@@ -369,10 +369,8 @@ pub fn causal_trace(
     let batch = TokenBatch::new(vec![prompt.ids.clone(); samples], None)?;
     let base = Baseline::new(model, &batch, Some((HookPoint::Embed, corrupt)))?;
     let answers = vec![answer_id; samples];
-    let metric = LastPosition(|logits: Tensor<3>| {
-        token_probs(last_position(logits), &answers)
-            .expect("answer id comes from the model's own logits")
-            .mean()
+    let metric = LastPosition::new(|logits: Tensor<3>| {
+        Ok(token_probs(last_position(logits), &answers)?.mean())
     });
     let low_score = token_probs(last_position(base.logits.clone()), &answers)?
         .mean()
@@ -381,7 +379,7 @@ pub fn causal_trace(
     let mut tables = Vec::with_capacity(kinds.len());
     for (k, kind) in kinds.iter().enumerate() {
         let points: Vec<HookPoint> = (0..n_layers)
-            .map(|l| HookPoint::from_kind(kind.hook_kind(), Some(l)))
+            .map(|l| kind.hook_kind().at(l))
             .collect::<Result<_, _>>()
             .map_err(|e| Error::Hooks(e.into()))?;
         let patches: Vec<Patch> = (0..t)

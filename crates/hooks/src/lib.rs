@@ -29,9 +29,9 @@ pub mod select;
 pub mod set;
 
 pub use act::Act;
-pub use burnlens_model::{HookPoint, Hooks, IntoHookPoint, NoHooks};
+pub use burnlens_model::{HookKind, HookPoint, Hooks, IntoHookPoint, NoHooks};
 pub use cache::{ActivationCache, ResidMode, ResidStack};
 pub use error::{Error, Result};
 pub use intervene::Intervention;
 pub use select::{Positions, Selector};
-pub use set::{HookSet, run_with_cache};
+pub use set::{HookSet, RunWithCache, run_with_cache};

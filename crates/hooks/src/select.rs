@@ -4,7 +4,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use burnlens_model::{HookPoint, IntoHookPoint};
+use burnlens_model::{HookKind, HookPoint, IntoHookPoint};
 
 use crate::error::Result;
 
@@ -89,9 +89,8 @@ impl Selector {
         })
     }
 
-    /// The points of one shorthand kind (`"resid_pre"`, `"pattern"`, …) in every block.
-    pub fn kind(kind: &str) -> Self {
-        let kind = kind.to_string();
+    /// The points of one kind ([`HookKind::ResidPre`], [`HookKind::Pattern`], …) in every block.
+    pub fn kind(kind: HookKind) -> Self {
         Self::predicate(&format!("kind {kind}"), move |p| p.kind() == kind)
     }
 

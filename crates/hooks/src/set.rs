@@ -182,25 +182,41 @@ impl HookSet {
         batch: &TokenBatch,
         metric: impl FnOnce(Tensor<3>) -> Tensor<1>,
     ) -> Result<(f32, ActivationCache)> {
+        self.try_run_with_grads(model, batch, |logits| Ok::<_, Error>(metric(logits)))
+    }
+
+    /// [`HookSet::run_with_grads`] with a metric that may fail; its error is returned as it is.
+    ///
+    /// # Errors
+    /// The metric's error, and those of [`HookSet::run_with_grads`].
+    pub fn try_run_with_grads<E: From<Error>>(
+        &mut self,
+        model: &Gpt2,
+        batch: &TokenBatch,
+        metric: impl FnOnce(Tensor<3>) -> std::result::Result<Tensor<1>, E>,
+    ) -> std::result::Result<(f32, ActivationCache), E> {
         self.leaves.clear();
         let logits = self.run(model, batch)?;
         if self.leaves.is_empty() {
             return Err(Error::Shape(
                 "no gradient point was reached: add points with HookSet::grad".into(),
-            ));
+            )
+            .into());
         }
-        let value = metric(logits);
+        let value = metric(logits)?;
         if !value.is_tracked() {
             return Err(Error::Shape(
                 "the metric does not depend on any gradient point (is it computed from the logits?)"
                     .into(),
-            ));
+            )
+            .into());
         }
         if value.dims() != [1] {
             return Err(Error::Shape(format!(
                 "the metric must return one number (shape [1]), not shape {:?}",
                 value.dims()
-            )));
+            ))
+            .into());
         }
         let grads: Gradients = value.backward();
         let number = value.inner().into_scalar::<f32>();
@@ -365,4 +381,42 @@ pub fn run_with_cache(
     set.capture(selector);
     let logits = set.run(model, batch)?;
     Ok((logits, set.take_cache()))
+}
+
+/// [`run_with_cache`] as a method of a model or a loaded model, so that
+/// `lm.run_with_cache(&batch, Selector::all())` reads as TransformerLens's
+/// `model.run_with_cache(tokens)` (the `burnlens` prelude brings it into scope).
+pub trait RunWithCache {
+    /// Runs the forward pass capturing every point `selector` matches.
+    ///
+    /// # Shapes
+    /// - output: logits `[batch, pos, vocab]` and the cache
+    ///
+    /// # Errors
+    /// As [`HookSet::run`].
+    fn run_with_cache(
+        &self,
+        batch: &TokenBatch,
+        selector: Selector,
+    ) -> Result<(Tensor<3>, ActivationCache)>;
+}
+
+impl RunWithCache for Gpt2 {
+    fn run_with_cache(
+        &self,
+        batch: &TokenBatch,
+        selector: Selector,
+    ) -> Result<(Tensor<3>, ActivationCache)> {
+        run_with_cache(self, batch, selector)
+    }
+}
+
+impl RunWithCache for burnlens_model::LoadedModel {
+    fn run_with_cache(
+        &self,
+        batch: &TokenBatch,
+        selector: Selector,
+    ) -> Result<(Tensor<3>, ActivationCache)> {
+        run_with_cache(&self.model, batch, selector)
+    }
 }

@@ -93,6 +93,205 @@ pub enum HookPoint {
     UnembedOut,
 }
 
+/// What a hook point is, without its layer: `resid_pre`, `pattern`, `embed`, …
+///
+/// `Display` and `FromStr` use TransformerLens's shorthand (the names `utils.get_act_name`
+/// takes; its aliases `attn`, `attn_logits`, `query`, `key`, `value`, `mlp_pre`, `mlp_post`
+/// are accepted too); [`HookKind::at`] places a per-block kind in a block.
+///
+/// ```
+/// use burnlens_model::{HookKind, HookPoint};
+///
+/// let kind: HookKind = "resid_pre".parse()?;
+/// assert_eq!(kind.at(3)?, HookPoint::ResidPre(3));
+/// assert_eq!(HookPoint::Pattern(1).kind().to_string(), "pattern");
+/// assert_eq!("attn".parse::<HookKind>()?, HookKind::Pattern);
+/// # Ok::<(), burnlens_model::UnknownHookPoint>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum HookKind {
+    /// The kind of [`HookPoint::Embed`].
+    Embed,
+    /// The kind of [`HookPoint::PosEmbed`].
+    PosEmbed,
+    /// The kind of [`HookPoint::ResidPre`].
+    ResidPre,
+    /// The kind of [`HookPoint::AttnIn`].
+    AttnIn,
+    /// The kind of [`HookPoint::QInput`].
+    QInput,
+    /// The kind of [`HookPoint::KInput`].
+    KInput,
+    /// The kind of [`HookPoint::VInput`].
+    VInput,
+    /// The kind of [`HookPoint::Ln1Scale`].
+    Ln1Scale,
+    /// The kind of [`HookPoint::Ln1Normalized`].
+    Ln1Normalized,
+    /// The kind of [`HookPoint::Q`].
+    Q,
+    /// The kind of [`HookPoint::K`].
+    K,
+    /// The kind of [`HookPoint::V`].
+    V,
+    /// The kind of [`HookPoint::AttnScores`].
+    AttnScores,
+    /// The kind of [`HookPoint::Pattern`].
+    Pattern,
+    /// The kind of [`HookPoint::Z`].
+    Z,
+    /// The kind of [`HookPoint::Result`].
+    Result,
+    /// The kind of [`HookPoint::AttnOut`].
+    AttnOut,
+    /// The kind of [`HookPoint::ResidMid`].
+    ResidMid,
+    /// The kind of [`HookPoint::MlpIn`].
+    MlpIn,
+    /// The kind of [`HookPoint::Ln2Scale`].
+    Ln2Scale,
+    /// The kind of [`HookPoint::Ln2Normalized`].
+    Ln2Normalized,
+    /// The kind of [`HookPoint::MlpPre`].
+    MlpPre,
+    /// The kind of [`HookPoint::MlpPost`].
+    MlpPost,
+    /// The kind of [`HookPoint::MlpOut`].
+    MlpOut,
+    /// The kind of [`HookPoint::ResidPost`].
+    ResidPost,
+    /// The kind of [`HookPoint::LnFinalScale`].
+    LnFinalScale,
+    /// The kind of [`HookPoint::LnFinalNormalized`].
+    LnFinalNormalized,
+    /// The kind of [`HookPoint::UnembedIn`].
+    UnembedIn,
+    /// The kind of [`HookPoint::UnembedOut`].
+    UnembedOut,
+}
+
+impl HookKind {
+    /// Every kind, in forward order.
+    pub const ALL: [HookKind; 29] = {
+        use HookKind as K;
+        [
+            K::Embed,
+            K::PosEmbed,
+            K::ResidPre,
+            K::AttnIn,
+            K::QInput,
+            K::KInput,
+            K::VInput,
+            K::Ln1Scale,
+            K::Ln1Normalized,
+            K::Q,
+            K::K,
+            K::V,
+            K::AttnScores,
+            K::Pattern,
+            K::Z,
+            K::Result,
+            K::AttnOut,
+            K::ResidMid,
+            K::MlpIn,
+            K::Ln2Scale,
+            K::Ln2Normalized,
+            K::MlpPre,
+            K::MlpPost,
+            K::MlpOut,
+            K::ResidPost,
+            K::LnFinalScale,
+            K::LnFinalNormalized,
+            K::UnembedIn,
+            K::UnembedOut,
+        ]
+    };
+
+    /// Whether points of this kind are inside a block (and so need a layer).
+    pub fn is_per_block(self) -> bool {
+        !GLOBAL_KINDS.iter().any(|g| g.2.kind() == self)
+    }
+
+    /// The point of this per-block kind in block `layer`.
+    ///
+    /// # Errors
+    /// A kind outside the blocks (`embed`, `pos_embed`, `ln_final.*`, `unembed_*`).
+    pub fn at(self, layer: usize) -> Result<HookPoint, UnknownHookPoint> {
+        self.point(Some(layer))
+    }
+
+    /// The point of this kind: in block `layer` for a per-block kind, `None` for the others.
+    ///
+    /// # Errors
+    /// A per-block kind without a layer, or a global kind with one.
+    pub fn point(self, layer: Option<usize>) -> Result<HookPoint, UnknownHookPoint> {
+        let shown = || match layer {
+            Some(l) => format!("({:?}, {l})", self.name()),
+            None => self.name().to_string(),
+        };
+        if let Some(g) = GLOBAL_KINDS.iter().find(|g| g.2.kind() == self) {
+            return match layer {
+                None => Ok(g.2),
+                Some(_) => Err(UnknownHookPoint(format!("{} (no layer)", shown()))),
+            };
+        }
+        let k = BLOCK_KINDS
+            .iter()
+            .find(|k| (k.make)(0).kind() == self)
+            .expect("every per-block kind is listed");
+        match layer {
+            Some(l) => Ok((k.make)(l)),
+            None => Err(UnknownHookPoint(format!("{} (needs a layer)", shown()))),
+        }
+    }
+
+    /// The shorthand, e.g. `"resid_pre"`, `"pattern"`, `"ln1.scale"`, `"embed"`.
+    pub fn name(self) -> &'static str {
+        GLOBAL_KINDS
+            .iter()
+            .find(|g| g.2.kind() == self)
+            .map(|g| g.1)
+            .or_else(|| {
+                BLOCK_KINDS
+                    .iter()
+                    .find(|k| (k.make)(0).kind() == self)
+                    .map(|k| k.short)
+            })
+            .expect("every kind is listed")
+    }
+}
+
+impl fmt::Display for HookKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for HookKind {
+    type Err = UnknownHookPoint;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let short = ALIASES.iter().find(|a| a.0 == s).map_or(s, |a| a.1);
+        HookKind::ALL
+            .into_iter()
+            .find(|k| k.name() == short)
+            .ok_or_else(|| {
+                UnknownHookPoint(format!(
+                    "{s} (not a hook kind; kinds are {})",
+                    HookKind::ALL.map(HookKind::name).join(", ")
+                ))
+            })
+    }
+}
+
+/// Serialized as its shorthand.
+impl serde::Serialize for HookKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// A per-block hook kind: its name after `blocks.{l}.`, its shorthand, its constructor and
 /// whether TransformerLens computes it by default.
 struct BlockKind {
@@ -211,17 +410,40 @@ impl HookPoint {
         self.block_kind().is_none_or(|k| k.default)
     }
 
-    /// The shorthand kind, e.g. `"resid_pre"`, `"pattern"`, `"ln1.scale"`, `"embed"`.
-    pub fn kind(&self) -> &'static str {
-        match self.block_kind() {
-            Some(k) => k.short,
-            None => {
-                GLOBAL_KINDS
-                    .iter()
-                    .find(|g| g.2 == *self)
-                    .expect("every global point is listed")
-                    .1
-            }
+    /// The kind of this point (its shorthand is `kind().to_string()`, e.g. `"resid_pre"`).
+    pub fn kind(&self) -> HookKind {
+        use HookKind as K;
+        use HookPoint as P;
+        match *self {
+            P::Embed => K::Embed,
+            P::PosEmbed => K::PosEmbed,
+            P::ResidPre(_) => K::ResidPre,
+            P::AttnIn(_) => K::AttnIn,
+            P::QInput(_) => K::QInput,
+            P::KInput(_) => K::KInput,
+            P::VInput(_) => K::VInput,
+            P::Ln1Scale(_) => K::Ln1Scale,
+            P::Ln1Normalized(_) => K::Ln1Normalized,
+            P::Q(_) => K::Q,
+            P::K(_) => K::K,
+            P::V(_) => K::V,
+            P::AttnScores(_) => K::AttnScores,
+            P::Pattern(_) => K::Pattern,
+            P::Z(_) => K::Z,
+            P::Result(_) => K::Result,
+            P::AttnOut(_) => K::AttnOut,
+            P::ResidMid(_) => K::ResidMid,
+            P::MlpIn(_) => K::MlpIn,
+            P::Ln2Scale(_) => K::Ln2Scale,
+            P::Ln2Normalized(_) => K::Ln2Normalized,
+            P::MlpPre(_) => K::MlpPre,
+            P::MlpPost(_) => K::MlpPost,
+            P::MlpOut(_) => K::MlpOut,
+            P::ResidPost(_) => K::ResidPost,
+            P::LnFinalScale => K::LnFinalScale,
+            P::LnFinalNormalized => K::LnFinalNormalized,
+            P::UnembedIn => K::UnembedIn,
+            P::UnembedOut => K::UnembedOut,
         }
     }
 
@@ -234,26 +456,10 @@ impl HookPoint {
     /// # Errors
     /// An unknown kind, a per-block kind without a layer, or a global kind with one.
     pub fn from_kind(kind: &str, layer: Option<usize>) -> Result<HookPoint, UnknownHookPoint> {
-        let kind = ALIASES.iter().find(|a| a.0 == kind).map_or(kind, |a| a.1);
-        let shown = || match layer {
-            Some(l) => format!("({kind:?}, {l})"),
-            None => kind.to_string(),
-        };
-        if let Some(g) = GLOBAL_KINDS.iter().find(|g| g.1 == kind) {
-            return match layer {
-                None => Ok(g.2),
-                Some(_) => Err(UnknownHookPoint(format!("{} (no layer)", shown()))),
-            };
-        }
-        if let Some(k) = BLOCK_KINDS.iter().find(|k| k.short == kind) {
-            return match layer {
-                Some(l) => Ok((k.make)(l)),
-                None => Err(UnknownHookPoint(format!("{} (needs a layer)", shown()))),
-            };
-        }
-        match layer {
-            None => kind.parse(),
-            Some(_) => Err(UnknownHookPoint(shown())),
+        match (kind.parse::<HookKind>(), layer) {
+            (Ok(k), _) => k.point(layer),
+            (Err(_), None) => kind.parse(),
+            (Err(_), Some(l)) => Err(UnknownHookPoint(format!("({kind:?}, {l})"))),
         }
     }
 
@@ -378,6 +584,12 @@ impl IntoHookPoint for &str {
 impl IntoHookPoint for &String {
     fn into_hook_point(self) -> Result<HookPoint, UnknownHookPoint> {
         self.parse()
+    }
+}
+
+impl IntoHookPoint for (HookKind, usize) {
+    fn into_hook_point(self) -> Result<HookPoint, UnknownHookPoint> {
+        self.0.at(self.1)
     }
 }
 
@@ -509,7 +721,10 @@ mod tests {
         for p in HookPoint::every(3) {
             let name = p.to_string();
             assert_eq!(name.parse::<HookPoint>().unwrap(), p, "{name}");
-            assert_eq!(HookPoint::from_kind(p.kind(), p.layer()).unwrap(), p);
+            assert_eq!(p.kind().point(p.layer()).unwrap(), p, "{name}");
+            let short = p.kind().to_string();
+            assert_eq!(short.parse::<HookKind>().unwrap(), p.kind(), "{short}");
+            assert_eq!(HookPoint::from_kind(&short, p.layer()).unwrap(), p);
         }
         assert_eq!(
             HookPoint::Pattern(3).to_string(),
@@ -554,6 +769,18 @@ mod tests {
             assert_eq!(HookPoint::from_kind(kind, layer).unwrap(), want, "{kind}");
         }
         assert_eq!(("z", 5).into_hook_point().unwrap(), Z(5));
+        assert_eq!((HookKind::Z, 5).into_hook_point().unwrap(), Z(5));
+        assert_eq!(HookKind::ALL.len(), HookPoint::every(1).len());
+        assert!(HookKind::ResidPre.is_per_block() && !HookKind::Embed.is_per_block());
+        assert!(HookKind::Embed.at(0).is_err() && HookKind::Z.point(None).is_err());
+        let err = "resid_sideways"
+            .parse::<HookKind>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("resid_sideways") && err.contains("resid_pre"),
+            "{err}"
+        );
         for (kind, layer) in [("resid_pre", None), ("embed", Some(0)), ("nope", Some(1))] {
             assert!(HookPoint::from_kind(kind, layer).is_err(), "{kind}");
         }

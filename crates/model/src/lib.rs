@@ -35,7 +35,7 @@ pub use cache::{KvCache, LayerKv};
 pub use config::{Activation, Gpt2Config};
 pub use error::{Error, Result};
 pub use generate::{Generated, GenerationConfig, Strategy};
-pub use hook::{HookPoint, Hooks, IntoHookPoint, NoHooks, UnknownHookPoint};
+pub use hook::{HookKind, HookPoint, Hooks, IntoHookPoint, NoHooks, UnknownHookPoint};
 pub use model::{ForwardContext, Gpt2, gelu_tanh};
 pub use process::WeightProcessing;
 pub use source::{LoadedModel, ModelSource, load, load_with};

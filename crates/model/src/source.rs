@@ -2,10 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
+use crate::batch::{PaddingSide, TokenBatch};
 use crate::config::Gpt2Config;
 use crate::error::{Error, Result};
+use crate::generate::GenerationConfig;
 use crate::model::Gpt2;
 use crate::tokenizer::Gpt2Tokenizer;
 
@@ -59,6 +61,86 @@ pub struct LoadedModel {
     pub tokenizer: Gpt2Tokenizer,
     /// The directory the files were read from.
     pub dir: PathBuf,
+}
+
+impl LoadedModel {
+    /// The token ids of `text`, with no BOS prepended (as `transformers` tokenizes; see
+    /// [`Gpt2Tokenizer::encode`] to prepend one).
+    ///
+    /// # Errors
+    /// Tokenizer errors.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text, false)
+    }
+
+    /// A one-row batch of `text` ([`LoadedModel::encode`]).
+    ///
+    /// # Errors
+    /// A text that encodes to no tokens, and tokenizer errors.
+    pub fn batch(&self, text: &str) -> Result<TokenBatch> {
+        TokenBatch::single(&self.encode(text)?)
+    }
+
+    /// A batch of several texts, padded on the left with `<|endoftext|>` (so that every row's
+    /// last position is its last token, where next-token metrics read); positions come from
+    /// the mask, so padding leaves the real tokens' logits unchanged.
+    ///
+    /// # Errors
+    /// No texts, a text with no tokens, a tokenizer without `<|endoftext|>`, and tokenizer
+    /// errors.
+    pub fn batch_of(&self, texts: &[&str]) -> Result<TokenBatch> {
+        let rows = texts
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<Result<Vec<_>>>()?;
+        let pad = self
+            .tokenizer
+            .endoftext_id()
+            .ok_or_else(|| Error::Tokenizer {
+                path: self.dir.clone(),
+                message: "the tokenizer has no <|endoftext|> token to pad with".into(),
+            })?;
+        TokenBatch::padded(&rows, pad, PaddingSide::Left)
+    }
+
+    /// The id of `text`, which must be exactly one token (an answer such as `" Paris"`).
+    ///
+    /// # Errors
+    /// A text that is not one token.
+    pub fn token(&self, text: &str) -> Result<u32> {
+        self.tokenizer.single_token(text)
+    }
+
+    /// The logits of a batch (no hooks).
+    ///
+    /// # Shapes
+    /// - output: `[batch, pos, vocab]`
+    ///
+    /// # Errors
+    /// As [`Gpt2::forward`].
+    pub fn logits(&self, batch: &TokenBatch) -> Result<Tensor<3>> {
+        self.model.logits(batch)
+    }
+
+    /// Greedy continuation of `prompt` by up to `max_new_tokens` tokens, decoded (the prompt
+    /// itself not included). [`Gpt2::generate`] takes every other strategy.
+    ///
+    /// # Errors
+    /// As [`Gpt2::generate`], and tokenizer errors.
+    pub fn complete(&self, prompt: &str, max_new_tokens: usize) -> Result<String> {
+        let config = GenerationConfig {
+            max_new_tokens,
+            ..GenerationConfig::default()
+        };
+        let out = self.model.generate(&self.encode(prompt)?, &config)?;
+        let ids = out.first().map(|g| g.tokens.as_slice()).unwrap_or_default();
+        self.tokenizer.decode(ids)
+    }
+
+    /// The device the model's weights live on.
+    pub fn device(&self) -> Device {
+        self.model.device()
+    }
 }
 
 /// Loads a model and its tokenizer from a directory or hub id (see [`ModelSource::parse`]).

@@ -255,8 +255,8 @@ fn layer_sweep_columns_are_the_per_layer_attributions() {
     let (target, foil) = (268u32, 258u32);
     let f = AttributedFn::ContrastProbDiff;
     for (reduce, kind) in [
-        (TokenReduce::Sum, "mlp_out"),
-        (TokenReduce::L2Norm, "attn_out"),
+        (TokenReduce::Sum, burnlens_model::HookKind::MlpOut),
+        (TokenReduce::L2Norm, burnlens_model::HookKind::AttnOut),
     ] {
         let table = layer_sweep(&model, &prompt, target, Some(foil), f, kind, reduce).unwrap();
         let n = model.config.n_layer;
@@ -264,7 +264,7 @@ fn layer_sweep_columns_are_the_per_layer_attributions() {
         for layer in 0..n {
             // Each column is layer gradient × activation at that point (checked against Inseq
             // above), reduced per token.
-            let point = burnlens_model::HookPoint::from_kind(kind, Some(layer)).unwrap();
+            let point = kind.at(layer).unwrap();
             let a = attribute(
                 &model,
                 &prompt,
@@ -298,7 +298,7 @@ fn layer_sweep_columns_are_the_per_layer_attributions() {
         target,
         None,
         f,
-        "mlp_out",
+        burnlens_model::HookKind::MlpOut,
         TokenReduce::Sum,
     )
     .unwrap_err();
@@ -309,11 +309,11 @@ fn layer_sweep_columns_are_the_per_layer_attributions() {
         target,
         None,
         AttributedFn::Logit,
-        "pattern",
+        burnlens_model::HookKind::Pattern,
         TokenReduce::Sum,
     )
     .unwrap_err();
-    assert!(e.to_string().contains("layer sweep at \"pattern\""), "{e}");
+    assert!(e.to_string().contains("layer sweep at pattern"), "{e}");
 }
 
 #[test]

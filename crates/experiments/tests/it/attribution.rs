@@ -53,8 +53,8 @@ fn attribution_equals_finite_differences_of_exact_patching() {
         )
         .unwrap();
         let (answer, foil) = ([20u32, 30], [21u32, 33]);
-        let metric = LastPosition(|l: Tensor<3>| {
-            logit_diff(last_position(l), &answer, &foil).unwrap().mean()
+        let metric = LastPosition::new(|l: Tensor<3>| {
+            Ok(logit_diff(last_position(l), &answer, &foil)?.mean())
         });
         let all = Selector::every();
         let (_, clean_cache) = run_with_cache(&model, &clean, all.clone()).unwrap();

@@ -95,12 +95,9 @@ fn batched_engine_equals_the_naive_engine_on_every_backend() {
         )
         .unwrap();
         let (answer, foil) = ([20u32, 30], [21u32, 33]);
-        let ld = |logits: Tensor<3>| {
-            logit_diff(last_position(logits), &answer, &foil)
-                .unwrap()
-                .mean()
-        };
-        let last = LastPosition(ld);
+        let last = LastPosition::new(|logits: Tensor<3>| {
+            Ok(logit_diff(last_position(logits), &answer, &foil)?.mean())
+        });
         let d = compare(&model, &clean, &corrupted, &last, 128);
         assert!(d <= 1e-5, "{kind}: last-position metric, max diff {d}");
         if kind == burnlens_model::BackendKind::Wgpu {
@@ -109,11 +106,11 @@ fn batched_engine_equals_the_naive_engine_on_every_backend() {
             continue;
         }
         // A metric of every position (mean log-softmax entropy proxy), in small chunks.
-        let every = |logits: Tensor<3>| {
-            burn::tensor::activation::log_softmax(logits, 2)
+        let every = |logits: Tensor<3>| -> burnlens_experiments::Result<Tensor<1>> {
+            Ok(burn::tensor::activation::log_softmax(logits, 2)
                 .slice([0..2, 0..7, 20..21])
                 .mean()
-                .reshape([1])
+                .reshape([1]))
         };
         let d = compare(&model, &clean, &corrupted, &every, 6);
         assert!(d <= 1e-5, "{kind}: every-position metric, max diff {d}");
@@ -144,7 +141,9 @@ fn batched_engine_equals_the_naive_engine_with_padding() {
             side,
         )
         .unwrap();
-        let every = |logits: Tensor<3>| logits.slice([0..2, 0..6, 20..24]).mean().reshape([1]);
+        let every = |logits: Tensor<3>| -> burnlens_experiments::Result<Tensor<1>> {
+            Ok(logits.slice([0..2, 0..6, 20..24]).mean().reshape([1]))
+        };
         let d = compare(&model, &clean, &corrupted, &every, 16);
         assert!(d <= 1e-5, "{side:?} padding: max diff {d}");
     }

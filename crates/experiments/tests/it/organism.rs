@@ -8,13 +8,13 @@
 use crate::common::root;
 
 use burn::tensor::Tensor;
-use burnlens_datasets::{DualConfig, DualForm, generate_dual};
+use burnlens_datasets::{DualConfig, DualForm, Manifest, generate_dual};
 use burnlens_experiments::{
     CausalTrace, NoiseSpec, Sweep, TraceConfig, TraceKind, TracePrompt, average_indirect_effect,
     causal_trace, make_noise, patch_sweep, subject_embedding_std,
 };
 use burnlens_hooks::{Selector, run_with_cache};
-use burnlens_metrics::{last_position, logit_diff};
+use burnlens_metrics::{MetricError, last_position, logit_diff};
 use burnlens_model::{BackendKind, LoadedModel, TokenBatch, load};
 use serde_json::Value;
 
@@ -23,11 +23,8 @@ fn organism() -> LoadedModel {
     load(root().join("fixtures/organism").to_str().unwrap(), &device).unwrap()
 }
 
-fn manifest() -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(root().join("fixtures/organism/manifest.json")).unwrap(),
-    )
-    .unwrap()
+fn manifest() -> Manifest {
+    Manifest::load(&root().join("fixtures/organism")).unwrap()
 }
 
 /// Traces of the first facts of `known_facts.json` that the organism completes correctly.
@@ -144,8 +141,7 @@ fn causal_tracing_finds_romes_two_sites() {
 fn in_context_retrieval_moves_with_the_query_through_heads_at_the_last_position() {
     let lm = organism();
     let m = manifest();
-    let seed = m["retrieval_eval_seed"].as_u64().unwrap();
-    let planted = m["planted_retrieval"].as_bool().unwrap_or(false);
+    let (seed, planted) = (m.retrieval_eval_seed, m.planted_retrieval);
     let prompts = generate_dual(
         &DualConfig {
             form: DualForm::Retrieval,
@@ -162,14 +158,14 @@ fn in_context_retrieval_moves_with_the_query_through_heads_at_the_last_position(
             TokenBatch::single(&lm.tokenizer.encode(&p.corrupted, false).unwrap()).unwrap();
         let answer = [lm.tokenizer.single_token(&p.answer).unwrap()];
         let foil = [lm.tokenizer.single_token(&p.foil).unwrap()];
-        let metric = |logits: Tensor<3>| -> Tensor<1> {
-            logit_diff(last_position(logits), &answer, &foil)
-                .unwrap()
-                .mean()
+        let metric = |logits: Tensor<3>| -> Result<Tensor<1>, MetricError> {
+            Ok(logit_diff(last_position(logits), &answer, &foil)?.mean())
         };
         let (clean_logits, cache) = run_with_cache(&lm.model, &clean, Selector::all()).unwrap();
-        let clean_ld: f32 = metric(clean_logits).into_scalar();
-        let corrupted_ld: f32 = metric(lm.model.logits(&corrupted).unwrap()).into_scalar();
+        let clean_ld: f32 = metric(clean_logits).unwrap().into_scalar();
+        let corrupted_ld: f32 = metric(lm.model.logits(&corrupted).unwrap())
+            .unwrap()
+            .into_scalar();
         // Changing the queried name moves the answer to the other name's country.
         assert!(
             clean_ld > 0.0 && corrupted_ld < 0.0,
@@ -235,14 +231,12 @@ fn in_context_retrieval_moves_with_the_query_through_heads_at_the_last_position(
 /// reverted before the next), the keys' second moment from the organism's own corpus.
 #[test]
 fn rome_rewrites_planted_facts_without_touching_their_neighbours() {
-    use burnlens_datasets::{CorpusConfig, World};
     use burnlens_experiments::{
         EditCase, RomeConfig, case_scores, context_templates, rome_edit, second_moment, summarize,
     };
     let mut lm = organism();
     let m = manifest();
-    let world: World = serde_json::from_value(m["world"].clone()).unwrap();
-    let corpus: CorpusConfig = serde_json::from_value(m["corpus"].clone()).unwrap();
+    let (world, corpus) = (m.world, m.corpus);
     let texts: Vec<Vec<u32>> = world
         .corpus(&corpus, 1000, 11)
         .unwrap()

@@ -7,9 +7,9 @@ use common::{ids, root, tiny};
 use burn::tensor::Tensor;
 use burnlens_experiments::{Engine, PatchResult, Sweep, patch_sweep, patch_sweep_with};
 use burnlens_hooks::{Selector, run_with_cache};
-use burnlens_metrics::{last_position, logit_diff};
+use burnlens_metrics::{MetricError, last_position, logit_diff};
 use burnlens_model::weights::read_safetensors;
-use burnlens_model::{TokenBatch, available_devices};
+use burnlens_model::{HookKind, TokenBatch, available_devices};
 use serde_json::Value;
 
 fn rows(v: &Value) -> Vec<Vec<u32>> {
@@ -35,30 +35,22 @@ fn sweeps_match_transformer_lens_on_every_backend() {
     let clean = TokenBatch::new(rows(&json["clean"]), None).unwrap();
     let corrupted = TokenBatch::new(rows(&json["corrupted"]), None).unwrap();
     let (answer, foil) = (ids(&json["answer"]), ids(&json["foil"]));
-    let metric = |logits: Tensor<3>| -> Tensor<1> {
-        logit_diff(last_position(logits), &answer, &foil)
-            .unwrap()
-            .mean()
+    let metric = |logits: Tensor<3>| -> Result<Tensor<1>, MetricError> {
+        Ok(logit_diff(last_position(logits), &answer, &foil)?.mean())
     };
-    let sweeps = [
-        ("resid_pre", Sweep::RESID_PRE),
-        ("resid_mid", Sweep::RESID_MID),
-        ("attn_out", Sweep::ATTN_OUT),
-        ("mlp_out", Sweep::MLP_OUT),
-        ("head_out_all_pos", Sweep::HEAD_OUT_ALL_POS),
-        ("head_q_all_pos", Sweep::HEAD_Q_ALL_POS),
-        ("head_k_all_pos", Sweep::HEAD_K_ALL_POS),
-        ("head_v_all_pos", Sweep::HEAD_V_ALL_POS),
-        ("head_pattern_all_pos", Sweep::HEAD_PATTERN_ALL_POS),
-        ("head_out_by_pos", Sweep::HEAD_OUT_BY_POS),
-        ("head_pattern_by_pos", Sweep::HEAD_PATTERN_BY_POS),
-    ];
+    // The sweeps the reference has, by TransformerLens's names.
+    let sweeps = Sweep::parse_list(
+        "resid_pre,resid_mid,attn_out,mlp_out,head_all_pos_every,head_out_by_pos,head_pattern_by_pos",
+    )
+    .unwrap();
+    assert_eq!(sweeps.len(), 11);
     for (kind, device) in available_devices() {
         let model = tiny(&device);
         let (clean_logits, cache) = run_with_cache(&model, &clean, Selector::all()).unwrap();
         let clean_metric = json["clean_metric"].as_f64().unwrap() as f32;
-        assert!((metric(clean_logits).into_scalar::<f32>() - clean_metric).abs() < 1e-4);
-        for (name, sweep) in sweeps {
+        assert!((metric(clean_logits).unwrap().into_scalar::<f32>() - clean_metric).abs() < 1e-4);
+        for &sweep in &sweeps {
+            let name = sweep.name().unwrap();
             let got: PatchResult = patch_sweep_with(
                 &model,
                 &corrupted,
@@ -103,8 +95,8 @@ fn mismatched_runs_and_missing_cache_entries_are_errors() {
     let model = tiny(&device);
     let clean = TokenBatch::new(vec![vec![1, 2, 3, 4]], None).unwrap();
     let longer = TokenBatch::new(vec![vec![1, 2, 3, 4, 5]], None).unwrap();
-    let (_, cache) = run_with_cache(&model, &clean, Selector::kind("resid_pre")).unwrap();
-    let metric = |l: Tensor<3>| l.sum();
+    let (_, cache) = run_with_cache(&model, &clean, Selector::kind(HookKind::ResidPre)).unwrap();
+    let metric = |l: Tensor<3>| Ok::<_, MetricError>(l.sum());
     let err = patch_sweep(&model, &longer, &cache, Sweep::RESID_PRE, &metric)
         .unwrap_err()
         .to_string();
@@ -113,15 +105,53 @@ fn mismatched_runs_and_missing_cache_entries_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("blocks.0.hook_attn_out"), "{err}");
-    // An unknown site names itself.
+    // A sweep of a kind outside the blocks names the kind; an unknown sweep name lists the
+    // names there are.
     let nonsense = Sweep {
-        kind: "resid_sideways",
+        kind: HookKind::Embed,
         index: burnlens_experiments::PatchIndex::LayerPos,
     };
+    assert_eq!(nonsense.to_string(), "embed by layer × pos");
     let err = patch_sweep(&model, &clean, &cache, nonsense, &metric)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("resid_sideways"), "{err}");
+    assert!(err.contains("embed") && err.contains("no layer"), "{err}");
+    let err = Sweep::parse_list("resid_pre, resid_sideways")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("resid_sideways") && err.contains("head_out_by_pos"),
+        "{err}"
+    );
+    for (name, sweep) in Sweep::NAMED {
+        assert_eq!(name.parse::<Sweep>().unwrap(), sweep);
+        assert_eq!(sweep.to_string(), name);
+    }
+    assert_eq!(
+        Sweep::parse_list("block_every").unwrap(),
+        Sweep::BLOCK_EVERY.to_vec()
+    );
+    // A metric's own error stops the sweep and is returned, named as the metric's.
+    let failing = |_: Tensor<3>| -> Result<Tensor<1>, std::io::Error> {
+        Err(std::io::Error::other("no answer token in this vocabulary"))
+    };
+    for engine in [Engine::Naive, Engine::default()] {
+        let err = patch_sweep_with(
+            &model,
+            &clean,
+            &cache,
+            Sweep::RESID_PRE,
+            &failing,
+            engine,
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("the metric failed") && err.contains("no answer token"),
+            "{engine:?}: {err}"
+        );
+    }
     // An answer id outside the vocabulary is caught before any sweep runs.
     let logits = model.logits(&clean).unwrap();
     let err = burnlens_experiments::NormalizedLogitDiff::new(

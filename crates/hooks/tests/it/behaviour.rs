@@ -6,7 +6,7 @@ use common::{host, max_diff, tiny as model};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use burnlens_hooks::{Act, HookSet, Intervention, Positions, Selector, run_with_cache};
-use burnlens_model::{BackendKind, HookPoint, NoHooks, TokenBatch};
+use burnlens_model::{BackendKind, HookKind, HookPoint, NoHooks, TokenBatch};
 
 fn device() -> Device {
     BackendKind::NdArray.device().unwrap()
@@ -253,7 +253,7 @@ fn bad_hooks_are_clear_errors() {
             .contains("hook hook_embed: refused")
     );
     // Looking up a point that was not cached.
-    let (_, cache) = run_with_cache(&m, &batch(), Selector::kind("resid_pre")).unwrap();
+    let (_, cache) = run_with_cache(&m, &batch(), Selector::kind(HookKind::ResidPre)).unwrap();
     let err = cache.get(("result", 0)).unwrap_err().to_string();
     assert!(
         err.contains("blocks.0.attn.hook_result") && err.contains("on-request"),
@@ -267,7 +267,7 @@ fn bad_hooks_are_clear_errors() {
     assert!(err.contains("no gradient point"), "{err}");
     // A metric that ignores the logits, and one that is not a single number.
     let mut set = HookSet::new();
-    set.grad(Selector::kind("resid_pre"));
+    set.grad(Selector::kind(HookKind::ResidPre));
     let err = set
         .run_with_grads(&m, &batch(), |l| Tensor::zeros([1], &l.device()).inner())
         .unwrap_err()

@@ -13,7 +13,7 @@ use burnlens_hooks::{
 };
 use burnlens_model::weights::{RawTensor, read_safetensors};
 use burnlens_model::{
-    BackendKind, HookPoint, TokenBatch, WeightProcessing, available_devices, load_with,
+    BackendKind, HookKind, HookPoint, TokenBatch, WeightProcessing, available_devices, load_with,
 };
 use serde_json::Value;
 
@@ -214,7 +214,7 @@ fn patching_the_clean_residual_restores_the_clean_logits() {
     for (kind, device) in available_devices() {
         let m = model(&device);
         let (clean_logits, clean_cache) =
-            run_with_cache(&m, &clean, Selector::kind("resid_pre")).unwrap();
+            run_with_cache(&m, &clean, Selector::kind(HookKind::ResidPre)).unwrap();
         let clean_logits = host(clean_logits);
         let corrupt_logits = host(m.logits(&corrupt).unwrap());
         assert!(
@@ -234,7 +234,8 @@ fn patching_the_clean_residual_restores_the_clean_logits() {
         }
         // Patching the last block's output at the last position only: that position's
         // logits become the clean ones (no attention follows), the others stay corrupted.
-        let (_, clean_post) = run_with_cache(&m, &clean, Selector::kind("resid_post")).unwrap();
+        let (_, clean_post) =
+            run_with_cache(&m, &clean, Selector::kind(HookKind::ResidPost)).unwrap();
         let mut set = HookSet::new();
         set.intervene(
             HookPoint::ResidPost(1),
