@@ -3,6 +3,8 @@
 
 mod attribute;
 mod facts;
+#[cfg(test)]
+mod features;
 mod heads;
 mod layers;
 mod lens;
