@@ -116,8 +116,8 @@ pub mod prelude {
     };
 
     pub use burnlens_hooks::{
-        Act, ActivationCache, HookSet, Intervention, Positions, ResidMode, RunWithCache, Selector,
-        run_with_cache,
+        Act, ActivationCache, HookSet, Intervention, Positions, ResidMode, ResidOptions,
+        RunWithCache, Selector, run_with_cache,
     };
 
     pub use burnlens_metrics::{

@@ -4,7 +4,7 @@
 //! the last layer's readout is the model's output exactly.
 
 use burn::tensor::activation::softmax;
-use burnlens_hooks::{HookKind, HookPoint, Selector, run_with_cache};
+use burnlens_hooks::{HookKind, HookPoint, ResidOptions, Selector, run_with_cache};
 use burnlens_metrics::{Candidate, token_probs, token_ranks, top_k};
 use burnlens_model::{Gpt2, NoHooks, TokenBatch};
 use serde::Serialize;
@@ -51,7 +51,7 @@ pub fn logit_lens(
     let selector =
         Selector::kind(HookKind::ResidPre).or(Selector::point(HookPoint::ResidPost(n - 1))?);
     let (_, cache) = run_with_cache(model, &row0, selector)?;
-    let stack = cache.accumulated_resid(model, None, false, false, false)?;
+    let stack = cache.accumulated_resid(model, ResidOptions::default())?;
     let [c, _, t, d] = stack.stack.dims();
     // Every readout through the model's own ln_f and unembedding: [c, t, vocab].
     let logits = model.unembed(stack.stack.reshape([c, t, d]), &mut NoHooks)?;

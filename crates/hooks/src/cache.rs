@@ -26,6 +26,83 @@ pub enum ResidMode {
     Attn,
 }
 
+/// TransformerLens's keyword arguments of [`ActivationCache::accumulated_resid`] and
+/// [`ActivationCache::decompose_resid`], with its defaults: every layer, no `resid_mid`, no
+/// LayerNorm, not the MLP input; all sublayers and the embeddings.
+///
+/// ```
+/// use burnlens_hooks::ResidOptions;
+///
+/// let options = ResidOptions::default().up_to(1).incl_mid().apply_ln();
+/// assert_eq!((options.layer, options.incl_mid, options.apply_ln), (Some(1), true, true));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResidOptions {
+    /// Stop before this block (`None`: after the last block).
+    pub layer: Option<usize>,
+    /// `accumulated_resid`: add `resid_mid` between blocks.
+    pub incl_mid: bool,
+    /// Apply the LayerNorm the model applies at `layer` to each component.
+    pub apply_ln: bool,
+    /// Read at the MLP's input of `layer` (its `resid_mid`) instead of the block's input.
+    pub mlp_input: bool,
+    /// `decompose_resid`: which sublayer outputs.
+    pub mode: ResidMode,
+    /// `decompose_resid`: include the token and position embeddings.
+    pub incl_embeds: bool,
+}
+
+impl Default for ResidOptions {
+    fn default() -> Self {
+        Self {
+            layer: None,
+            incl_mid: false,
+            apply_ln: false,
+            mlp_input: false,
+            mode: ResidMode::All,
+            incl_embeds: true,
+        }
+    }
+}
+
+impl ResidOptions {
+    /// Stop before block `layer`.
+    pub fn up_to(mut self, layer: usize) -> Self {
+        self.layer = Some(layer);
+        self
+    }
+
+    /// Add `resid_mid` between blocks (`accumulated_resid`).
+    pub fn incl_mid(mut self) -> Self {
+        self.incl_mid = true;
+        self
+    }
+
+    /// Apply the LayerNorm at `layer` to each component.
+    pub fn apply_ln(mut self) -> Self {
+        self.apply_ln = true;
+        self
+    }
+
+    /// Read at the MLP's input of `layer`.
+    pub fn mlp_input(mut self) -> Self {
+        self.mlp_input = true;
+        self
+    }
+
+    /// Only these sublayer outputs (`decompose_resid`).
+    pub fn mode(mut self, mode: ResidMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Leave the embeddings out (`decompose_resid`).
+    pub fn without_embeds(mut self) -> Self {
+        self.incl_embeds = false;
+        self
+    }
+}
+
 /// A stack of residual-stream components with a label for each.
 ///
 /// # Shapes
@@ -291,8 +368,8 @@ impl ActivationCache {
     /// The residual stream before each block up to `layer` (and after the last block when
     /// `layer` is `None` or `n_layers`), stacked: TransformerLens's `accumulated_resid`.
     ///
-    /// `incl_mid` adds `resid_mid` between blocks; `mlp_input` adds the last block's `resid_mid`
-    /// (the MLP's input). With `apply_ln`, the final LayerNorm is applied to each component
+    /// [`ResidOptions`]: `incl_mid` adds `resid_mid` between blocks; `mlp_input` adds the last
+    /// block's `resid_mid` (the MLP's input). With `apply_ln`, the final LayerNorm is applied to each component
     /// (the logit lens) when the stack reaches the end of the model, otherwise each component
     /// is centered and divided by the cached LayerNorm scale of `layer`.
     ///
@@ -301,14 +378,14 @@ impl ActivationCache {
     ///
     /// # Errors
     /// A layer out of range, or a needed point that was not captured.
-    pub fn accumulated_resid(
-        &self,
-        model: &Gpt2,
-        layer: Option<usize>,
-        incl_mid: bool,
-        apply_ln: bool,
-        mlp_input: bool,
-    ) -> Result<ResidStack> {
+    pub fn accumulated_resid(&self, model: &Gpt2, options: ResidOptions) -> Result<ResidStack> {
+        let ResidOptions {
+            layer,
+            incl_mid,
+            apply_ln,
+            mlp_input,
+            ..
+        } = options;
         let n = model.config.n_layer;
         let layer = Self::n_layers_for(layer, model)?;
         let (mut parts, mut labels) = (Vec::new(), Vec::new());
@@ -342,22 +419,23 @@ impl ActivationCache {
     }
 
     /// The residual stream at `layer` split into what wrote it: the embeddings and each
-    /// block's attention and MLP outputs (TransformerLens's `decompose_resid`).
+    /// block's attention and MLP outputs (TransformerLens's `decompose_resid`; [`ResidOptions`]'s
+    /// `layer`, `mlp_input`, `mode`, `apply_ln` and `incl_embeds`).
     ///
     /// # Shapes
     /// - output: `[components, batch, pos, d_model]`
     ///
     /// # Errors
     /// A layer out of range, or a needed point that was not captured.
-    pub fn decompose_resid(
-        &self,
-        model: &Gpt2,
-        layer: Option<usize>,
-        mlp_input: bool,
-        mode: ResidMode,
-        apply_ln: bool,
-        incl_embeds: bool,
-    ) -> Result<ResidStack> {
+    pub fn decompose_resid(&self, model: &Gpt2, options: ResidOptions) -> Result<ResidStack> {
+        let ResidOptions {
+            layer,
+            mlp_input,
+            mode,
+            apply_ln,
+            incl_embeds,
+            ..
+        } = options;
         let layer = Self::n_layers_for(layer, model)?;
         let incl_attn = mode != ResidMode::Mlp;
         let incl_mlp = mode != ResidMode::Attn;

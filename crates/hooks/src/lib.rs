@@ -30,7 +30,7 @@ pub mod set;
 
 pub use act::Act;
 pub use burnlens_model::{HookKind, HookPoint, Hooks, IntoHookPoint, NoHooks};
-pub use cache::{ActivationCache, ResidMode, ResidStack};
+pub use cache::{ActivationCache, ResidMode, ResidOptions, ResidStack};
 pub use error::{Error, Result};
 pub use intervene::Intervention;
 pub use select::{Positions, Selector};

@@ -9,7 +9,7 @@ use common::{host, max_diff, root, tiny as model};
 
 use burn::tensor::{Int, Tensor, TensorData};
 use burnlens_hooks::{
-    Act, ActivationCache, HookSet, Intervention, ResidMode, Selector, run_with_cache,
+    Act, ActivationCache, HookSet, Intervention, ResidOptions, Selector, run_with_cache,
 };
 use burnlens_model::weights::{RawTensor, read_safetensors};
 use burnlens_model::{
@@ -379,7 +379,7 @@ fn cache_analysis_matches_transformer_lens() {
     let labels = |k: &str| r.strings(&["labels", k]);
 
     let acc = cache
-        .accumulated_resid(&m, None, false, true, false)
+        .accumulated_resid(&m, ResidOptions::default().apply_ln())
         .unwrap();
     assert_eq!(acc.labels, labels("accumulated_ln"));
     assert_close_t(
@@ -390,7 +390,7 @@ fn cache_analysis_matches_transformer_lens() {
     );
 
     let acc1 = cache
-        .accumulated_resid(&m, Some(1), true, true, false)
+        .accumulated_resid(&m, ResidOptions::default().up_to(1).incl_mid().apply_ln())
         .unwrap();
     assert_eq!(acc1.labels, labels("accumulated_l1_mid_ln"));
     assert_close_t(
@@ -401,7 +401,7 @@ fn cache_analysis_matches_transformer_lens() {
     );
 
     let dec = cache
-        .decompose_resid(&m, None, false, ResidMode::All, true, true)
+        .decompose_resid(&m, ResidOptions::default().apply_ln())
         .unwrap();
     assert_eq!(dec.labels, labels("decompose_ln"));
     assert_close_t(
@@ -426,7 +426,7 @@ fn cache_analysis_matches_transformer_lens() {
         t.slice([0..c, 0..b, p - 1..p]).reshape([c, b])
     };
     let raw = cache
-        .accumulated_resid(&m, None, false, false, false)
+        .accumulated_resid(&m, ResidOptions::default())
         .unwrap();
     let attrs = cache
         .logit_attrs(&m, raw.stack, &answer, Some(&foil))
