@@ -255,13 +255,6 @@ fn dispatch(command: Command) -> Result<()> {
     }
 }
 
-fn parse_sweeps(list: &str) -> Result<Vec<(String, Sweep)>> {
-    Ok(Sweep::parse_list(list)?
-        .into_iter()
-        .map(|s| (s.to_string(), s))
-        .collect())
-}
-
 pub(crate) fn git_commit() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
@@ -274,7 +267,7 @@ pub(crate) fn git_commit() -> Option<String> {
 
 fn patch(a: PatchArgs) -> Result<()> {
     let started = Instant::now();
-    let sweeps = parse_sweeps(&a.sweeps)?;
+    let sweeps = Sweep::parse_list(&a.sweeps)?;
     let (lm, backend) = open(&a.model)?;
     let pair = PromptPair {
         clean: a.clean.clone(),
@@ -302,11 +295,10 @@ fn patch(a: PatchArgs) -> Result<()> {
     let pos_labels: Vec<String> = report::token_labels(&str_tokens);
     let attributions = if a.attribution {
         let t0 = Instant::now();
-        let list: Vec<Sweep> = sweeps.iter().map(|(_, s)| *s).collect();
-        let r = attribution_patch(&lm.model, &t.corrupted, &cache, &list, &metric)?;
+        let r = attribution_patch(&lm.model, &t.corrupted, &cache, &sweeps, &metric)?;
         eprintln!(
             "attribution patching of {} sweeps in {:.2?}",
-            list.len(),
+            sweeps.len(),
             t0.elapsed()
         );
         Some((r, t0.elapsed().as_secs_f64()))
@@ -315,7 +307,8 @@ fn patch(a: PatchArgs) -> Result<()> {
     };
     let mut results = Vec::new();
     let mut figures = Vec::new();
-    for (k, (name, sweep)) in sweeps.iter().enumerate() {
+    for (k, sweep) in sweeps.iter().enumerate() {
+        let name = sweep.to_string();
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template("{msg:>22} [{bar:40}] {pos}/{len} patches ({eta})")

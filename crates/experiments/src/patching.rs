@@ -283,7 +283,7 @@ pub trait PatchMetric {
 }
 
 /// A metric closure's error as this crate's: its own errors stay as they are, any other
-/// becomes [`Error::Metric`]'s boxed form.
+/// becomes [`Error::CustomMetric`].
 fn metric_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
     match e.into().downcast::<Error>() {
         Ok(own) => *own,

@@ -208,9 +208,19 @@ impl HookKind {
         ]
     };
 
+    /// This kind's row of `GLOBAL_KINDS` (name, shorthand, point), if it is outside the blocks.
+    fn global(self) -> Option<&'static (&'static str, &'static str, HookPoint)> {
+        GLOBAL_KINDS.iter().find(|g| g.2.kind() == self)
+    }
+
+    /// This kind's row of `BLOCK_KINDS`, if it is inside the blocks.
+    fn block(self) -> Option<&'static BlockKind> {
+        BLOCK_KINDS.iter().find(|k| (k.make)(0).kind() == self)
+    }
+
     /// Whether points of this kind are inside a block (and so need a layer).
     pub fn is_per_block(self) -> bool {
-        !GLOBAL_KINDS.iter().any(|g| g.2.kind() == self)
+        self.global().is_none()
     }
 
     /// The point of this per-block kind in block `layer`.
@@ -230,16 +240,13 @@ impl HookKind {
             Some(l) => format!("({:?}, {l})", self.name()),
             None => self.name().to_string(),
         };
-        if let Some(g) = GLOBAL_KINDS.iter().find(|g| g.2.kind() == self) {
+        if let Some(g) = self.global() {
             return match layer {
                 None => Ok(g.2),
                 Some(_) => Err(UnknownHookPoint(format!("{} (no layer)", shown()))),
             };
         }
-        let k = BLOCK_KINDS
-            .iter()
-            .find(|k| (k.make)(0).kind() == self)
-            .expect("every per-block kind is listed");
+        let k = self.block().expect("every per-block kind is listed");
         match layer {
             Some(l) => Ok((k.make)(l)),
             None => Err(UnknownHookPoint(format!("{} (needs a layer)", shown()))),
@@ -248,16 +255,9 @@ impl HookKind {
 
     /// The shorthand, e.g. `"resid_pre"`, `"pattern"`, `"ln1.scale"`, `"embed"`.
     pub fn name(self) -> &'static str {
-        GLOBAL_KINDS
-            .iter()
-            .find(|g| g.2.kind() == self)
+        self.global()
             .map(|g| g.1)
-            .or_else(|| {
-                BLOCK_KINDS
-                    .iter()
-                    .find(|k| (k.make)(0).kind() == self)
-                    .map(|k| k.short)
-            })
+            .or_else(|| self.block().map(|k| k.short))
             .expect("every kind is listed")
     }
 }
