@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use burnlens_benches::{backends, batch, gpt2_small_checkpoint, python_anchor};
-use burnlens_experiments::{Engine, LastPosition, Sweep, patch_sweep_with};
+use burnlens_experiments::{Engine, LastPosition, PatchOptions, Sweep, patch_sweep_with};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_metrics::{last_position, logit_diff};
 use burnlens_model::{TokenBatch, load};
@@ -78,8 +78,7 @@ fn main() {
                     &cache,
                     sweep,
                     &metric,
-                    engine,
-                    &mut |_, _| {},
+                    &PatchOptions::default().engine(engine),
                 )
                 .unwrap();
                 (r, t0.elapsed().as_secs_f64())

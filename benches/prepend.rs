@@ -18,7 +18,7 @@
 use std::time::Instant;
 
 use burnlens_benches::{backends, batch, gpt2_small_checkpoint, python_anchor};
-use burnlens_experiments::{prepend_losses, prepend_search};
+use burnlens_experiments::{Observer, SearchOptions, prepend_losses, prepend_search};
 use burnlens_model::{BackendKind, load};
 use serde_json::{Value, json};
 
@@ -103,12 +103,16 @@ fn main() {
         let device = BackendKind::Flex.device().expect("flex");
         let model = load(dir.to_str().unwrap(), &device).expect("load").model;
         let t0 = Instant::now();
-        let found = prepend_search(&model, &target, 1, BATCH, &mut |d, t| {
-            if d % (BATCH * 40) == 0 || d == t {
-                eprintln!("{d}/{t} candidates, {:.0} s", t0.elapsed().as_secs_f64());
-            }
-        })
-        .unwrap();
+        let options = SearchOptions {
+            batch: BATCH,
+            observer: Observer::new(move |d, t| {
+                if d % (BATCH * 40) == 0 || d == t {
+                    eprintln!("{d}/{t} candidates, {:.0} s", t0.elapsed().as_secs_f64());
+                }
+            }),
+            ..SearchOptions::default()
+        };
+        let found = prepend_search(&model, &target, &options).unwrap();
         println!(
             "full one-token search on flex: {:.1} min, best first token {} (loss {:.4})",
             t0.elapsed().as_secs_f64() / 60.0,

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use burnlens_experiments::{Aggregation, AttrMethod, AttributedFn, attribute};
+use burnlens_experiments::{
+    Aggregation, AttrMethod, AttributeOptions, AttributedFn, AttributionInput, attribute,
+};
 use burnlens_model::{GenerationConfig, Gpt2Tokenizer};
 use clap::Args;
 
@@ -170,15 +172,13 @@ pub fn run(a: AttributeArgs) -> Result<()> {
     let baseline = tok
         .endoftext_id()
         .context("the vocabulary has no <|endoftext|> for the integrated-gradients baseline")?;
-    let attr = attribute(
-        &lm.model,
-        &prompt,
-        &target,
-        foil.as_deref(),
-        method,
-        function,
-        baseline,
-    )?;
+    let input = AttributionInput {
+        prompt: &prompt,
+        target: &target,
+        foil: foil.as_deref(),
+    };
+    let options = AttributeOptions::new(method, baseline).function(function);
+    let attr = attribute(&lm.model, &input, &options)?;
     let matrix = attr.aggregate(normalize);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let tokens = tok.str_tokens(&attr.tokens)?;

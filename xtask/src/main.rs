@@ -6,6 +6,8 @@ mod facts;
 #[cfg(test)]
 mod features;
 mod heads;
+#[cfg(test)]
+mod house;
 mod layers;
 mod lens;
 mod llm;
@@ -14,6 +16,7 @@ mod organism;
 mod plant;
 mod prepend;
 mod probe;
+mod progress;
 mod recipe;
 mod report;
 mod rome;
@@ -26,7 +29,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burnlens_datasets::{PairOptions, PromptPair, tokenize_pairs};
 use burnlens_experiments::{
-    Engine, NormalizedLogitDiff, PatchIndex, Sweep, attribution_patch, patch_sweep_with, pearson,
+    NormalizedLogitDiff, PatchIndex, PatchOptions, Sweep, attribution_patch, patch_sweep_with,
+    pearson,
 };
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_model::generate::EarlyStopping;
@@ -323,11 +327,7 @@ fn patch(a: PatchArgs) -> Result<()> {
             &cache,
             *sweep,
             &metric,
-            Engine::default(),
-            &mut |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            },
+            &PatchOptions::default().observer(progress::observer(&bar)),
         )?;
         bar.finish();
         let seconds = sweep_start.elapsed().as_secs_f64();

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use burnlens_experiments::prepend_search;
+use burnlens_experiments::{SearchOptions, prepend_search};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -40,10 +40,12 @@ pub fn run(a: PrependArgs) -> Result<()> {
             .expect("template")
             .progress_chars("=> "),
     );
-    let found = prepend_search(&lm.model, &target, a.tokens, a.batch, &mut |d, t| {
-        bar.set_length(t as u64);
-        bar.set_position(d as u64);
-    })?;
+    let options = SearchOptions {
+        n_tokens: a.tokens,
+        batch: a.batch,
+        observer: crate::progress::observer(&bar),
+    };
+    let found = prepend_search(&lm.model, &target, &options)?;
     bar.finish();
     let prefix_tokens = lm.tokenizer.str_tokens(&found.prefix)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burnlens_datasets::{World, load_counterfact, read_texts};
 use burnlens_experiments::{
-    CaseScores, EditCase, RomeConfig, case_scores, context_templates, ngram_entropy, rome_edit,
-    second_moment_cached, summarize,
+    CaseScores, EditCase, MomentOptions, RomeConfig, StepObserver, case_scores, context_templates,
+    ngram_entropy, rome_edit, second_moment_cached, summarize,
 };
 use burnlens_model::{GenerationConfig, Gpt2, Gpt2Tokenizer, Strategy};
 use clap::Args;
@@ -162,9 +162,11 @@ pub fn run(a: RomeArgs) -> Result<()> {
         &key,
         config.layer,
         &ids,
-        16,
         &a.stats_dir,
-        &mut |done, _| bar.set_position(done as u64),
+        &MomentOptions {
+            batch_size: 16,
+            observer: crate::progress::observer(&bar),
+        },
     )?;
     bar.finish_and_clear();
     eprintln!(
@@ -184,6 +186,10 @@ pub fn run(a: RomeArgs) -> Result<()> {
     let bar = ProgressBar::new(cases.len() as u64).with_style(ProgressStyle::with_template(
         "editing [{bar:40}] {pos}/{len} cases ({eta}) {msg}",
     )?);
+    let step_bar = bar.clone();
+    config.on_step = StepObserver::new(move |step, s| {
+        step_bar.set_message(format!("step {step}: loss {:.3}", s.loss))
+    });
     let mut rows = Vec::new();
     let (mut pre_all, mut post_all) = (Vec::new(), Vec::new());
     for (i, case) in cases.iter().enumerate() {
@@ -200,7 +206,6 @@ pub fn run(a: RomeArgs) -> Result<()> {
             &config,
             &templates,
             Some(&stats),
-            &mut |step, s| bar.set_message(format!("step {step}: loss {:.3}", s.loss)),
         )
         .with_context(|| format!("case {}: {:?}", case.case_id, case.request))?;
         let applied = edit.apply(&mut lm.model)?;

@@ -7,8 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burnlens_experiments::{
     CausalTrace, IndirectEffects, NoiseSpec, TraceConfig, TraceKind, TracePrompt,
-    average_indirect_effect, causal_trace, load_noise, make_noise, save_noise,
-    subject_embedding_std,
+    average_indirect_effect, causal_trace, load_noise, save_noise, subject_embedding_std,
 };
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -152,11 +151,18 @@ pub fn trace(a: TraceArgs) -> Result<()> {
     } else {
         NoiseSpec::Gaussian { level }
     };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} restorations ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
     let config = TraceConfig {
         samples: a.samples,
         window: a.window,
         replace: a.replace,
         seed: a.seed,
+        observer: crate::progress::observer(&bar),
         ..TraceConfig::default()
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -167,41 +173,18 @@ pub fn trace(a: TraceArgs) -> Result<()> {
         .enumerate()
         .map(|(i, p)| match &a.noise {
             Some(path) => Ok(load_noise(path, &format!("noise.{i}"), &device)?),
-            None => Ok(make_noise(
-                spec,
-                a.samples,
-                p.subject_range.len(),
-                d,
-                a.seed,
-                &device,
-            )),
+            None => Ok(spec.sample([a.samples, p.subject_range.len(), d], a.seed, &device)),
         })
         .collect::<Result<Vec<_>>>()?;
     save_noise(&noises, &a.out.join("noise.safetensors"))?;
 
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} restorations ({eta})")
-            .expect("template")
-            .progress_chars("=> "),
-    );
     let mut traces: Vec<CausalTrace> = Vec::new();
     let mut figures = Vec::new();
     let mut cases = Vec::new();
     for (i, (prompt, noise)) in prompts.iter().zip(&noises).enumerate() {
         bar.set_message(format!("fact {}/{}", i + 1, prompts.len()));
         let t0 = Instant::now();
-        let trace = causal_trace(
-            &lm.model,
-            prompt,
-            &kinds,
-            &config,
-            noise,
-            &mut |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            },
-        )?;
+        let trace = causal_trace(&lm.model, prompt, &kinds, &config, noise)?;
         let seconds = t0.elapsed().as_secs_f64();
         let answer = lm.tokenizer.decode(&[trace.answer_id])?;
         let expected = facts[i].target.as_deref();

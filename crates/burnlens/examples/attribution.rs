@@ -6,7 +6,7 @@
 //!
 //! `cargo run -p burnlens --example attribution`
 
-use burnlens::experiments::{Aggregation, baseline_score};
+use burnlens::experiments::Aggregation;
 use burnlens::prelude::*;
 
 fn main() -> burnlens::Result<()> {
@@ -38,12 +38,11 @@ pub struct Found {
 pub fn run(lm: &LoadedModel, prompt: &str, answer: &str) -> burnlens::Result<Found> {
     let (ids, target) = (lm.encode(prompt)?, [lm.token(answer)?]);
     let eot = lm.token("<|endoftext|>")?;
-    let (method, function) = (
-        AttrMethod::IntegratedGradients { steps: 50 },
-        AttributedFn::Probability,
-    );
-    let attribution = attribute(&lm.model, &ids, &target, None, method, function, eot)?;
-    let base = baseline_score(&lm.model, &ids, &target, None, function, eot, 0, None)?;
+    let input = AttributionInput::new(&ids, &target);
+    let options = AttributeOptions::new(AttrMethod::IntegratedGradients { steps: 50 }, eot)
+        .function(AttributedFn::Probability);
+    let attribution = attribute(&lm.model, &input, &options)?;
+    let base = baseline_score(&lm.model, &input, &options, 0)?;
     Ok(Found {
         tokens: lm.tokenizer.str_tokens(&ids)?,
         shares: attribution.aggregate(Aggregation::L2NormSumOne)[..ids.len()].to_vec(),

@@ -35,23 +35,13 @@ pub fn run(
     let mut traces = Vec::new();
     for (seed, fact) in facts.iter().enumerate() {
         let prompt = TracePrompt::new(&lm.tokenizer, &fact.prompt, &fact.subject)?;
-        let (len, d) = (prompt.subject_range.len(), lm.model.config.n_embd);
-        let noise = make_noise(
-            NoiseSpec::Gaussian { level },
+        let shape = [
             config.samples,
-            len,
-            d,
-            seed as u64,
-            &lm.device(),
-        );
-        let trace = causal_trace(
-            &lm.model,
-            &prompt,
-            &TraceKind::ALL,
-            &config,
-            &noise,
-            &mut |_, _| {},
-        )?;
+            prompt.subject_range.len(),
+            lm.model.config.n_embd,
+        ];
+        let noise = NoiseSpec::Gaussian { level }.sample(shape, seed as u64, &lm.device());
+        let trace = causal_trace(&lm.model, &prompt, &TraceKind::ALL, &config, &noise)?;
         if trace.answer_id == lm.token(&format!(" {}", fact.attribute))? {
             traces.push(trace); // ROME traces only the facts the model knows
         }

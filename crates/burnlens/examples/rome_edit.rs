@@ -29,7 +29,7 @@ pub fn run(lm: &mut LoadedModel) -> burnlens::Result<Found> {
         .map(|text| lm.encode(text))
         .collect::<Result<_, _>>()?;
     let config = RomeConfig::at_layer(0);
-    let stats = second_moment(&lm.model, config.layer, &corpus, 32, &mut |_, _| {})?;
+    let stats = second_moment(&lm.model, config.layer, &corpus, &MomentOptions::default())?;
     let templates = context_templates(
         &lm.model,
         &lm.tokenizer,
@@ -57,7 +57,6 @@ pub fn run(lm: &mut LoadedModel) -> burnlens::Result<Found> {
         &config,
         &templates,
         Some(&stats),
-        &mut |_, _| {},
     )?;
     let applied = edit.apply(&mut lm.model)?;
     let edited = complete(lm)?;

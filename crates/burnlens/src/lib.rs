@@ -131,10 +131,11 @@ pub mod prelude {
     };
 
     pub use burnlens_experiments::{
-        AttrMethod, AttributedFn, Engine, LastPosition, NoiseSpec, NormalizedLogitDiff,
-        PatchMetric, PatchResult, RomeConfig, RomeRequest, Sweep, TraceConfig, TraceKind,
-        TracePrompt, attribute, attribution_patch, average_indirect_effect, causal_trace,
-        context_templates, logit_lens, make_noise, patch_sweep, patch_sweep_with, pearson,
+        AttrMethod, AttributeOptions, AttributedFn, AttributionInput, Engine, LastPosition,
+        MomentOptions, NoiseSpec, NormalizedLogitDiff, Observer, PatchMetric, PatchOptions,
+        PatchResult, RomeConfig, RomeRequest, StepObserver, Sweep, TraceConfig, TraceKind,
+        TracePrompt, attribute, attribution_patch, average_indirect_effect, baseline_score,
+        causal_trace, context_templates, logit_lens, patch_sweep, patch_sweep_with, pearson,
         rome_edit, second_moment, steer_generation, steering_vector, subject_embedding_std,
     };
 }

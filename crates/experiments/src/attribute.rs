@@ -89,8 +89,10 @@ impl AttributedFn {
         let rows = logits.dims()[0];
         let t = vec![target; rows];
         let f = |id: Option<u32>| -> Result<Vec<u32>> {
-            id.map(|i| vec![i; rows])
-                .ok_or_else(|| Error::Invalid("a contrastive function needs a foil".into()))
+            id.map(|i| vec![i; rows]).ok_or_else(|| Error::MissingFoil {
+                function: format!("{self:?}"),
+                what: "a foil token",
+            })
         };
         Ok(match self {
             AttributedFn::Probability => token_probs(logits, &t)?,
@@ -103,8 +105,9 @@ impl AttributedFn {
                 token_logits(logits.clone(), &t)? - token_logits(logits, &f(foil)?)?
             }
             AttributedFn::KlDivergence => {
-                let q = contrast.ok_or_else(|| {
-                    Error::Invalid("the KL divergence needs a contrastive sequence".into())
+                let q = contrast.ok_or_else(|| Error::MissingFoil {
+                    function: format!("{self:?}"),
+                    what: "the contrastive sequence",
                 })?;
                 let v = logits.dims()[1];
                 let log_p = burn::tensor::activation::log_softmax(logits, 1);
@@ -210,77 +213,196 @@ pub fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
     (xs, ws)
 }
 
-/// Attributes each token of `target` (the continuation of `prompt`) to the prefix before it.
+/// What to attribute: each token of `target`, the continuation of `prompt`, to the prefix
+/// before it.
 ///
 /// `foil` is the contrastive continuation, token-aligned with `target`, for the contrastive
 /// differences, and for [`AttributedFn::KlDivergence`] the whole contrastive sequence
-/// (contrastive prompt and continuation), aligned with `prompt + target` by position; `baseline` is the token whose embedding integrated gradients start from
-/// (`<|endoftext|>` in Inseq for GPT-2).
-///
-/// # Errors
-/// An empty prompt or target, a contrast function without a foil or with a foil of another
-/// token length, zero integration steps, and forward errors.
-#[allow(clippy::too_many_arguments)]
-pub fn attribute(
-    model: &Gpt2,
-    prompt: &[u32],
-    target: &[u32],
-    foil: Option<&[u32]>,
-    method: AttrMethod,
-    function: AttributedFn,
-    baseline: u32,
-) -> Result<Attribution> {
+/// (contrastive prompt and continuation), aligned with `prompt + target` by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttributionInput<'a> {
+    /// The prompt's token ids.
+    pub prompt: &'a [u32],
+    /// The continuation attributed, one step per token.
+    pub target: &'a [u32],
+    /// The contrastive continuation or sequence.
+    pub foil: Option<&'a [u32]>,
+}
+
+impl<'a> AttributionInput<'a> {
+    /// `target` after `prompt`, with no foil.
+    pub fn new(prompt: &'a [u32], target: &'a [u32]) -> Self {
+        Self {
+            prompt,
+            target,
+            foil: None,
+        }
+    }
+
+    /// This input with a foil.
+    pub fn foil(mut self, foil: &'a [u32]) -> Self {
+        self.foil = Some(foil);
+        self
+    }
+}
+
+/// How to attribute: the method, the attributed function and the integrated-gradients
+/// baseline token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AttributeOptions {
+    /// How gradients become attributions.
+    pub method: AttrMethod,
+    /// The function of the next-token distribution attributed (Inseq's default:
+    /// [`AttributedFn::Probability`]).
+    pub function: AttributedFn,
+    /// The token whose embedding integrated gradients start from (`<|endoftext|>` in Inseq for
+    /// GPT-2).
+    pub baseline: u32,
+}
+
+impl AttributeOptions {
+    /// `method` on Inseq's default function (the probability), from the `baseline` token.
+    pub fn new(method: AttrMethod, baseline: u32) -> Self {
+        Self {
+            method,
+            function: AttributedFn::Probability,
+            baseline,
+        }
+    }
+
+    /// These options with `function`.
+    pub fn function(mut self, function: AttributedFn) -> Self {
+        self.function = function;
+        self
+    }
+
+    /// The point whose activation integrated gradients interpolate: `None` for the token
+    /// embeddings, the layer's point for layer integrated gradients.
+    fn integrated_point(&self) -> Result<Option<HookPoint>> {
+        match self.method {
+            AttrMethod::IntegratedGradients { .. } => Ok(None),
+            AttrMethod::LayerIntegratedGradients { point, .. } => Ok(Some(point)),
+            other => Err(Error::BadOption {
+                option: "method",
+                value: format!("{other:?}"),
+                expected: "an integrated method (IntegratedGradients or LayerIntegratedGradients) has a baseline score".into(),
+            }),
+        }
+    }
+}
+
+/// Checks that token ids are inside the model's vocabulary.
+fn check_ids(model: &Gpt2, what: &'static str, ids: &[u32]) -> Result<()> {
+    let vocab = model.config.vocab_size;
+    match ids.iter().find(|&&id| id as usize >= vocab) {
+        Some(&id) => Err(Error::OutOfRange {
+            what,
+            value: id as usize,
+            limit: format!("the vocabulary has {vocab} tokens"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks an input against the options and the model before any forward runs.
+fn check_input(model: &Gpt2, input: &AttributionInput, options: &AttributeOptions) -> Result<()> {
+    let function = options.function;
+    check_ids(model, "baseline token id", &[options.baseline])?;
+    let AttributionInput {
+        prompt,
+        target,
+        foil,
+    } = *input;
     if prompt.is_empty() {
-        return Err(Error::Invalid("the prompt has no tokens".into()));
+        return Err(Error::Empty {
+            what: "the prompt",
+            hint: "",
+        });
     }
     if target.is_empty() {
-        return Err(Error::Invalid(
-            "the target is empty: give at least one token to attribute".into(),
-        ));
+        return Err(Error::Empty {
+            what: "the target",
+            hint: ": give at least one token to attribute",
+        });
     }
+    check_ids(model, "prompt token id", prompt)?;
+    check_ids(model, "target token id", target)?;
+    check_ids(model, "foil token id", foil.unwrap_or_default())?;
+    let (n, m) = (prompt.len(), target.len());
     match (function.is_contrastive(), foil) {
-        (true, None) => {
-            return Err(Error::Invalid(format!(
-                "{function:?} needs a foil continuation"
-            )));
+        (true, None) => Err(Error::MissingFoil {
+            function: format!("{function:?}"),
+            what: if function == AttributedFn::KlDivergence {
+                "the contrastive sequence"
+            } else {
+                "a continuation token-aligned with the target"
+            },
+        }),
+        (true, Some(f)) if function == AttributedFn::KlDivergence && f.len() + 1 < n + m => {
+            Err(Error::Shape {
+                what: "the contrastive sequence".into(),
+                got: vec![f.len()],
+                expected: format!(
+                    "at least {} tokens: the KL divergence compares position-aligned prefixes",
+                    n + m - 1
+                ),
+            })
         }
-        (true, Some(f))
-            if function == AttributedFn::KlDivergence
-                && f.len() + 1 < prompt.len() + target.len() =>
-        {
-            return Err(Error::Invalid(format!(
-                "the contrastive sequence has {} tokens; the KL divergence compares position-aligned prefixes of up to {} tokens",
-                f.len(),
-                prompt.len() + target.len() - 1
-            )));
+        (true, Some(f)) if function != AttributedFn::KlDivergence && f.len() != m => {
+            Err(Error::Shape {
+                what: "the foil".into(),
+                got: vec![f.len()],
+                expected: format!(
+                    "[{m}], the target's tokens: contrastive attribution aligns them token by token"
+                ),
+            })
         }
-        (true, Some(f)) if function != AttributedFn::KlDivergence && f.len() != target.len() => {
-            return Err(Error::Invalid(format!(
-                "the foil has {} tokens and the target {}: contrastive attribution aligns them token by token",
-                f.len(),
-                target.len()
-            )));
-        }
-        _ => {}
+        _ => Ok(()),
     }
+}
+
+/// Attributes each token of `input.target` to the prefix before it, by `options.method`.
+///
+/// # Errors
+/// An empty prompt or target, token ids outside the vocabulary, a contrast function without a
+/// foil or with a foil of another token length, zero integration steps, a layer method at a
+/// point without a residual-width activation, and forward errors.
+pub fn attribute(
+    model: &Gpt2,
+    input: &AttributionInput,
+    options: &AttributeOptions,
+) -> Result<Attribution> {
+    let AttributeOptions {
+        method,
+        function,
+        baseline,
+    } = *options;
+    let AttributionInput {
+        prompt,
+        target,
+        foil,
+    } = *input;
+    check_input(model, input, options)?;
     if let AttrMethod::LayerGradientXActivation { point }
     | AttrMethod::LayerIntegratedGradients { point, .. } = method
     {
         point.check_layer(model.config.n_layer)?;
         if !layer_attributable(point) {
-            return Err(Error::Invalid(format!(
-                "layer attribution at {point}: use a block's residual-stream, attention-output or MLP point"
-            )));
+            return Err(Error::UnsupportedPoint {
+                experiment: "layer attribution",
+                point: point.to_string(),
+                supported: "a block's residual-stream, attention-output or MLP point",
+            });
         }
     }
-    if matches!(
-        method,
-        AttrMethod::IntegratedGradients { steps: 0 }
-            | AttrMethod::LayerIntegratedGradients { steps: 0, .. }
-    ) {
-        return Err(Error::Invalid(
-            "integrated gradients needs at least one step".into(),
-        ));
+    if let AttrMethod::IntegratedGradients { steps: 0 }
+    | AttrMethod::LayerIntegratedGradients { steps: 0, .. } = method
+    {
+        return Err(Error::BadOption {
+            option: "steps",
+            value: "0".into(),
+            expected: "integrated gradients needs at least one step".into(),
+        });
     }
     let m = target.len();
     let d = match method {
@@ -438,23 +560,35 @@ fn step_attribution(
 }
 
 /// `f(baseline)` for integrated gradients' completeness check: the attributed function at step
-/// `step` with every prefix token embedding replaced by the baseline token's (`point` `None`),
-/// or with the activation at `point` replaced by its value on that baseline input (layer
-/// integrated gradients).
+/// `step` with every prefix token embedding replaced by the baseline token's
+/// ([`AttrMethod::IntegratedGradients`]), or with the activation at the method's point replaced
+/// by its value on that baseline input ([`AttrMethod::LayerIntegratedGradients`]).
 ///
 /// # Errors
-/// As [`attribute`].
-#[allow(clippy::too_many_arguments)]
+/// As [`attribute`], a step past the target, and a method that is not integrated.
 pub fn baseline_score(
     model: &Gpt2,
-    prompt: &[u32],
-    target: &[u32],
-    foil: Option<&[u32]>,
-    function: AttributedFn,
-    baseline: u32,
+    input: &AttributionInput,
+    options: &AttributeOptions,
     step: usize,
-    point: Option<HookPoint>,
 ) -> Result<f32> {
+    let AttributeOptions {
+        function, baseline, ..
+    } = *options;
+    let AttributionInput {
+        prompt,
+        target,
+        foil,
+    } = *input;
+    check_input(model, input, options)?;
+    let point = options.integrated_point()?;
+    if step >= target.len() {
+        return Err(Error::OutOfRange {
+            what: "step",
+            value: step,
+            limit: format!("the target has {} tokens", target.len()),
+        });
+    }
     let prefix: Vec<u32> = prompt.iter().chain(&target[..step]).copied().collect();
     let base = embed(model, &vec![baseline; prefix.len()]);
     let mut hooks = HookSet::new();
@@ -544,16 +678,26 @@ pub fn layer_sweep(
     reduce: TokenReduce,
 ) -> Result<Vec<f32>> {
     if prompt.is_empty() {
-        return Err(Error::Invalid("the prompt has no tokens".into()));
+        return Err(Error::Empty {
+            what: "the prompt",
+            hint: "",
+        });
     }
+    check_ids(model, "prompt token id", prompt)?;
+    check_ids(model, "target token id", &[target])?;
+    check_ids(model, "foil token id", foil.as_slice())?;
     if function == AttributedFn::KlDivergence {
-        return Err(Error::Invalid(
-            "a layer sweep contrasts single tokens; attribute the KL divergence with `attribute`"
-                .into(),
-        ));
+        return Err(Error::BadOption {
+            option: "function",
+            value: "KlDivergence".into(),
+            expected: "a layer sweep contrasts single tokens; attribute the KL divergence with `attribute`".into(),
+        });
     }
     if function.is_contrastive() && foil.is_none() {
-        return Err(Error::Invalid(format!("{function:?} needs a foil token")));
+        return Err(Error::MissingFoil {
+            function: format!("{function:?}"),
+            what: "a foil token",
+        });
     }
     let n_layers = model.config.n_layer;
     let points: Vec<HookPoint> = (0..n_layers)
@@ -561,9 +705,11 @@ pub fn layer_sweep(
         .collect::<Result<_, _>>()
         .map_err(|e| Error::Hooks(e.into()))?;
     if !layer_attributable(points[0]) {
-        return Err(Error::Invalid(format!(
-            "a layer sweep at {kind}: use resid_pre, resid_mid, resid_post, attn_out, mlp_out, pre or post"
-        )));
+        return Err(Error::UnsupportedPoint {
+            experiment: "a layer sweep",
+            point: kind.to_string(),
+            supported: "resid_pre, resid_mid, resid_post, attn_out, mlp_out, pre or post",
+        });
     }
     let mut hooks = HookSet::new();
     hooks.capture(Selector::points(points.clone())?);

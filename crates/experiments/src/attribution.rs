@@ -9,7 +9,8 @@ use burnlens_hooks::{Act, ActivationCache, HookSet, Selector};
 use burnlens_model::{Gpt2, HookPoint, TokenBatch};
 
 use crate::error::{Error, Result};
-use crate::patching::{PatchIndex, PatchMetric, PatchResult, Sweep, sweep_points};
+use crate::metric::PatchMetric;
+use crate::patching::{PatchIndex, PatchResult, Sweep, sweep_points};
 
 /// Attribution-patching estimates of `sweeps` (any of [`Sweep`]'s constants) for the clean
 /// activations in `clean_cache` patched into `corrupted`, under `metric`.
@@ -43,11 +44,13 @@ pub fn attribution_patch(
             let clean = clean_cache.get(point)?;
             let corrupt = corrupted_cache.get(point)?;
             if clean.dims() != corrupt.dims() {
-                return Err(Error::Invalid(format!(
-                    "the clean cache's {point} has shape {:?}, the corrupted run's {:?} (clean and corrupted prompts must tokenize to the same length)",
-                    clean.dims(),
-                    corrupt.dims()
-                )));
+                let dims = corrupt.dims();
+                return Err(Error::CacheMismatch {
+                    point: point.to_string(),
+                    cached: clean.dims().to_vec(),
+                    rows: dims[0],
+                    tokens: dims[burnlens_hooks::act::pos_axis(point, dims.len())],
+                });
             }
             let grad = grads.get(point)?;
             per_layer.push(reduce(point, sweep.index, clean, corrupt, grad)?);
@@ -85,7 +88,11 @@ fn reduce(
     corrupt: &Act,
     grad: &Act,
 ) -> Result<Tensor<1>> {
-    let bad = || Error::Invalid(format!("{point}: activation and gradient ranks differ"));
+    let bad = || Error::Shape {
+        what: format!("the gradient at {point}"),
+        got: grad.dims().to_vec(),
+        expected: format!("the activation's shape {:?}", clean.dims()),
+    };
     Ok(match (clean, corrupt, grad) {
         (Act::R3(c), Act::R3(x), Act::R3(g)) => {
             // [b, pos, d] -> [pos]

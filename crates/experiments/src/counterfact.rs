@@ -126,11 +126,12 @@ pub fn target_nlls(
         for t in &targets {
             let row: Vec<u32> = ids.iter().chain(t).copied().collect();
             if row.len() > model.config.n_positions {
-                return Err(Error::Invalid(format!(
-                    "the prompt {p:?} and its target take {} tokens, more than the context of {}",
-                    row.len(),
-                    model.config.n_positions
-                )));
+                return Err(Error::TooLong {
+                    what: format!("the prompt {p:?} with its target"),
+                    tokens: row.len(),
+                    limit: model.config.n_positions,
+                    room: "tokens of the model's context",
+                });
             }
             rows.push(row);
         }

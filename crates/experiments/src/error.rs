@@ -23,9 +23,124 @@ pub enum Error {
         /// The names there are.
         known: String,
     },
-    /// Inputs that do not fit together (e.g. clean and corrupted runs of different shapes).
+    /// A clean cache whose activation does not fit the corrupted run it is patched into.
+    #[error(
+        "the clean cache's {point} has shape {cached:?}, but the corrupted run is {rows} × {tokens} tokens (clean and corrupted prompts must tokenize to the same length)"
+    )]
+    CacheMismatch {
+        /// The hook point.
+        point: String,
+        /// The cached activation's shape.
+        cached: Vec<usize>,
+        /// Rows of the corrupted batch.
+        rows: usize,
+        /// Tokens of the corrupted batch.
+        tokens: usize,
+    },
+    /// An input that must not be empty is.
+    #[error("{what} is empty{hint}")]
+    Empty {
+        /// What is empty ("the prompt", "the target", …).
+        what: &'static str,
+        /// What to do about it (empty, or starting with a separator).
+        hint: &'static str,
+    },
+    /// An option whose value cannot be used.
+    #[error("`{option}` = {value}: {expected}")]
+    BadOption {
+        /// The option's name, as in the options struct.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What would do.
+        expected: String,
+    },
+    /// An index (layer, head, position, token id) outside what it indexes.
+    #[error("{what} {value} is out of range: {limit}")]
+    OutOfRange {
+        /// What is indexed ("layer", "position", "token id", …).
+        what: &'static str,
+        /// The value given.
+        value: usize,
+        /// What the range is ("the model has 4 layers", …).
+        limit: String,
+    },
+    /// A token sequence longer than there is room for.
+    #[error("{what} has {tokens} tokens, more than the {limit} {room}")]
+    TooLong {
+        /// Which sequence (a prompt, given in full where it helps).
+        what: String,
+        /// Its tokens.
+        tokens: usize,
+        /// The most there is room for.
+        limit: usize,
+        /// Where the room is ("tokens of the model's context", …).
+        room: &'static str,
+    },
+    /// A contrastive attribution function given no foil.
+    #[error("{function} needs a foil: {what}")]
+    MissingFoil {
+        /// The function.
+        function: String,
+        /// What kind of foil it takes.
+        what: &'static str,
+    },
+    /// A tensor, vector or table of the wrong shape.
+    #[error("{what} has shape {got:?}; expected {expected}")]
+    Shape {
+        /// Which one.
+        what: String,
+        /// Its shape.
+        got: Vec<usize>,
+        /// The shape wanted, in words or numbers.
+        expected: String,
+    },
+    /// A hook point an experiment cannot run at.
+    #[error("{experiment} cannot run at {point}: use {supported}")]
+    UnsupportedPoint {
+        /// The experiment.
+        experiment: &'static str,
+        /// The point (or kind) given.
+        point: String,
+        /// The points it runs at.
+        supported: &'static str,
+    },
+    /// A causal trace without the table of a kind asked for.
+    #[error("a trace has no {0} table (trace that kind too)")]
+    MissingTable(&'static str),
+    /// A trace-kind name that is not one.
+    #[error("unknown trace kind {0:?}: expected state, mlp or attn")]
+    UnknownTraceKind(String),
+    /// A ROME prompt or context template of the wrong form.
+    #[error("the {which} {template:?} {problem}")]
+    Template {
+        /// "prompt" or "context template".
+        which: &'static str,
+        /// The text.
+        template: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A token the experiment needs that the vocabulary lacks.
+    #[error("{needed_for} needs the token {token:?}, which this vocabulary lacks")]
+    MissingToken {
+        /// The token.
+        token: &'static str,
+        /// What needs it.
+        needed_for: &'static str,
+    },
+    /// Numbers that leave an experiment nothing to compute with (a singular matrix, a
+    /// zero-norm vector).
     #[error("{0}")]
-    Invalid(String),
+    Degenerate(String),
+    /// A file that could not be read or written, or is not what it should be.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// `Result` with this crate's [`Error`].

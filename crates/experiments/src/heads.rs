@@ -252,11 +252,23 @@ impl HeadScan {
     /// # Errors
     /// A layer or head outside the model.
     pub fn report(&self, layer: usize, head: usize) -> Result<HeadReport> {
-        if layer >= self.n_layers || head >= self.n_heads {
-            return Err(Error::Invalid(format!(
-                "head L{layer}H{head} is outside a model of {} layers × {} heads",
-                self.n_layers, self.n_heads
-            )));
+        let shape = format!(
+            "the model has {} layers × {} heads",
+            self.n_layers, self.n_heads
+        );
+        if layer >= self.n_layers {
+            return Err(Error::OutOfRange {
+                what: "layer",
+                value: layer,
+                limit: shape,
+            });
+        }
+        if head >= self.n_heads {
+            return Err(Error::OutOfRange {
+                what: "head",
+                value: head,
+                limit: shape,
+            });
         }
         let s = &self.heads[layer * self.n_heads + head];
         let rows = s.rows.max(1) as f64;

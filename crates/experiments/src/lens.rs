@@ -42,10 +42,11 @@ pub fn logit_lens(
 ) -> Result<Vec<LogitLens>> {
     let n = model.config.n_layer;
     if let Some(a) = answer.filter(|&a| a as usize >= model.config.vocab_size) {
-        return Err(Error::Invalid(format!(
-            "answer id {a} is outside the vocabulary of {} tokens",
-            model.config.vocab_size
-        )));
+        return Err(Error::OutOfRange {
+            what: "answer id",
+            value: a as usize,
+            limit: format!("the vocabulary has {} tokens", model.config.vocab_size),
+        });
     }
     let row0 = TokenBatch::single(batch.row(0))?;
     let selector =
@@ -92,10 +93,11 @@ pub fn logit_lens(
 pub fn output_probs(model: &Gpt2, batch: &TokenBatch, position: usize) -> Result<Vec<f32>> {
     let row0 = TokenBatch::single(batch.row(0))?;
     if position >= row0.seq_len() {
-        return Err(Error::Invalid(format!(
-            "position {position} of a {}-token prompt",
-            row0.seq_len()
-        )));
+        return Err(Error::OutOfRange {
+            what: "position",
+            value: position,
+            limit: format!("the prompt has {} tokens", row0.seq_len()),
+        });
     }
     let logits = model.logits(&row0)?;
     let v = logits.dims()[2];

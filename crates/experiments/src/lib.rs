@@ -9,45 +9,47 @@
 
 pub mod attribute;
 pub mod attribution;
-mod batched;
 pub mod counterfact;
+mod engine;
 pub mod error;
 pub mod heads;
 pub mod lens;
+pub mod metric;
 pub mod patching;
 pub mod probe;
+pub mod progress;
 pub mod rome;
 pub mod search;
 pub mod steering;
 pub mod tracing;
 
 pub use attribute::{
-    Aggregation, AttrMethod, AttributedFn, Attribution, TokenReduce, attribute, baseline_score,
-    gauss_legendre, layer_sweep,
+    Aggregation, AttrMethod, AttributeOptions, AttributedFn, Attribution, AttributionInput,
+    TokenReduce, attribute, baseline_score, gauss_legendre, layer_sweep,
 };
 pub use attribution::{attribution_patch, pearson};
 pub use counterfact::{
     CaseScores, CounterFactSummary, EditCase, TargetNll, case_scores, harmonic_mean, ngram_entropy,
     summarize, target_nlls,
 };
+pub use engine::Engine;
 pub use error::{Error, Result};
 pub use heads::{AttentionHit, HeadReport, HeadScan, HeadScanOptions, row_multiples};
 pub use lens::{LogitLens, logit_lens, output_probs};
-pub use patching::{
-    Engine, LastPosition, NormalizedLogitDiff, PatchIndex, PatchMetric, PatchResult, Sweep,
-    patch_sweep, patch_sweep_with,
-};
+pub use metric::{LastPosition, NormalizedLogitDiff, PatchMetric};
+pub use patching::{PatchIndex, PatchOptions, PatchResult, Sweep, patch_sweep, patch_sweep_with};
 pub use probe::{
     EditReport, EmbeddingEdit, PositionPool, candidate_pools, edit_embeddings, pool_jaccard,
 };
+pub use progress::Observer;
 pub use rome::{
-    AppliedEdit, RomeConfig, RomeEdit, RomeRequest, SecondMoment, VStep, context_templates,
-    rome_edit, second_moment, second_moment_cached,
+    AppliedEdit, MomentOptions, RomeConfig, RomeEdit, RomeRequest, SecondMoment, StepObserver,
+    VStep, context_templates, rome_edit, second_moment, second_moment_cached,
 };
-pub use search::{PrependRound, PrependSearch, prepend_losses, prepend_search};
+pub use search::{PrependRound, PrependSearch, SearchOptions, prepend_losses, prepend_search};
 pub use steering::{Steered, steer_generation, steering_vector};
 pub use tracing::{
     CausalTrace, GroupEffect, IndirectEffects, NoiseSpec, TOKEN_GROUPS, TokenTable, TraceConfig,
     TraceKind, TracePrompt, TraceTable, average_indirect_effect, causal_trace, group_rollup,
-    load_noise, make_noise, save_noise, subject_embedding_std,
+    load_noise, save_noise, subject_embedding_std,
 };

@@ -5,15 +5,16 @@
 //! Two engines compute the same numbers: [`Engine::Naive`], one full forward per patch as
 //! TransformerLens runs it (the reference in tests), and [`Engine::Batched`] (the default),
 //! which runs many patches per forward and starts each from the corrupted run's cached state
-//! (see the `batched` module).
+//! (see the `engine` module).
 
-use burn::tensor::{Tensor, TensorData};
-use burnlens_hooks::{ActivationCache, HookSet, Intervention};
-use burnlens_metrics::{last_position, logit_diff, normalized_patch_score};
+use burnlens_hooks::ActivationCache;
 use burnlens_model::{Gpt2, HookKind, HookPoint, TokenBatch};
 use serde::Serialize;
 
+use crate::engine::{Engine, Job, Patch};
 use crate::error::{Error, Result};
+use crate::metric::PatchMetric;
+use crate::progress::Observer;
 
 /// Which axes a sweep iterates over (its result has one axis per entry, in this order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -247,186 +248,6 @@ impl PatchResult {
     }
 }
 
-/// A metric of one patched run's logits.
-///
-/// Any `Fn(Tensor<3>) -> Result<Tensor<1>, E>` is one (reading every position), for any
-/// error `E` that converts into a boxed error (this crate's, `burnlens::Error`, `anyhow`'s);
-/// wrap it in [`LastPosition`] when it reads only the last position, which lets the batched
-/// engine skip the unembedding elsewhere.
-///
-/// ```
-/// use burnlens_experiments::{LastPosition, PatchMetric};
-/// use burnlens_metrics::{last_position, logit_diff};
-/// use burnlens_model::burn::tensor::{Device, Tensor};
-///
-/// let metric = LastPosition::new(|logits: Tensor<3>| {
-///     Ok(logit_diff(last_position(logits), &[1], &[0])?.mean())
-/// });
-/// let logits = Tensor::<3>::from_floats([[[0.5, 2.0, 0.0]]], &Device::flex());
-/// let score: f32 = metric.score(logits)?.into_scalar();
-/// assert_eq!(score, 1.5);
-/// # Ok::<(), burnlens_experiments::Error>(())
-/// ```
-pub trait PatchMetric {
-    /// The score of one run: logits `[batch, pos, vocab]` (`pos` = 1, the last position, when
-    /// [`PatchMetric::last_position_only`]) to a tensor of shape `[1]`.
-    ///
-    /// # Errors
-    /// Whatever the metric reports (token ids outside the vocabulary, …); a sweep stops at
-    /// the first error and returns it.
-    fn score(&self, logits: Tensor<3>) -> Result<Tensor<1>>;
-
-    /// Whether the metric reads only the last position's logits.
-    fn last_position_only(&self) -> bool {
-        false
-    }
-}
-
-/// A metric closure's error as this crate's: its own errors stay as they are, any other
-/// becomes [`Error::CustomMetric`].
-fn metric_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> Error {
-    match e.into().downcast::<Error>() {
-        Ok(own) => *own,
-        Err(other) => Error::CustomMetric(other),
-    }
-}
-
-impl<F, E> PatchMetric for F
-where
-    F: Fn(Tensor<3>) -> std::result::Result<Tensor<1>, E>,
-    E: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn score(&self, logits: Tensor<3>) -> Result<Tensor<1>> {
-        self(logits).map_err(metric_error)
-    }
-}
-
-/// A metric that reads only the last position: it is given logits `[batch, 1, vocab]`.
-pub struct LastPosition<F>(pub F);
-
-impl<F> LastPosition<F>
-where
-    F: Fn(Tensor<3>) -> Result<Tensor<1>>,
-{
-    /// Wraps `f`, a closure returning this crate's `Result`: the constructor tells the
-    /// compiler the closure's error type, so a closure using `?` on metric, hook or model
-    /// errors needs no annotation. (`LastPosition(f)` takes a closure with any error type,
-    /// annotated.)
-    pub fn new(f: F) -> Self {
-        Self(f)
-    }
-}
-
-impl<F, E> PatchMetric for LastPosition<F>
-where
-    F: Fn(Tensor<3>) -> std::result::Result<Tensor<1>, E>,
-    E: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn score(&self, logits: Tensor<3>) -> Result<Tensor<1>> {
-        let [b, t, v] = logits.dims();
-        (self.0)(logits.slice([0..b, t - 1..t, 0..v])).map_err(metric_error)
-    }
-
-    fn last_position_only(&self) -> bool {
-        true
-    }
-}
-
-/// The default patching metric: the mean logit difference `answer − foil` at the last
-/// position, normalized to 0 at the corrupted run and 1 at the clean run
-/// ([`burnlens_metrics::normalized_patch_score`]).
-#[derive(Debug, Clone)]
-pub struct NormalizedLogitDiff {
-    answer: Vec<u32>,
-    foil: Vec<u32>,
-    clean: f32,
-    corrupted: f32,
-}
-
-impl NormalizedLogitDiff {
-    /// The metric for one prompt pair batch, with its baselines taken from the clean and
-    /// corrupted runs' logits.
-    ///
-    /// # Errors
-    /// Token id lists that do not fit the batch or the vocabulary, and a degenerate baseline
-    /// (clean and corrupted logit differences equal), reported before any sweep runs.
-    pub fn new(
-        answer: &[u32],
-        foil: &[u32],
-        clean_logits: Tensor<3>,
-        corrupted_logits: Tensor<3>,
-    ) -> Result<Self> {
-        let diff = |logits: Tensor<3>| -> Result<f32> {
-            Ok(logit_diff(last_position(logits), answer, foil)?
-                .mean()
-                .into_scalar::<f32>())
-        };
-        let (clean, corrupted) = (diff(clean_logits)?, diff(corrupted_logits.clone())?);
-        let probe = Tensor::<1>::from_floats([corrupted], &corrupted_logits.device());
-        normalized_patch_score(probe, clean, corrupted)?;
-        Ok(Self {
-            answer: answer.to_vec(),
-            foil: foil.to_vec(),
-            clean,
-            corrupted,
-        })
-    }
-
-    /// The clean run's mean logit difference.
-    pub fn clean(&self) -> f32 {
-        self.clean
-    }
-
-    /// The corrupted run's mean logit difference.
-    pub fn corrupted(&self) -> f32 {
-        self.corrupted
-    }
-}
-
-impl PatchMetric for NormalizedLogitDiff {
-    fn score(&self, logits: Tensor<3>) -> Result<Tensor<1>> {
-        let ld = logit_diff(last_position(logits), &self.answer, &self.foil)?.mean();
-        Ok((ld - self.corrupted) / (self.clean - self.corrupted))
-    }
-
-    fn last_position_only(&self) -> bool {
-        true
-    }
-}
-
-/// How a sweep is computed; both give the same numbers (to float rounding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Engine {
-    /// One full forward of the corrupted input per patch, as TransformerLens does.
-    Naive,
-    /// Many patches per forward, each starting from the corrupted run's state at its layer
-    /// and recomputing only the positions from its own on (the earlier ones keep the corrupted
-    /// run's keys and values). `max_rows` bounds the rows (patches × batch) of one forward.
-    Batched {
-        /// The most rows one forward runs.
-        max_rows: usize,
-    },
-}
-
-impl Default for Engine {
-    fn default() -> Self {
-        Engine::Batched { max_rows: 128 }
-    }
-}
-
-/// One patch of a sweep: its flat result index and where it applies.
-#[derive(Debug, Clone)]
-pub(crate) struct Patch {
-    /// Flat index into the result.
-    pub index: usize,
-    /// The layers patched (one for a sweep; a window for causal tracing).
-    pub layers: std::ops::Range<usize>,
-    /// The one position (query position for patterns) patched, or `None` for all.
-    pub pos: Option<usize>,
-    /// The one head patched, or `None` for all.
-    pub head: Option<usize>,
-}
-
 /// The result shape of a sweep and its patches, in result order.
 pub(crate) fn plan(
     sweep: Sweep,
@@ -461,15 +282,39 @@ pub(crate) fn plan(
     (shape, patches)
 }
 
-/// Runs a patching sweep with the default (batched) engine.
+/// How a sweep runs: the engine, and who hears of its progress. `Default` is the batched
+/// engine and no observer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PatchOptions {
+    /// The engine (both give the same numbers).
+    pub engine: Engine,
+    /// Told `(patches done, patches in all)` as patches complete.
+    pub observer: Observer,
+}
+
+impl PatchOptions {
+    /// These options with `engine`.
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// These options with `observer`.
+    pub fn observer(mut self, observer: Observer) -> Self {
+        self.observer = observer;
+        self
+    }
+}
+
+/// Runs a patching sweep with the default options (the batched engine, no progress).
 ///
 /// `clean_cache` must hold the swept kind at every layer (capture it with
 /// `Selector::kind(sweep.kind)` on the clean run). `metric` maps the patched logits to a
 /// score (e.g. a normalized logit difference).
 ///
 /// # Errors
-/// An unknown kind, a cache without the needed points or of another shape than the corrupted
-/// run, and forward errors.
+/// A cache without the needed points or of another shape than the corrupted run
+/// ([`Error::CacheMismatch`]), the metric's errors, and forward errors.
 pub fn patch_sweep(
     model: &Gpt2,
     corrupted: &TokenBatch,
@@ -483,13 +328,11 @@ pub fn patch_sweep(
         clean_cache,
         sweep,
         metric,
-        Engine::default(),
-        &mut |_, _| {},
+        &PatchOptions::default(),
     )
 }
 
-/// [`patch_sweep`] with a chosen engine, calling `observe(done, total)` as patches complete
-/// (for progress bars).
+/// [`patch_sweep`] with options: the engine, and an observer of its progress.
 ///
 /// # Errors
 /// As [`patch_sweep`].
@@ -499,8 +342,7 @@ pub fn patch_sweep_with(
     clean_cache: &ActivationCache,
     sweep: Sweep,
     metric: &dyn PatchMetric,
-    engine: Engine,
-    observe: &mut dyn FnMut(usize, usize),
+    options: &PatchOptions,
 ) -> Result<PatchResult> {
     let n_layers = model.config.n_layer;
     let n_heads = model.config.n_head;
@@ -512,34 +354,24 @@ pub fn patch_sweep_with(
         let batch_ok = dims[0] == corrupted.batch_size();
         let pos_axis = burnlens_hooks::act::pos_axis(*p, dims.len());
         if !batch_ok || dims[pos_axis] != n_pos {
-            return Err(Error::Invalid(format!(
-                "the clean cache's {p} has shape {dims:?}, but the corrupted run is {} × {n_pos} tokens (clean and corrupted prompts must tokenize to the same length)",
-                corrupted.batch_size()
-            )));
+            return Err(Error::CacheMismatch {
+                point: p.to_string(),
+                cached: dims.to_vec(),
+                rows: corrupted.batch_size(),
+                tokens: n_pos,
+            });
         }
     }
     let (shape, patches) = plan(sweep, n_layers, n_heads, n_pos);
-    let values = match engine {
-        Engine::Naive => naive(
-            model,
-            corrupted,
-            clean_cache,
-            &points,
-            &patches,
-            metric,
-            observe,
-        )?,
-        Engine::Batched { max_rows } => crate::batched::run(
-            model,
-            &crate::batched::Baseline::new(model, corrupted, None)?,
-            clean_cache,
-            &points,
-            &patches,
-            metric,
-            max_rows,
-            observe,
-        )?,
+    let job = Job {
+        points: &points,
+        clean: clean_cache,
+        patches: &patches,
+        metric,
     };
+    let values = options
+        .engine
+        .run(model, corrupted, &job, &options.observer)?;
     Ok(PatchResult {
         sweep,
         shape,
@@ -553,55 +385,4 @@ pub(crate) fn sweep_points(sweep: Sweep, n_layers: usize) -> Result<Vec<HookPoin
         .map(|l| sweep.kind.at(l))
         .collect::<Result<_, _>>()
         .map_err(|e| Error::Hooks(burnlens_hooks::Error::from(e)))
-}
-
-/// Reads a `[n]` score tensor (or several concatenated) back to the host.
-pub(crate) fn host_scores(scores: Vec<Tensor<1>>) -> Result<Vec<f32>> {
-    if scores.is_empty() {
-        return Ok(Vec::new());
-    }
-    let n = scores.len();
-    let all = Tensor::cat(scores, 0);
-    if all.dims()[0] != n {
-        return Err(Error::Invalid(format!(
-            "the metric must return one number per run (shape [1]); got {} numbers for {n} runs",
-            all.dims()[0]
-        )));
-    }
-    let data: TensorData = all.into_data();
-    Ok(data
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("float scores"))
-}
-
-/// The reference engine: one forward per patch.
-fn naive(
-    model: &Gpt2,
-    corrupted: &TokenBatch,
-    clean_cache: &ActivationCache,
-    points: &[HookPoint],
-    patches: &[Patch],
-    metric: &dyn PatchMetric,
-    observe: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<f32>> {
-    let mut values = Vec::with_capacity(patches.len());
-    for (done, patch) in patches.iter().enumerate() {
-        let mut hooks = HookSet::new();
-        for layer in patch.layers.clone() {
-            let point = points[layer];
-            let mut intervention = Intervention::replace(clean_cache.get(point)?.clone());
-            if let Some(p) = patch.pos {
-                intervention = intervention.at(vec![p]);
-            }
-            if let Some(h) = patch.head {
-                intervention = intervention.heads([h]);
-            }
-            hooks.intervene(point, intervention)?;
-        }
-        let logits = hooks.run(model, corrupted)?;
-        values.extend(host_scores(vec![metric.score(logits)?])?);
-        observe(done + 1, patches.len());
-    }
-    Ok(values)
 }

@@ -128,9 +128,11 @@ pub fn edit_embeddings(
     match edit {
         EmbeddingEdit::Swap(a, b) => {
             if let Some(&bad) = [a, b].into_iter().find(|&&t| t as usize >= vocab) {
-                return Err(Error::Invalid(format!(
-                    "token {bad} is outside the vocabulary of {vocab}"
-                )));
+                return Err(Error::OutOfRange {
+                    what: "token id",
+                    value: bad as usize,
+                    limit: format!("the vocabulary has {vocab} tokens"),
+                });
             }
             let swapped: Vec<u32> = ids
                 .iter()
@@ -153,10 +155,11 @@ pub fn edit_embeddings(
             seed,
         } => {
             if let Some(&p) = positions.iter().find(|&&p| p >= ids.len()) {
-                return Err(Error::Invalid(format!(
-                    "position {p} is past the {}-token prompt",
-                    ids.len()
-                )));
+                return Err(Error::OutOfRange {
+                    what: "position",
+                    value: p,
+                    limit: format!("the prompt has {} tokens", ids.len()),
+                });
             }
             hooks.intervene(
                 HookPoint::Embed,

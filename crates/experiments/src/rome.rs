@@ -24,9 +24,10 @@
 //! change ([`RomeEdit::apply`] returns the [`AppliedEdit`] that restores the weight exactly).
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use burn::module::Param;
+use burn::optim::{AdamConfig, Optimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use burnlens_hooks::{Act, HookSet, Intervention, Selector};
@@ -37,6 +38,7 @@ use burnlens_model::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::progress::Observer;
 
 /// ROME's hyper-parameters (`hparams/ROME/*.json` in the original).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +65,64 @@ pub struct RomeConfig {
     pub context_template_length_params: Vec<[usize; 2]>,
     /// Seed of the context templates' sampling.
     pub template_seed: u64,
+    /// Told of each step of the `δ` optimisation (not a hyper-parameter: never serialized).
+    #[serde(skip)]
+    pub on_step: StepObserver,
+}
+
+/// Called with `(step, the step's losses)` as ROME's `δ` optimisation runs. `Default` is no
+/// observer; like [`Observer`], it is `Clone` and compares equal to any other.
+#[derive(Clone, Default)]
+pub struct StepObserver(Option<Arc<StepFn>>);
+
+/// What a [`StepObserver`] calls.
+type StepFn = dyn Fn(usize, &VStep) + Send + Sync;
+
+impl StepObserver {
+    /// An observer that calls `f(step, losses)`.
+    pub fn new(f: impl Fn(usize, &VStep) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+
+    fn report(&self, step: usize, losses: &VStep) {
+        if let Some(f) = &self.0 {
+            f(step, losses);
+        }
+    }
+}
+
+impl std::fmt::Debug for StepObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "StepObserver(set)"
+        } else {
+            "StepObserver(none)"
+        })
+    }
+}
+
+impl PartialEq for StepObserver {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// Options of [`second_moment`]; `Default` runs 16 texts per forward with no observer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MomentOptions {
+    /// Texts per forward pass.
+    pub batch_size: usize,
+    /// Told `(texts done, texts in all)` as batches complete.
+    pub observer: Observer,
+}
+
+impl Default for MomentOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            observer: Observer::none(),
+        }
+    }
 }
 
 impl RomeConfig {
@@ -108,6 +168,7 @@ impl RomeConfig {
             early_stop_loss: 5e-2,
             context_template_length_params: vec![[5, 10], [10, 10]],
             template_seed: 0,
+            on_step: StepObserver::default(),
         }
     }
 }
@@ -142,17 +203,17 @@ impl SecondMoment {
     /// similar tokens: count more text).
     pub fn solve(&self, k: &[f32]) -> Result<Vec<f64>> {
         if k.len() != self.d {
-            return Err(Error::Invalid(format!(
-                "a key of width {} against a second moment of width {}",
-                k.len(),
-                self.d
-            )));
+            return Err(Error::Shape {
+                what: "the key".into(),
+                got: vec![k.len()],
+                expected: format!("[{}], the second moment's width", self.d),
+            });
         }
         let l = self
             .factor
             .get_or_init(|| cholesky(&self.matrix(), self.d))
             .as_ref()
-            .map_err(|m| Error::Invalid(format!("{m} ({} tokens counted)", self.count)))?;
+            .map_err(|m| Error::Degenerate(format!("{m} ({} tokens counted)", self.count)))?;
         Ok(cholesky_solve(l, self.d, k))
     }
 
@@ -162,25 +223,28 @@ impl SecondMoment {
     /// # Errors
     /// I/O errors.
     pub fn save(&self, path: &Path) -> Result<()> {
+        let file = |p: &Path, e: &dyn std::fmt::Display| Error::File {
+            path: p.to_path_buf(),
+            message: e.to_string(),
+        };
         let bytes: Vec<u8> = self.sum.iter().flat_map(|v| v.to_le_bytes()).collect();
         let view = safetensors::tensor::TensorView::new(
             safetensors::Dtype::F64,
             vec![self.d, self.d],
             &bytes,
         )
-        .map_err(|e| Error::Invalid(format!("second moment: {e}")))?;
+        .map_err(|e| file(path, &e))?;
         let meta = std::collections::HashMap::from([
             ("layer".to_string(), self.layer.to_string()),
             ("count".to_string(), self.count.to_string()),
         ]);
-        let out = safetensors::serialize([("sum", view)], Some(meta))
-            .map_err(|e| Error::Invalid(format!("second moment: {e}")))?;
+        let out =
+            safetensors::serialize([("sum", view)], Some(meta)).map_err(|e| file(path, &e))?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Invalid(format!("creating {}: {e}", dir.display())))?;
+                .map_err(|e| file(dir, &format!("creating the directory: {e}")))?;
         }
-        std::fs::write(path, out)
-            .map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
+        std::fs::write(path, out).map_err(|e| file(path, &format!("writing: {e}")))
     }
 
     /// Reads a moment written by [`SecondMoment::save`].
@@ -188,7 +252,10 @@ impl SecondMoment {
     /// # Errors
     /// A missing or malformed file.
     pub fn load(path: &Path) -> Result<Self> {
-        let bad = |m: String| Error::Invalid(format!("{}: {m}", path.display()));
+        let bad = |message: String| Error::File {
+            path: path.to_path_buf(),
+            message,
+        };
         let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         let (_, meta) =
             safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
@@ -223,8 +290,7 @@ impl SecondMoment {
 }
 
 /// The second moment of the keys at `layer` over `texts` (token ids; each truncated to the
-/// model's context, empty ones skipped), `batch_size` texts per forward pass;
-/// `observe(done, total)` counts texts.
+/// model's context, empty ones skipped), `options.batch_size` texts per forward pass.
 ///
 /// # Errors
 /// A layer out of range, no token at all, and forward-pass errors.
@@ -232,9 +298,9 @@ pub fn second_moment(
     model: &Gpt2,
     layer: usize,
     texts: &[Vec<u32>],
-    batch_size: usize,
-    observe: &mut dyn FnMut(usize, usize),
+    options: &MomentOptions,
 ) -> Result<SecondMoment> {
+    let batch_size = options.batch_size.max(1);
     check_layer(model, layer)?;
     let n_ctx = model.config.n_positions;
     let texts: Vec<&[u32]> = texts
@@ -246,7 +312,7 @@ pub fn second_moment(
     let mut sum = vec![0f64; d * d];
     let mut count = 0u64;
     let point = HookPoint::MlpPost(layer);
-    for (i, chunk) in texts.chunks(batch_size.max(1)).enumerate() {
+    for (i, chunk) in texts.chunks(batch_size).enumerate() {
         let rows: Vec<Vec<u32>> = chunk.iter().map(|t| t.to_vec()).collect();
         let batch = TokenBatch::padded(&rows, 0, PaddingSide::Right)?;
         let mut set = HookSet::new();
@@ -269,12 +335,15 @@ pub fn second_moment(
             *s += v as f64;
         }
         count += idx.len() as u64;
-        observe(((i + 1) * batch_size).min(texts.len()), texts.len());
+        options
+            .observer
+            .report(((i + 1) * batch_size).min(texts.len()), texts.len());
     }
     if count == 0 {
-        return Err(Error::Invalid(
-            "the second moment needs at least one token of text".into(),
-        ));
+        return Err(Error::Empty {
+            what: "the text to measure the second moment on",
+            hint: ": it needs at least one token",
+        });
     }
     Ok(SecondMoment {
         layer,
@@ -296,9 +365,8 @@ pub fn second_moment_cached(
     model_key: &str,
     layer: usize,
     texts: &[Vec<u32>],
-    batch_size: usize,
     cache_dir: &Path,
-    observe: &mut dyn FnMut(usize, usize),
+    options: &MomentOptions,
 ) -> Result<(SecondMoment, PathBuf)> {
     let path = cache_dir.join(format!(
         "{}-layer{layer}-{:016x}.mom2.safetensors",
@@ -318,7 +386,7 @@ pub fn second_moment_cached(
             return Ok((m, path));
         }
     }
-    let m = second_moment(model, layer, texts, batch_size, observe)?;
+    let m = second_moment(model, layer, texts, options)?;
     m.save(&path)?;
     Ok((m, path))
 }
@@ -390,18 +458,18 @@ pub fn context_templates(
     length_params: &[[usize; 2]],
     seed: u64,
 ) -> Result<Vec<String>> {
-    let eot = tok.endoftext_id().ok_or_else(|| {
-        Error::Invalid(
-            "context templates are generated from <|endoftext|>, which this vocabulary lacks"
-                .into(),
-        )
+    let eot = tok.endoftext_id().ok_or_else(|| Error::MissingToken {
+        token: "<|endoftext|>",
+        needed_for: "generating context templates",
     })?;
     let mut out = vec!["{}".to_string()];
     for (i, &[length, count]) in length_params.iter().enumerate() {
         if length < 2 {
-            return Err(Error::Invalid(format!(
-                "a context template length must be at least 2 (<|endoftext|> and one token), not {length}"
-            )));
+            return Err(Error::BadOption {
+                option: "context_template_length_params",
+                value: format!("[{length}, {count}]"),
+                expected: "a length of at least 2 (<|endoftext|> and one token)".into(),
+            });
         }
         let generated = model.generate(
             &[eot],
@@ -519,12 +587,11 @@ impl RomeEdit {
         let w = model.blocks[self.layer].mlp.c_proj.weight.val();
         let dims = w.dims();
         if dims != [self.u.len(), self.right.len()] {
-            return Err(Error::Invalid(format!(
-                "the edit is [{}, {}], layer {}'s c_proj weight is {dims:?}",
-                self.u.len(),
-                self.right.len(),
-                self.layer
-            )));
+            return Err(Error::Shape {
+                what: format!("layer {}'s c_proj weight", self.layer),
+                got: dims.to_vec(),
+                expected: format!("[{}, {}], the edit's", self.u.len(), self.right.len()),
+            });
         }
         let updated = w.clone() + self.delta(&model.device());
         set_c_proj(model, self.layer, updated);
@@ -542,10 +609,11 @@ fn set_c_proj(model: &mut Gpt2, layer: usize, w: Tensor<2>) {
 
 fn check_layer(model: &Gpt2, layer: usize) -> Result<()> {
     if layer >= model.config.n_layer {
-        return Err(Error::Invalid(format!(
-            "layer {layer} is out of range: the model has {} layers",
-            model.config.n_layer
-        )));
+        return Err(Error::OutOfRange {
+            what: "layer",
+            value: layer,
+            limit: format!("the model has {} layers", model.config.n_layer),
+        });
     }
     Ok(())
 }
@@ -602,7 +670,7 @@ fn capture(
 /// Computes ROME's edit of `request` at `config.layer` (the model is not changed; apply the
 /// result with [`RomeEdit::apply`]). `templates` are context templates ending in `"{}"` (from
 /// [`context_templates`]); `stats` is the layer's key second moment, needed when
-/// `config.mom2_adjustment`; `observe` sees each optimisation step.
+/// `config.mom2_adjustment`; `config.on_step` sees each optimisation step.
 ///
 /// # Errors
 /// A prompt without exactly one `{}`, a subject not found in a prompt, a template not ending
@@ -615,57 +683,140 @@ pub fn rome_edit(
     config: &RomeConfig,
     templates: &[String],
     stats: Option<&SecondMoment>,
-    observe: &mut dyn FnMut(usize, &VStep),
 ) -> Result<RomeEdit> {
     let layer = config.layer;
     check_layer(model, layer)?;
-    if request.prompt.matches("{}").count() != 1 {
-        return Err(Error::Invalid(format!(
-            "the prompt {:?} must hold `{{}}` (the subject) exactly once",
-            request.prompt
-        )));
-    }
-    if templates.is_empty() {
-        return Err(Error::Invalid(
-            "no context templates (ROME's first is \"{}\")".into(),
+    let prefixes = template_prefixes(request, templates)?;
+    let stats = check_stats(model, config, stats)?;
+    let left = left_vector(model, tok, request, layer, &prefixes, stats)?;
+    let (target, steps) =
+        VProblem::new(model, tok, request, layer, &prefixes)?.solve(model, config)?;
+    // The key and MLP output at the last subject token of the bare prompt (a pass of its own
+    // only when no template is the bare "{}").
+    let (key, out) = match left.bare {
+        Some(row) => row,
+        None => {
+            let bare = lookup(tok, &request.filled(), &request.subject)?;
+            let (_, acts) = capture(
+                model,
+                &[&bare],
+                &[HookPoint::MlpPost(layer), HookPoint::MlpOut(layer)],
+            )?;
+            (
+                host(at(&acts[0], 0, bare.idx)),
+                host(at(&acts[1], 0, bare.idx)),
+            )
+        }
+    };
+    let denom = dot(&key, &left.u);
+    if denom == 0.0 {
+        return Err(Error::Degenerate(
+            "the bare prompt's key is orthogonal to the left vector: no rank-one edit maps it"
+                .into(),
         ));
     }
-    let prefixes: Vec<&str> = templates
+    let right = target
+        .iter()
+        .zip(&out)
+        .map(|(t, o)| ((*t as f64 - *o as f64) / denom) as f32)
+        .collect();
+    Ok(RomeEdit {
+        layer,
+        u: left.u,
+        right,
+        k_star: left.k_star,
+        key,
+        target,
+        steps,
+        templates: templates.to_vec(),
+    })
+}
+
+/// `Σ aᵢ bᵢ` in f64.
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+/// `‖a‖` in f64.
+fn norm(a: &[f32]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// The text of each template before its `{}`, after checking the request's prompt.
+fn template_prefixes<'t>(request: &RomeRequest, templates: &'t [String]) -> Result<Vec<&'t str>> {
+    if request.prompt.matches("{}").count() != 1 {
+        return Err(Error::Template {
+            which: "prompt",
+            template: request.prompt.clone(),
+            problem: "must hold `{}` (the subject) exactly once",
+        });
+    }
+    if templates.is_empty() {
+        return Err(Error::Empty {
+            what: "the list of context templates",
+            hint: " (ROME's first is \"{}\")",
+        });
+    }
+    templates
         .iter()
         .map(|t| {
-            t.strip_suffix("{}").ok_or_else(|| {
-                Error::Invalid(format!("the context template {t:?} does not end in `{{}}`"))
+            t.strip_suffix("{}").ok_or_else(|| Error::Template {
+                which: "context template",
+                template: t.clone(),
+                problem: "does not end in `{}`",
             })
         })
-        .collect::<Result<_>>()?;
-    let stats = match (config.mom2_adjustment, stats) {
-        (false, _) => None,
-        (true, None) => {
-            return Err(Error::Invalid(
-                "mom2_adjustment needs the layer's key second moment (second_moment)".into(),
-            ));
-        }
-        (true, Some(s)) if s.layer != layer || s.d != model.config.d_mlp() => {
-            return Err(Error::Invalid(format!(
-                "the second moment is of layer {} and width {}; the edit is at layer {layer} \
-                 of width {}",
-                s.layer,
-                s.d,
-                model.config.d_mlp()
-            )));
-        }
-        (true, Some(s)) => Some(s),
-    };
-    let target_text = if request.target_new.starts_with(' ') {
-        request.target_new.clone()
-    } else {
-        format!(" {}", request.target_new)
-    };
-    let target_ids = tok.encode(&target_text, false)?;
-    let filled = request.filled();
-    let device = model.device();
+        .collect()
+}
 
-    // k*: the key at the last subject token, averaged over the templates.
+/// The second moment to use: none without `mom2_adjustment`, else one of the edited layer.
+fn check_stats<'s>(
+    model: &Gpt2,
+    config: &RomeConfig,
+    stats: Option<&'s SecondMoment>,
+) -> Result<Option<&'s SecondMoment>> {
+    match (config.mom2_adjustment, stats) {
+        (false, _) => Ok(None),
+        (true, None) => Err(Error::BadOption {
+            option: "mom2_adjustment",
+            value: "true".into(),
+            expected: "the layer's key second moment (second_moment), or mom2_adjustment = false"
+                .into(),
+        }),
+        (true, Some(s)) if s.layer != config.layer || s.d != model.config.d_mlp() => {
+            Err(Error::Shape {
+                what: format!("the second moment of layer {}", s.layer),
+                got: vec![s.d, s.d],
+                expected: format!(
+                    "layer {}'s, of width [{d}, {d}]",
+                    config.layer,
+                    d = model.config.d_mlp()
+                ),
+            })
+        }
+        (true, Some(s)) => Ok(Some(s)),
+    }
+}
+
+/// ROME's left vector and what its pass also gives.
+struct LeftVector {
+    /// `k*`: the key at the last subject token, averaged over the templates.
+    k_star: Vec<f32>,
+    /// `C⁻¹ k*` (or `k*`), unit norm.
+    u: Vec<f32>,
+    /// The bare prompt's key and MLP output, when a template is the bare `{}`.
+    bare: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+fn left_vector(
+    model: &Gpt2,
+    tok: &Gpt2Tokenizer,
+    request: &RomeRequest,
+    layer: usize,
+    prefixes: &[&str],
+    stats: Option<&SecondMoment>,
+) -> Result<LeftVector> {
+    let filled = request.filled();
     let keyed: Vec<Lookup> = prefixes
         .iter()
         .map(|p| lookup(tok, &format!("{p}{filled}"), &request.subject))
@@ -677,7 +828,7 @@ pub fn rome_edit(
     )?;
     // The bare prompt is the template "{}" (ROME's first): its key and MLP output, needed for
     // the update, come from this pass.
-    let bare_row = prefixes.iter().position(|p| p.is_empty()).map(|i| {
+    let bare = prefixes.iter().position(|p| p.is_empty()).map(|i| {
         (
             host(at(&acts[0], i, keyed[i].idx)),
             host(at(&acts[1], i, keyed[i].idx)),
@@ -695,216 +846,215 @@ pub fn rome_edit(
         Some(s) => s.solve(&k_star)?,
         None => k_star.iter().map(|&v| v as f64).collect(),
     };
-    let norm = u.iter().map(|v| v * v).sum::<f64>().sqrt();
-    if norm == 0.0 || !norm.is_finite() {
-        return Err(Error::Invalid(format!("the left vector has norm {norm}")));
+    let n = u.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if n == 0.0 || !n.is_finite() {
+        return Err(Error::Degenerate(format!("the left vector has norm {n}")));
     }
-    let u: Vec<f32> = u.iter().map(|v| (v / norm) as f32).collect();
+    Ok(LeftVector {
+        k_star,
+        u: u.iter().map(|v| (v / n) as f32).collect(),
+        bare,
+    })
+}
 
-    // v*: optimise δ at the MLP output.
-    let head = match target_ids.len() {
-        1 => String::new(),
-        n => tok.decode(&target_ids[..n - 1])?,
-    };
-    let mut prompts: Vec<Lookup> = prefixes
-        .iter()
-        .map(|p| lookup(tok, &format!("{p}{filled}{head}"), &request.subject))
-        .collect::<Result<_>>()?;
-    let n_rewrite = prompts.len();
-    prompts.push(lookup(
-        tok,
-        &format!("{} is a", request.subject),
-        &request.subject,
-    )?);
-    for p in &prompts {
-        if p.ids.len() > model.config.n_positions {
-            return Err(Error::Invalid(format!(
-                "a rewriting prompt of {} tokens exceeds the context of {}",
-                p.ids.len(),
-                model.config.n_positions
-            )));
+/// ROME's `v*` problem: the rewriting prompts (each template with the request and all but the
+/// last target token) and the essence prompt, batched, with what the loss reads.
+struct VProblem {
+    layer: usize,
+    batch: TokenBatch,
+    /// Rewriting rows (the essence prompt is the row after them).
+    n_rewrite: usize,
+    /// Target ids `[n_rewrite, pos]` and their 0/1 mask.
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+    /// 1 at the last subject token of every row, `[rows, pos, 1]`: where δ is added.
+    at_subject: Tensor<3>,
+    /// The essence prompt's row and last subject token.
+    kl_at: (usize, usize),
+    /// The essence prompt's next-token log-distribution before the edit, `[1, vocab]`.
+    kl_init: Tensor<2>,
+    /// The MLP output at the last subject token of the first rewriting prompt (`v₀`).
+    v0: Vec<f32>,
+    n_target: usize,
+}
+
+impl VProblem {
+    fn new(
+        model: &Gpt2,
+        tok: &Gpt2Tokenizer,
+        request: &RomeRequest,
+        layer: usize,
+        prefixes: &[&str],
+    ) -> Result<Self> {
+        let target_text = if request.target_new.starts_with(' ') {
+            request.target_new.clone()
+        } else {
+            format!(" {}", request.target_new)
+        };
+        let target_ids = tok.encode(&target_text, false)?;
+        if target_ids.is_empty() {
+            return Err(Error::Empty {
+                what: "the new target",
+                hint: ": it tokenizes to nothing",
+            });
         }
-    }
-    let refs: Vec<&Lookup> = prompts.iter().collect();
-    let (logits0, acts) = capture(model, &refs, &[HookPoint::MlpOut(layer)])?;
-    let [b, p_len, vocab] = logits0.dims();
-    let d_model = model.config.n_embd;
-    let v0 = at(&acts[0], 0, prompts[0].idx);
-    let v0_host = host(v0.clone());
-    let v0_norm = v0_host
-        .iter()
-        .map(|v| (*v as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let kl_row = n_rewrite;
-    let kl_idx = prompts[kl_row].idx;
-    let essence = |logits: Tensor<3>| -> Tensor<2> {
-        log_softmax(
-            logits
-                .slice([kl_row..kl_row + 1, kl_idx..kl_idx + 1, 0..vocab])
-                .reshape([1, vocab]),
-            1,
-        )
-    };
-    let kl_init = essence(logits0);
-
-    // Targets and their mask over the rewriting rows: the last target tokens of each prompt.
-    let mut targets = vec![0i64; n_rewrite * p_len];
-    let mut mask = vec![0f32; n_rewrite * p_len];
-    for (r, p) in prompts[..n_rewrite].iter().enumerate() {
-        let len = p.ids.len();
-        // The prompt ends with the target's tokens but the last, so position
-        // len − n_t + t predicts target token t (ROME's labels at len − n_t .. len).
-        for (t, &id) in target_ids.iter().enumerate() {
-            let pos = len - target_ids.len() + t;
-            targets[r * p_len + pos] = id as i64;
-            mask[r * p_len + pos] = 1.0;
+        let head = match target_ids.len() {
+            1 => String::new(),
+            n => tok.decode(&target_ids[..n - 1])?,
+        };
+        let filled = request.filled();
+        let mut prompts: Vec<Lookup> = prefixes
+            .iter()
+            .map(|p| lookup(tok, &format!("{p}{filled}{head}"), &request.subject))
+            .collect::<Result<_>>()?;
+        let n_rewrite = prompts.len();
+        let essence = format!("{} is a", request.subject);
+        prompts.push(lookup(tok, &essence, &request.subject)?);
+        for p in &prompts {
+            if p.ids.len() > model.config.n_positions {
+                return Err(Error::TooLong {
+                    what: "a rewriting prompt".into(),
+                    tokens: p.ids.len(),
+                    limit: model.config.n_positions,
+                    room: "tokens of the model's context",
+                });
+            }
         }
+        let refs: Vec<&Lookup> = prompts.iter().collect();
+        let (logits0, acts) = capture(model, &refs, &[HookPoint::MlpOut(layer)])?;
+        let [b, p_len, _] = logits0.dims();
+        let device = model.device();
+        // Targets and their mask over the rewriting rows: a prompt ends with the target's
+        // tokens but the last, so position len − n_t + t predicts target token t (ROME's
+        // labels at len − n_t .. len).
+        let mut targets = vec![0i64; n_rewrite * p_len];
+        let mut mask = vec![0f32; n_rewrite * p_len];
+        for (r, p) in prompts[..n_rewrite].iter().enumerate() {
+            for (t, &id) in target_ids.iter().enumerate() {
+                let pos = p.ids.len() - target_ids.len() + t;
+                targets[r * p_len + pos] = id as i64;
+                mask[r * p_len + pos] = 1.0;
+            }
+        }
+        let mut at_subject = vec![0f32; b * p_len];
+        for (r, p) in prompts.iter().enumerate() {
+            at_subject[r * p_len + p.idx] = 1.0;
+        }
+        let kl_at = (n_rewrite, prompts[n_rewrite].idx);
+        let rows: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
+        Ok(Self {
+            layer,
+            batch: TokenBatch::padded(&rows, 0, PaddingSide::Right)?,
+            n_rewrite,
+            targets: Tensor::from_data(TensorData::new(targets, [n_rewrite, p_len]), &device),
+            mask: Tensor::from_data(TensorData::new(mask, [n_rewrite, p_len]), &device),
+            at_subject: Tensor::from_data(TensorData::new(at_subject, [b, p_len, 1]), &device),
+            kl_at,
+            kl_init: essence_log_probs(logits0, kl_at),
+            v0: host(at(&acts[0], 0, prompts[0].idx)),
+            n_target: target_ids.len(),
+        })
     }
-    let targets =
-        Tensor::<2, Int>::from_data(TensorData::new(targets, [n_rewrite, p_len]), &device);
-    let mask = Tensor::<2>::from_data(TensorData::new(mask, [n_rewrite, p_len]), &device);
-    // Where δ is added: the last subject token of every prompt.
-    let mut at_subject = vec![0f32; b * p_len];
-    for (r, p) in prompts.iter().enumerate() {
-        at_subject[r * p_len + p.idx] = 1.0;
-    }
-    let at_subject = Tensor::<3>::from_data(TensorData::new(at_subject, [b, p_len, 1]), &device);
 
-    let batch = TokenBatch::padded(
-        &prompts.iter().map(|p| p.ids.clone()).collect::<Vec<_>>(),
-        0,
-        PaddingSide::Right,
-    )?;
-    let n_t = target_ids.len() as f64;
-    let mut delta = vec![0f32; d_model];
-    let (mut m1, mut m2) = (vec![0f64; d_model], vec![0f64; d_model]);
-    let (beta1, beta2, eps) = (0.9f64, 0.999f64, 1e-8f64);
-    let mut steps = Vec::new();
-    for it in 0..config.v_num_grad_steps {
-        let leaf = Tensor::<1>::from_data(TensorData::new(delta.clone(), [d_model]), &device)
-            .autodiff()
-            .require_grad();
-        let added = at_subject.clone().autodiff() * leaf.clone().reshape([1, 1, d_model]);
+    /// The differentiable part of the loss at `δ` (`nll + kl`, on the autodiff device), the
+    /// mean NLL and KL read back, and the new target's mean probability.
+    fn loss(&self, model: &Gpt2, leaf: Tensor<1>, kl_factor: f64) -> Result<(Tensor<1>, VStep)> {
+        let [_, p_len, _] = self.at_subject.dims();
+        let d_model = leaf.dims()[0];
+        let n = self.n_rewrite;
+        let added = self.at_subject.clone().autodiff() * leaf.reshape([1, 1, d_model]);
         let mut set = HookSet::new();
         set.intervene(
-            HookPoint::MlpOut(layer),
+            HookPoint::MlpOut(self.layer),
             Intervention::custom(move |_, act| match act {
                 Act::R3(t) => Ok(Act::R3(t.autodiff() + added.clone())),
                 Act::R4(_) => Err("hook_mlp_out is rank 3".into()),
             }),
         )?;
-        let logits = set.run(model, &batch)?;
+        let logits = set.run(model, &self.batch)?;
+        let vocab = logits.dims()[2];
         let picked = token_log_probs(
-            logits.clone().slice([0..n_rewrite, 0..p_len, 0..vocab]),
-            targets.clone(),
+            logits.clone().slice([0..n, 0..p_len, 0..vocab]),
+            self.targets.clone(),
         );
-        let nll_each = -(picked * mask.clone().autodiff())
+        let nll_each = -(picked * self.mask.clone().autodiff())
             .sum_dim(1)
-            .reshape([n_rewrite])
-            / n_t;
+            .reshape([n])
+            / self.n_target as f64;
         let nll = nll_each.clone().mean();
-        let cur = essence(logits);
-        let kl = (cur.clone().exp() * (cur - kl_init.clone().autodiff())).sum() * config.kl_factor;
-        // The weight decay ‖δ‖ / ‖v₀‖² is added on the host with its gradient δ / ‖δ‖ (0 at
-        // δ = 0, PyTorch's subgradient of the norm; autodiff through sqrt would give NaN).
-        let delta_norm = delta
-            .iter()
-            .map(|v| (*v as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let wd_scale = config.v_weight_decay / (v0_norm * v0_norm);
-        let wd = wd_scale * delta_norm;
-        let loss = nll.clone() + kl.clone();
+        let cur = essence_log_probs(logits, self.kl_at);
+        let kl = (cur.clone().exp() * (cur - self.kl_init.clone().autodiff())).sum() * kl_factor;
         let scalar = |t: Tensor<1>| -> f32 { t.inner().into_scalar::<f32>() };
-        let prob_new = host(nll_each.inner().neg().exp()).iter().sum::<f32>() / n_rewrite as f32;
+        let prob_new = host(nll_each.inner().neg().exp()).iter().sum::<f32>() / n as f32;
         // The loss's value is the f32 sum of the two read back (the same rounding as on the
-        // device), so it costs no read of its own.
-        let (nll, kl) = (scalar(nll), scalar(kl));
+        // device), so it costs no read of its own; the caller adds the weight decay.
         let step = VStep {
-            loss: ((nll + kl) as f64 + wd) as f32,
-            nll,
-            kl,
-            weight_decay: wd as f32,
+            loss: 0.0,
+            nll: scalar(nll.clone()),
+            kl: scalar(kl.clone()),
+            weight_decay: 0.0,
             prob_new,
         };
-        observe(it, &step);
-        steps.push(step);
-        if (step.loss as f64) < config.early_stop_loss || it + 1 == config.v_num_grad_steps {
-            break;
-        }
-        let grads = loss.backward();
-        let mut g = leaf
-            .grad(&grads)
-            .map(host)
-            .unwrap_or_else(|| vec![0.0; d_model]);
-        if delta_norm > 0.0 {
-            for (gj, dj) in g.iter_mut().zip(&delta) {
-                *gj += (wd_scale * *dj as f64 / delta_norm) as f32;
-            }
-        }
-        // torch.optim.Adam (no weight decay), step t = it + 1.
-        let t = (it + 1) as i32;
-        for j in 0..d_model {
-            let gj = g[j] as f64;
-            m1[j] = beta1 * m1[j] + (1.0 - beta1) * gj;
-            m2[j] = beta2 * m2[j] + (1.0 - beta2) * gj * gj;
-            let mhat = m1[j] / (1.0 - beta1.powi(t));
-            let vhat = m2[j] / (1.0 - beta2.powi(t));
-            delta[j] -= (config.v_lr * mhat / (vhat.sqrt() + eps)) as f32;
-        }
-        // Project into the ball of radius clamp_norm_factor × ‖v₀‖.
-        let max_norm = config.clamp_norm_factor * v0_norm;
-        let n = delta
-            .iter()
-            .map(|v| (*v as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        if n > max_norm {
-            for v in &mut delta {
-                *v = (*v as f64 * max_norm / n) as f32;
-            }
-        }
+        Ok((nll + kl, step))
     }
-    let target: Vec<f32> = v0_host.iter().zip(&delta).map(|(a, b)| a + b).collect();
 
-    // The key and MLP output at the last subject token of the bare prompt (a pass of its own
-    // only when no template is the bare "{}").
-    let (key, out) = match bare_row {
-        Some(row) => row,
-        None => {
-            let bare = lookup(tok, &filled, &request.subject)?;
-            let (_, acts) = capture(
-                model,
-                &[&bare],
-                &[HookPoint::MlpPost(layer), HookPoint::MlpOut(layer)],
-            )?;
-            (
-                host(at(&acts[0], 0, bare.idx)),
-                host(at(&acts[1], 0, bare.idx)),
-            )
+    /// Optimises `δ` at the MLP output by Adam (burn's, with PyTorch's defaults but for the
+    /// learning rate), projected into the ball of radius `clamp_norm_factor × ‖v₀‖`; returns
+    /// `v* = v₀ + δ` and the steps.
+    fn solve(&self, model: &Gpt2, config: &RomeConfig) -> Result<(Vec<f32>, Vec<VStep>)> {
+        let device = model.device();
+        let d_model = self.v0.len();
+        let v0_norm = norm(&self.v0);
+        let wd_scale = config.v_weight_decay / (v0_norm * v0_norm);
+        let max_norm = config.clamp_norm_factor * v0_norm;
+        let adam = AdamConfig::new().with_epsilon(1e-8).build();
+        let mut delta = Tensor::<1>::zeros([d_model], &device);
+        let mut state = None;
+        let mut steps = Vec::new();
+        for it in 0..config.v_num_grad_steps {
+            let leaf = delta.clone().autodiff().require_grad();
+            let (loss, mut step) = self.loss(model, leaf.clone(), config.kl_factor)?;
+            // The weight decay ‖δ‖ / ‖v₀‖² is added outside autodiff with its gradient δ / ‖δ‖
+            // (0 at δ = 0, PyTorch's subgradient of the norm; autodiff through sqrt would give
+            // NaN there).
+            let delta_norm = norm(&host(delta.clone()));
+            let wd = wd_scale * delta_norm;
+            step.loss = ((step.nll + step.kl) as f64 + wd) as f32;
+            step.weight_decay = wd as f32;
+            config.on_step.report(it, &step);
+            steps.push(step);
+            if (step.loss as f64) < config.early_stop_loss || it + 1 == config.v_num_grad_steps {
+                break;
+            }
+            let grads = loss.backward();
+            let mut g = leaf
+                .grad(&grads)
+                .unwrap_or_else(|| Tensor::zeros([d_model], &device));
+            if delta_norm > 0.0 {
+                g = g + delta.clone() * (wd_scale / delta_norm);
+            }
+            let (next, next_state) = adam.step(config.v_lr, delta, g, state);
+            (delta, state) = (next, next_state);
+            let n = norm(&host(delta.clone()));
+            if n > max_norm {
+                delta = delta * (max_norm / n);
+            }
         }
-    };
-    let denom: f64 = key.iter().zip(&u).map(|(a, b)| *a as f64 * *b as f64).sum();
-    if denom == 0.0 {
-        return Err(Error::Invalid(
-            "the bare prompt's key is orthogonal to the left vector: no rank-one edit maps it"
-                .into(),
-        ));
+        let delta = host(delta);
+        Ok((
+            self.v0.iter().zip(&delta).map(|(a, b)| a + b).collect(),
+            steps,
+        ))
     }
-    let right = target
-        .iter()
-        .zip(&out)
-        .map(|(t, o)| ((*t as f64 - *o as f64) / denom) as f32)
-        .collect();
-    Ok(RomeEdit {
-        layer,
-        u,
-        right,
-        k_star,
-        key,
-        target,
-        steps,
-        templates: templates.to_vec(),
-    })
+}
+
+/// The next-token log-distribution `[1, vocab]` at `(row, pos)` of `logits`.
+fn essence_log_probs(logits: Tensor<3>, (row, pos): (usize, usize)) -> Tensor<2> {
+    let vocab = logits.dims()[2];
+    log_softmax(
+        logits
+            .slice([row..row + 1, pos..pos + 1, 0..vocab])
+            .reshape([1, vocab]),
+        1,
+    )
 }

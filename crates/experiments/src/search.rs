@@ -8,6 +8,7 @@ use burnlens_model::{Gpt2, TokenBatch};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::progress::Observer;
 
 /// One round of the search: the token found and the target's perplexity after prepending it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -75,9 +76,31 @@ pub fn prepend_losses(
         .expect("float losses"))
 }
 
-/// Finds, `n_tokens` times over, the vocabulary token whose prepending minimises the target's
-/// perplexity (each round prepends to the prefix found so far), scoring `batch` candidates per
-/// forward; `observe(done, total)` counts candidates scored.
+/// Options of [`prepend_search`]; `Default` finds one token, 256 candidates per forward,
+/// with no observer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchOptions {
+    /// Tokens to find (rounds of the greedy search).
+    pub n_tokens: usize,
+    /// Candidates scored per forward.
+    pub batch: usize,
+    /// Told `(candidates scored, candidates in all)` as batches complete.
+    pub observer: Observer,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        Self {
+            n_tokens: 1,
+            batch: 256,
+            observer: Observer::none(),
+        }
+    }
+}
+
+/// Finds, `options.n_tokens` times over, the vocabulary token whose prepending minimises the
+/// target's perplexity (each round prepends to the prefix found so far), scoring
+/// `options.batch` candidates per forward.
 ///
 /// # Errors
 /// An empty target, zero tokens or batch, a search that would outgrow the context, and
@@ -85,24 +108,32 @@ pub fn prepend_losses(
 pub fn prepend_search(
     model: &Gpt2,
     target: &[u32],
-    n_tokens: usize,
-    batch: usize,
-    observe: &mut dyn FnMut(usize, usize),
+    options: &SearchOptions,
 ) -> Result<PrependSearch> {
+    let (n_tokens, batch) = (options.n_tokens, options.batch);
     if target.is_empty() {
-        return Err(Error::Invalid("the target string has no tokens".into()));
+        return Err(Error::Empty {
+            what: "the target",
+            hint: ": it has no tokens",
+        });
     }
-    if n_tokens == 0 || batch == 0 {
-        return Err(Error::Invalid(
-            "search for at least one token, in batches of at least one".into(),
-        ));
+    for (option, value) in [("n_tokens", n_tokens), ("batch", batch)] {
+        if value == 0 {
+            return Err(Error::BadOption {
+                option,
+                value: "0".into(),
+                expected: "at least 1".into(),
+            });
+        }
     }
     let ctx = model.config.n_positions;
     if target.len() + n_tokens > ctx {
-        return Err(Error::Invalid(format!(
-            "{n_tokens} prepended tokens and a {}-token target exceed the context of {ctx}",
-            target.len()
-        )));
+        return Err(Error::TooLong {
+            what: format!("the target with {n_tokens} prepended tokens"),
+            tokens: target.len() + n_tokens,
+            limit: ctx,
+            room: "tokens of the model's context",
+        });
     }
     let vocab = model.config.vocab_size as u32;
     let total = vocab as usize * n_tokens;
@@ -119,7 +150,9 @@ pub fn prepend_search(
                     best = Some((tok, loss));
                 }
             }
-            observe(round * vocab as usize + (c * batch + chunk.len()), total);
+            options
+                .observer
+                .report(round * vocab as usize + (c * batch + chunk.len()), total);
         }
         let (token, loss) = best.expect("the vocabulary is not empty");
         prefix.insert(0, token);

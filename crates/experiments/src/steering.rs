@@ -24,23 +24,34 @@ pub fn steering_vector(
     point: HookPoint,
     positions: Option<(usize, usize)>,
 ) -> Result<Tensor<1>> {
-    if a.is_empty() || b.is_empty() {
-        return Err(Error::Invalid("both steering prompts need tokens".into()));
+    for (what, ids) in [
+        ("the first steering prompt", a),
+        ("the second steering prompt", b),
+    ] {
+        if ids.is_empty() {
+            return Err(Error::Empty { what, hint: "" });
+        }
     }
     let (pa, pb) = positions.unwrap_or((a.len() - 1, b.len() - 1));
-    if pa >= a.len() || pb >= b.len() {
-        return Err(Error::Invalid(format!(
-            "positions ({pa}, {pb}) past prompts of {} and {} tokens",
-            a.len(),
-            b.len()
-        )));
+    for (p, ids) in [(pa, a), (pb, b)] {
+        if p >= ids.len() {
+            return Err(Error::OutOfRange {
+                what: "steering position",
+                value: p,
+                limit: format!("its prompt has {} tokens", ids.len()),
+            });
+        }
     }
     let act = |ids: &[u32], p: usize| -> Result<Tensor<1>> {
         let (_, cache) = run_with_cache(model, &TokenBatch::single(ids)?, Selector::point(point)?)?;
         let x = cache
             .get(point)?
             .r3()
-            .map_err(|_| Error::Invalid(format!("{point} is not a [batch, pos, d] activation")))?;
+            .map_err(|_| Error::UnsupportedPoint {
+                experiment: "a steering vector",
+                point: point.to_string(),
+                supported: "a [batch, pos, d] activation (resid_pre, resid_post, mlp_out, …)",
+            })?;
         let d = x.dims()[2];
         Ok(x.narrow(1, p, 1).reshape([d]))
     };

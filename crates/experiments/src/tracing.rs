@@ -25,9 +25,11 @@ use burnlens_model::weights::{RawTensor, read_safetensors, write_safetensors};
 use burnlens_model::{Gpt2, Gpt2Tokenizer, HookKind, HookPoint, TokenBatch};
 use serde::Serialize;
 
-use crate::batched::{Baseline, run};
+use crate::engine::batched::{self, Baseline};
+use crate::engine::{Job, Patch};
 use crate::error::{Error, Result};
-use crate::patching::{LastPosition, Patch};
+use crate::metric::LastPosition;
+use crate::progress::Observer;
 
 /// What a restoration copies from the clean run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,9 +81,7 @@ impl std::str::FromStr for TraceKind {
             "state" | "resid_post" | "hidden" => Ok(TraceKind::State),
             "mlp" | "mlp_out" => Ok(TraceKind::Mlp),
             "attn" | "attn_out" => Ok(TraceKind::Attn),
-            _ => Err(Error::Invalid(format!(
-                "unknown trace kind {s:?}: expected state, mlp or attn"
-            ))),
+            _ => Err(Error::UnknownTraceKind(s.to_string())),
         }
     }
 }
@@ -103,7 +103,20 @@ pub enum NoiseSpec {
     },
 }
 
-/// Options of a causal trace; `Default` gives ROME's.
+impl NoiseSpec {
+    /// Seeded noise of `shape` (`[samples, subject tokens, d_model]`) drawn from this
+    /// distribution.
+    pub fn sample(&self, shape: [usize; 3], seed: u64, device: &burn::tensor::Device) -> Tensor<3> {
+        let n = shape.iter().product();
+        let values = match *self {
+            NoiseSpec::Gaussian { level } => gaussian(n, level as f64, seed),
+            NoiseSpec::Uniform { level } => uniform(n, level as f64, seed),
+        };
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+}
+
+/// Options of a causal trace; `Default` gives ROME's, and no observer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TraceConfig {
     /// Corrupted copies of the prompt (ROME's `samples`, 10).
@@ -116,6 +129,9 @@ pub struct TraceConfig {
     pub seed: u64,
     /// The most rows (restorations × samples) one forward runs.
     pub max_rows: usize,
+    /// Told `(restorations done, restorations in all)` as they complete.
+    #[serde(skip)]
+    pub observer: Observer,
 }
 
 impl Default for TraceConfig {
@@ -126,6 +142,7 @@ impl Default for TraceConfig {
             replace: false,
             seed: 1,
             max_rows: 160,
+            observer: Observer::none(),
         }
     }
 }
@@ -178,9 +195,10 @@ pub fn subject_embedding_std(
         ids.extend(tokenizer.encode(s, false)?);
     }
     if ids.is_empty() {
-        return Err(Error::Invalid(
-            "no subjects to measure the embeddings of".into(),
-        ));
+        return Err(Error::Empty {
+            what: "the list of subjects to measure the embeddings of",
+            hint: "",
+        });
     }
     let rows: Vec<f32> = model
         .token_embeddings(&ids)
@@ -192,26 +210,6 @@ pub fn subject_embedding_std(
     let mean = rows.iter().map(|&x| x as f64).sum::<f64>() / n;
     let var = rows.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0);
     Ok(var.sqrt() as f32)
-}
-
-/// Seeded noise `[samples, subject_len, d_model]` drawn from `spec`.
-pub fn make_noise(
-    spec: NoiseSpec,
-    samples: usize,
-    subject_len: usize,
-    d_model: usize,
-    seed: u64,
-    device: &burn::tensor::Device,
-) -> Tensor<3> {
-    let n = samples * subject_len * d_model;
-    let values = match spec {
-        NoiseSpec::Gaussian { level } => gaussian(n, level as f64, seed),
-        NoiseSpec::Uniform { level } => uniform(n, level as f64, seed),
-    };
-    Tensor::from_data(
-        TensorData::new(values, [samples, subject_len, d_model]),
-        device,
-    )
 }
 
 /// Writes the noise of several prompts as one safetensors file, tensor `noise.<i>` (f32) for
@@ -247,19 +245,17 @@ pub fn save_noise(noises: &[Tensor<3>], path: &Path) -> Result<()> {
 /// A missing or malformed file, or no rank-3 tensor `name` in it.
 pub fn load_noise(path: &Path, name: &str, device: &burn::tensor::Device) -> Result<Tensor<3>> {
     let tensors = read_safetensors(path)?;
-    let t = tensors.get(name).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{} has no tensor named {name:?} (it has {:?})",
-            path.display(),
+    let t = tensors.get(name).ok_or_else(|| Error::File {
+        path: path.to_path_buf(),
+        message: format!(
+            "no tensor named {name:?} (it has {:?})",
             tensors.keys().collect::<Vec<_>>()
-        ))
+        ),
     })?;
-    let [a, b, c]: [usize; 3] = t.shape.clone().try_into().map_err(|_| {
-        Error::Invalid(format!(
-            "{}: noise has shape {:?}; expected [samples, subject tokens, d_model]",
-            path.display(),
-            t.shape
-        ))
+    let [a, b, c]: [usize; 3] = t.shape.clone().try_into().map_err(|_| Error::Shape {
+        what: format!("the noise {name} in {}", path.display()),
+        got: t.shape.clone(),
+        expected: "[samples, subject tokens, d_model]".into(),
     })?;
     Ok(Tensor::from_data(
         TensorData::new(t.data.clone(), [a, b, c]),
@@ -307,8 +303,8 @@ pub struct CausalTrace {
 
 /// Traces one prompt: every (token, layer) restoration of every kind in `kinds`.
 ///
-/// `noise` is `[samples, subject tokens, d_model]` ([`make_noise`] or [`load_noise`]);
-/// `observe(done, total)` is called as restorations complete.
+/// `noise` is `[samples, subject tokens, d_model]` ([`NoiseSpec::sample`] or [`load_noise`]);
+/// `config.observer` hears of restorations as they complete.
 ///
 /// # Errors
 /// A window of zero or wider than the model, noise of the wrong shape, and forward errors.
@@ -318,29 +314,40 @@ pub fn causal_trace(
     kinds: &[TraceKind],
     config: &TraceConfig,
     noise: &Tensor<3>,
-    observe: &mut dyn FnMut(usize, usize),
 ) -> Result<CausalTrace> {
     let n_layers = model.config.n_layer;
     let d = model.config.n_embd;
     if config.window == 0 || config.window > n_layers {
-        return Err(Error::Invalid(format!(
-            "a restoration window of {} layers does not fit a model of {n_layers} layers (use 1..={n_layers})",
-            config.window
-        )));
+        return Err(Error::BadOption {
+            option: "window",
+            value: config.window.to_string(),
+            expected: format!(
+                "a restoration window must fit the model's {n_layers} layers (use 1..={n_layers})"
+            ),
+        });
     }
     let range = prompt.subject_range.clone();
     let (samples, sub) = (config.samples, range.len());
-    if noise.dims() != [samples, sub, d] {
-        return Err(Error::Invalid(format!(
-            "noise has shape {:?}; this trace needs [samples = {samples}, subject tokens = {sub}, d_model = {d}]",
-            noise.dims()
-        )));
+    if samples == 0 {
+        return Err(Error::BadOption {
+            option: "samples",
+            value: "0".into(),
+            expected: "at least one corrupted copy of the prompt".into(),
+        });
     }
-    if samples == 0 || range.is_empty() || range.end > prompt.ids.len() {
-        return Err(Error::Invalid(format!(
-            "{samples} samples and subject tokens {range:?} of a {}-token prompt",
-            prompt.ids.len()
-        )));
+    if range.is_empty() || range.end > prompt.ids.len() {
+        return Err(Error::Shape {
+            what: format!("the subject tokens {range:?}"),
+            got: vec![prompt.ids.len()],
+            expected: "a non-empty range inside the prompt's tokens".into(),
+        });
+    }
+    if noise.dims() != [samples, sub, d] {
+        return Err(Error::Shape {
+            what: "the noise".into(),
+            got: noise.dims().to_vec(),
+            expected: format!("[samples = {samples}, subject tokens = {sub}, d_model = {d}]"),
+        });
     }
     let t = prompt.ids.len();
     // The clean run: answer, high score, and the states to restore.
@@ -392,17 +399,14 @@ pub fn causal_trace(
                 })
             })
             .collect();
-        let done_before = k * t * n_layers;
-        let scores = run(
-            model,
-            &base,
-            &clean_cache,
-            &points,
-            &patches,
-            &metric,
-            config.max_rows,
-            &mut |done, _| observe(done_before + done, total),
-        )?;
+        let job = Job {
+            points: &points,
+            clean: &clean_cache,
+            patches: &patches,
+            metric: &metric,
+        };
+        let stage = config.observer.stage(k * t * n_layers, total);
+        let scores = batched::run(model, &base, &job, config.max_rows, &stage)?;
         tables.push(TraceTable {
             kind: *kind,
             window: if *kind == TraceKind::State {
@@ -456,22 +460,30 @@ pub struct TokenTable<'a> {
 /// No tables, tables with different numbers of layers, a subject range outside its table.
 pub fn group_rollup(tables: &[TokenTable], offset: f64) -> Result<Vec<GroupEffect>> {
     if tables.is_empty() {
-        return Err(Error::Invalid("no tables to average".into()));
+        return Err(Error::Empty {
+            what: "the list of tables to average",
+            hint: "",
+        });
     }
     let n_layers = tables[0].n_layers;
     let mut groups: Vec<Vec<&[f32]>> = vec![Vec::new(); 6];
     for t in tables {
         if t.n_layers != n_layers {
-            return Err(Error::Invalid(
-                "tables of models with different numbers of layers".into(),
-            ));
+            return Err(Error::Shape {
+                what: "a table's layers".into(),
+                got: vec![t.n_layers],
+                expected: format!("[{n_layers}], the first table's: tables of one model"),
+            });
         }
         let range = &t.subject_range;
         if range.is_empty() || range.end > t.n_tokens || t.values.len() != t.n_tokens * n_layers {
-            return Err(Error::Invalid(format!(
-                "subject tokens {range:?} of a table of {} tokens × {n_layers} layers",
-                t.n_tokens
-            )));
+            return Err(Error::Shape {
+                what: format!("a table with subject tokens {range:?}"),
+                got: vec![t.n_tokens, n_layers, t.values.len()],
+                expected:
+                    "[tokens, layers, tokens × layers values] with the subject inside the tokens"
+                        .into(),
+            });
         }
         let row = |i: usize| &t.values[i * n_layers..(i + 1) * n_layers];
         let (first_e, first_a) = (range.start, range.end);
@@ -550,9 +562,10 @@ pub struct IndirectEffects {
 /// No traces, a trace without a table of `kind`, or tables with different numbers of layers.
 pub fn average_indirect_effect(traces: &[CausalTrace], kind: TraceKind) -> Result<IndirectEffects> {
     if traces.is_empty() {
-        return Err(Error::Invalid(
-            "no traces to average (no fact was predicted correctly?)".into(),
-        ));
+        return Err(Error::Empty {
+            what: "the list of traces to average",
+            hint: " (was no fact predicted correctly?)",
+        });
     }
     let mut tables = Vec::with_capacity(traces.len());
     for trace in traces {
@@ -560,7 +573,7 @@ pub fn average_indirect_effect(traces: &[CausalTrace], kind: TraceKind) -> Resul
             .tables
             .iter()
             .find(|t| t.kind == kind)
-            .ok_or_else(|| Error::Invalid(format!("a trace has no {} table", kind.name())))?;
+            .ok_or_else(|| Error::MissingTable(kind.name()))?;
         tables.push(TokenTable {
             values: &table.scores,
             n_tokens: table.n_tokens,

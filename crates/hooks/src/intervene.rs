@@ -118,13 +118,22 @@ impl Intervention {
 
     /// Applies the intervention at `point`.
     pub(crate) fn apply(&mut self, point: HookPoint, act: Act) -> Result<Act, ModelError> {
+        let new = self.value(point, &act)?;
+        if self.positions.is_all() && self.heads.is_none() {
+            return Ok(new);
+        }
+        self.restrict(point, act, new)
+    }
+
+    /// The operation's activation everywhere (before positions and heads restrict it).
+    fn value(&mut self, point: HookPoint, act: &Act) -> Result<Act, ModelError> {
         let fail = |message: String| ModelError::Hook {
             point: point.to_string(),
             message,
         };
         let dims = act.dims();
         let rank = dims.len();
-        let new = match &mut self.op {
+        Ok(match &mut self.op {
             Op::Replace(v) => {
                 if v.dims() != dims {
                     return Err(fail(format!(
@@ -208,10 +217,17 @@ impl Intervention {
                 }
                 out
             }
+        })
+    }
+
+    /// `act` with `new` written at the intervention's positions and heads only.
+    fn restrict(&self, point: HookPoint, act: Act, new: Act) -> Result<Act, ModelError> {
+        let fail = |message: String| ModelError::Hook {
+            point: point.to_string(),
+            message,
         };
-        if self.positions.is_all() && self.heads.is_none() {
-            return Ok(new);
-        }
+        let dims = act.dims();
+        let rank = dims.len();
         let p_axis = pos_axis(point, rank);
         let positions = self
             .positions

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{Gradients, Tensor};
+use burnlens_model::hook::{RowPart, RowSplit};
 use burnlens_model::{Error as ModelError, Gpt2, HookPoint, Hooks, IntoHookPoint, TokenBatch};
 
 use crate::act::{Act, pos_axis};
@@ -310,11 +311,17 @@ impl Hooks for HookSet {
         }
     }
 
+    fn row_split(&mut self) -> Option<&mut dyn RowSplit> {
+        Some(self)
+    }
+}
+
+impl RowSplit for HookSet {
     /// A set of captures (or an empty set) splits into sets with the same captures and empty
     /// caches; one with interventions or gradient points runs whole, since an intervention
     /// may read other rows (a replacement of batch shape, noise drawn for the whole batch, a
     /// custom closure) and gradients need one graph.
-    fn split_rows(&mut self, parts: usize) -> Option<Vec<Box<dyn Hooks + Send>>> {
+    fn split(&mut self, parts: usize) -> Option<Vec<Box<dyn RowPart>>> {
         let captures = self
             .entries
             .iter()
@@ -327,7 +334,7 @@ impl Hooks for HookSet {
                     Box::new(HookSet {
                         entries,
                         ..HookSet::default()
-                    }) as Box<dyn Hooks + Send>
+                    }) as Box<dyn RowPart>
                 })
                 .collect(),
         )
@@ -335,13 +342,13 @@ impl Hooks for HookSet {
 
     /// Keeps the parts' captures as blocks of rows of each point, stacked on the batch axis
     /// when a point is first read ([`ActivationCache`]).
-    fn join_rows(&mut self, parts: Vec<Box<dyn Hooks + Send>>) -> burnlens_model::Result<()> {
+    fn join(&mut self, parts: Vec<Box<dyn RowPart>>) -> burnlens_model::Result<()> {
         let mut caches = Vec::with_capacity(parts.len());
         for part in parts {
+            let part: Box<dyn std::any::Any + Send> = part;
             let part = part
-                .into_any()
-                .and_then(|a| a.downcast::<HookSet>().ok())
-                .ok_or_else(|| ModelError::Shape("a row part of a HookSet is not one".into()))?;
+                .downcast::<HookSet>()
+                .map_err(|_| ModelError::Shape("a row part of a HookSet is not one".into()))?;
             caches.push(part.cache);
         }
         let Some(first) = caches.first() else {
@@ -360,10 +367,6 @@ impl Hooks for HookSet {
             self.cache.insert_rows(point, blocks).map_err(hook_error)?;
         }
         Ok(())
-    }
-
-    fn into_any(self: Box<Self>) -> Option<Box<dyn std::any::Any + Send>> {
-        Some(self)
     }
 }
 

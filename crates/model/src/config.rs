@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use burn::config::Config;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -307,6 +308,44 @@ impl Gpt2Config {
             + d * m + m // c_fc
             + m * d + d; // mlp c_proj
         embed + self.n_layer * block + 2 * d
+    }
+}
+
+/// Which of TransformerLens's weight-processing steps to apply (all off by default, which
+/// keeps the Hugging Face weights and logits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightProcessing {
+    /// Fold each LayerNorm's weight and bias into the linear maps that read its output (and
+    /// center those maps' input dimension); the LayerNorms become pure normalisations.
+    pub fold_ln: bool,
+    /// Subtract the mean over `d_model` from every weight and bias that writes to the
+    /// residual stream (`W_E`, `W_pos`, `W_O`, `b_O`, `W_out`, `b_out`).
+    pub center_writing_weights: bool,
+    /// Subtract the mean over the vocabulary from `W_U` and `b_U`.
+    pub center_unembed: bool,
+    /// Fold the value biases into the output bias: `b_O += Σ_h b_V[h] · W_O[h]`, `b_V = 0`.
+    pub fold_value_biases: bool,
+}
+
+impl WeightProcessing {
+    /// No processing: the checkpoint's weights as they are (`from_pretrained_no_processing`).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// All four steps on, as TransformerLens's `from_pretrained` does by default.
+    pub fn transformer_lens() -> Self {
+        Self {
+            fold_ln: true,
+            center_writing_weights: true,
+            center_unembed: true,
+            fold_value_biases: true,
+        }
+    }
+
+    /// Whether no step is on.
+    pub fn is_none(&self) -> bool {
+        *self == Self::none()
     }
 }
 

@@ -281,113 +281,18 @@ impl Gpt2 {
                 config.num_return_sequences
             ]);
         }
-        let k = 2 * n;
         let mut cache = KvCache::new(self.config.n_layer, 1);
         let logits = self.forward(&TokenBatch::single(prompt)?, Some(&mut cache), hooks)?;
         let first = self.last_logits(logits).remove(0);
         let mut cache = cache.select_rows(&vec![0; n])?;
         let mut rows = vec![first; n];
 
-        let mut running: Vec<Vec<u32>> = vec![Vec::new(); n];
-        let mut running_scores = vec![NEG; n];
-        running_scores[0] = 0.0;
-        let mut finished: Vec<Vec<u32>> = vec![Vec::new(); n];
-        let mut finished_scores = vec![NEG; n];
-        let mut is_finished = vec![false; n];
-        let mut improvable = true;
-        let mut generated = 0usize;
-
-        loop {
-            // Accumulated log-probabilities of every (beam, token) continuation.
-            let vocab = rows[0].len();
-            let mut acc = Vec::with_capacity(n * vocab);
-            for (b, logits) in rows.iter_mut().enumerate() {
-                apply_frequency_penalty(logits, &running[b], config.frequency_penalty);
-                acc.extend(
-                    log_softmax(logits)
-                        .into_iter()
-                        .map(|lp| lp + running_scores[b]),
-                );
-            }
-            let top = top_k_indices(&acc, k);
-            let cand: Vec<(usize, u32, f32)> = top
-                .iter()
-                .map(|&i| (i / vocab, (i % vocab) as u32, acc[i]))
-                .collect();
-            let new_len = generated + 1;
-            let hits: Vec<bool> = cand
-                .iter()
-                .map(|&(_, tok, _)| Some(tok) == config.eos_token_id || new_len >= max_new)
-                .collect();
-
-            // The best `n` candidates that did not stop continue.
-            let run_scores: Vec<f32> = cand
-                .iter()
-                .zip(&hits)
-                .map(|(&(_, _, s), &h)| s + if h { NEG } else { 0.0 })
-                .collect();
-            let keep = top_k_indices(&run_scores, n);
-            let parents: Vec<usize> = keep.iter().map(|&j| cand[j].0).collect();
-            let next_running: Vec<Vec<u32>> = keep
-                .iter()
-                .map(|&j| {
-                    let mut s = running[cand[j].0].clone();
-                    s.push(cand[j].1);
-                    s
-                })
-                .collect();
-            let next_running_scores: Vec<f32> = keep.iter().map(|&j| run_scores[j]).collect();
-
-            // Finished hypotheses: only among the top `n` candidates.
-            let all_full = is_finished.iter().all(|&f| f) && early_stopping == EarlyStopping::True;
-            let denom = (new_len as f32).powf(length_penalty);
-            let mut merged: Vec<(f32, Vec<u32>, bool)> = finished
-                .iter()
-                .zip(&finished_scores)
-                .zip(&is_finished)
-                .map(|((s, &sc), &f)| (sc, s.clone(), f))
-                .collect();
-            for (j, &(b, tok, s)) in cand.iter().enumerate() {
-                let did = hits[j] && j < n;
-                let mut score = s / denom;
-                score += if all_full { NEG } else { 0.0 };
-                score += if improvable { 0.0 } else { NEG };
-                score += if did { 0.0 } else { NEG };
-                let mut seq = running[b].clone();
-                seq.push(tok);
-                merged.push((score, seq, did));
-            }
-            let merged_scores: Vec<f32> = merged.iter().map(|m| m.0).collect();
-            let best = top_k_indices(&merged_scores, n);
-            finished = best.iter().map(|&i| merged[i].1.clone()).collect();
-            finished_scores = best.iter().map(|&i| merged[i].0).collect();
-            is_finished = best.iter().map(|&i| merged[i].2).collect();
-
-            running = next_running;
-            running_scores = next_running_scores;
-            generated = new_len;
-
-            let best_len = if early_stopping == EarlyStopping::Never && length_penalty > 0.0 {
-                max_new
-            } else {
-                generated
-            };
-            let best_possible = running_scores[0] / (best_len as f32).powf(length_penalty);
-            let worst_finished = finished_scores
-                .iter()
-                .copied()
-                .fold(f32::INFINITY, f32::min);
-            improvable = improvable
-                && is_finished
-                    .iter()
-                    .any(|&f| best_possible > if f { worst_finished } else { NEG });
-            let open = !(is_finished.iter().all(|&f| f) && early_stopping == EarlyStopping::True);
-            if !(improvable && open && !hits.iter().all(|&h| h)) {
-                break;
-            }
+        let mut beams = Beams::new(n);
+        while let Some(parents) = beams.step(&mut rows, config, n, early_stopping, length_penalty) {
             cache = cache.select_rows(&parents)?;
             let batch = TokenBatch::new(
-                running
+                beams
+                    .running
                     .iter()
                     .map(|s| vec![*s.last().expect("one token")])
                     .collect(),
@@ -396,9 +301,10 @@ impl Gpt2 {
             let logits = self.forward(&batch, Some(&mut cache), hooks)?;
             rows = self.last_logits(logits);
         }
-        Ok(finished
+        Ok(beams
+            .finished
             .into_iter()
-            .zip(finished_scores)
+            .zip(beams.finished_scores)
             .take(config.num_return_sequences)
             .map(|(tokens, score)| Generated {
                 finished: config.eos_token_id.is_some()
@@ -407,6 +313,138 @@ impl Gpt2 {
                 score,
             })
             .collect())
+    }
+}
+
+/// A beam search's state between steps: per beam, the running hypothesis and its summed
+/// log-probability, and the best finished hypotheses so far with their length-penalised
+/// scores (Hugging Face's `_beam_search`, which keeps `2n` candidates per step).
+struct Beams {
+    running: Vec<Vec<u32>>,
+    running_scores: Vec<f32>,
+    finished: Vec<Vec<u32>>,
+    finished_scores: Vec<f32>,
+    is_finished: Vec<bool>,
+    improvable: bool,
+    generated: usize,
+}
+
+impl Beams {
+    /// `n` beams before the first token: one live hypothesis (the others at −∞).
+    fn new(n: usize) -> Self {
+        let mut running_scores = vec![NEG; n];
+        running_scores[0] = 0.0;
+        Self {
+            running: vec![Vec::new(); n],
+            running_scores,
+            finished: vec![Vec::new(); n],
+            finished_scores: vec![NEG; n],
+            is_finished: vec![false; n],
+            improvable: true,
+            generated: 0,
+        }
+    }
+
+    /// One step on each beam's last-position logits `rows`: the best `n` continuations run
+    /// on and the best `n` stopped ones are kept. Returns each running beam's parent, or
+    /// `None` when the search is over.
+    fn step(
+        &mut self,
+        rows: &mut [Vec<f32>],
+        config: &GenerationConfig,
+        n: usize,
+        early_stopping: EarlyStopping,
+        length_penalty: f32,
+    ) -> Option<Vec<usize>> {
+        let (k, max_new) = (2 * n, config.max_new_tokens);
+        // Accumulated log-probabilities of every (beam, token) continuation.
+        let vocab = rows[0].len();
+        let mut acc = Vec::with_capacity(n * vocab);
+        for (b, logits) in rows.iter_mut().enumerate() {
+            apply_frequency_penalty(logits, &self.running[b], config.frequency_penalty);
+            acc.extend(
+                log_softmax(logits)
+                    .into_iter()
+                    .map(|lp| lp + self.running_scores[b]),
+            );
+        }
+        let top = top_k_indices(&acc, k);
+        let cand: Vec<(usize, u32, f32)> = top
+            .iter()
+            .map(|&i| (i / vocab, (i % vocab) as u32, acc[i]))
+            .collect();
+        let new_len = self.generated + 1;
+        let hits: Vec<bool> = cand
+            .iter()
+            .map(|&(_, tok, _)| Some(tok) == config.eos_token_id || new_len >= max_new)
+            .collect();
+
+        // The best `n` candidates that did not stop continue.
+        let run_scores: Vec<f32> = cand
+            .iter()
+            .zip(&hits)
+            .map(|(&(_, _, s), &h)| s + if h { NEG } else { 0.0 })
+            .collect();
+        let keep = top_k_indices(&run_scores, n);
+        let parents: Vec<usize> = keep.iter().map(|&j| cand[j].0).collect();
+        let next_running: Vec<Vec<u32>> = keep
+            .iter()
+            .map(|&j| {
+                let mut s = self.running[cand[j].0].clone();
+                s.push(cand[j].1);
+                s
+            })
+            .collect();
+        let next_running_scores: Vec<f32> = keep.iter().map(|&j| run_scores[j]).collect();
+
+        // Finished hypotheses: only among the top `n` candidates.
+        let all_full = self.is_finished.iter().all(|&f| f) && early_stopping == EarlyStopping::True;
+        let denom = (new_len as f32).powf(length_penalty);
+        let mut merged: Vec<(f32, Vec<u32>, bool)> = self
+            .finished
+            .iter()
+            .zip(&self.finished_scores)
+            .zip(&self.is_finished)
+            .map(|((s, &sc), &f)| (sc, s.clone(), f))
+            .collect();
+        for (j, &(b, tok, s)) in cand.iter().enumerate() {
+            let did = hits[j] && j < n;
+            let mut score = s / denom;
+            score += if all_full { NEG } else { 0.0 };
+            score += if self.improvable { 0.0 } else { NEG };
+            score += if did { 0.0 } else { NEG };
+            let mut seq = self.running[b].clone();
+            seq.push(tok);
+            merged.push((score, seq, did));
+        }
+        let merged_scores: Vec<f32> = merged.iter().map(|m| m.0).collect();
+        let best = top_k_indices(&merged_scores, n);
+        self.finished = best.iter().map(|&i| merged[i].1.clone()).collect();
+        self.finished_scores = best.iter().map(|&i| merged[i].0).collect();
+        self.is_finished = best.iter().map(|&i| merged[i].2).collect();
+
+        self.running = next_running;
+        self.running_scores = next_running_scores;
+        self.generated = new_len;
+
+        let best_len = if early_stopping == EarlyStopping::Never && length_penalty > 0.0 {
+            max_new
+        } else {
+            self.generated
+        };
+        let best_possible = self.running_scores[0] / (best_len as f32).powf(length_penalty);
+        let worst_finished = self
+            .finished_scores
+            .iter()
+            .copied()
+            .fold(f32::INFINITY, f32::min);
+        self.improvable = self.improvable
+            && self
+                .is_finished
+                .iter()
+                .any(|&f| best_possible > if f { worst_finished } else { NEG });
+        let open = !(self.is_finished.iter().all(|&f| f) && early_stopping == EarlyStopping::True);
+        (self.improvable && open && !hits.iter().all(|&h| h)).then_some(parents)
     }
 }
 

@@ -612,33 +612,36 @@ pub trait Hooks {
     /// Called with a rank-4 activation (per-head q/k/v/z, attention scores and pattern).
     fn hook4(&mut self, point: HookPoint, act: Tensor<4>) -> Result<Tensor<4>>;
 
-    /// Hook sets for a row-parallel forward: `parts` sets, one for each consecutive block of
-    /// the batch's rows, each run on its own thread in the forward of its rows; `None` means
-    /// this set must see the whole batch in one pass. A set may split only if what it does to
-    /// a row does not depend on the other rows, and [`Hooks::join_rows`] must then rebuild
-    /// what one pass would have left in it. The default is `None`; [`NoHooks`] splits into
-    /// copies of itself (see [`Gpt2::forward`](crate::Gpt2::forward)).
-    fn split_rows(&mut self, parts: usize) -> Option<Vec<Box<dyn Hooks + Send>>> {
-        let _ = parts;
-        None
-    }
-
-    /// Takes back, in row order, the sets [`Hooks::split_rows`] made, after their forwards.
-    /// The default drops them.
-    ///
-    /// # Errors
-    /// Whatever the set reports while merging.
-    fn join_rows(&mut self, parts: Vec<Box<dyn Hooks + Send>>) -> Result<()> {
-        drop(parts);
-        Ok(())
-    }
-
-    /// This set as [`Any`](std::any::Any), so that a [`Hooks::join_rows`] can read back parts
-    /// of its own type; `None` (the default) for a set that needs no such thing.
-    fn into_any(self: Box<Self>) -> Option<Box<dyn std::any::Any + Send>> {
+    /// This set's part in a row-parallel forward ([`RowSplit`]), or `None`, the default: the
+    /// set sees the whole batch in one pass. Hook sets written outside burnlens need not
+    /// implement it; [`NoHooks`] and burnlens-hooks' `HookSet` do (see
+    /// [`Gpt2::forward`](crate::Gpt2::forward)).
+    fn row_split(&mut self) -> Option<&mut dyn RowSplit> {
         None
     }
 }
+
+/// How a hook set takes part in a row-parallel forward, where a batch's rows run as blocks of
+/// rows on separate threads, each through the same forward with its own part of the set.
+pub trait RowSplit {
+    /// `parts` sets, one for each consecutive block of rows, or `None` when this set must see
+    /// the whole batch in one pass. A set may split only if what it does to a row does not
+    /// depend on the other rows, and [`RowSplit::join`] must then rebuild what one pass would
+    /// have left in it.
+    fn split(&mut self, parts: usize) -> Option<Vec<Box<dyn RowPart>>>;
+
+    /// Takes back, in row order, the parts [`RowSplit::split`] made, after their forwards.
+    ///
+    /// # Errors
+    /// Whatever the set reports while merging.
+    fn join(&mut self, parts: Vec<Box<dyn RowPart>>) -> Result<()>;
+}
+
+/// One block of rows' hook set: any `Send + 'static` [`Hooks`]. A `Box<dyn RowPart>` upcasts
+/// to `Box<dyn Any + Send>`, so that [`RowSplit::join`] can take back parts of its own type.
+pub trait RowPart: Hooks + std::any::Any + Send {}
+
+impl<T: Hooks + std::any::Any + Send> RowPart for T {}
 
 /// The empty hook set: every point inactive.
 #[derive(Debug, Default, Clone, Copy)]
@@ -654,8 +657,18 @@ impl Hooks for NoHooks {
     fn hook4(&mut self, _point: HookPoint, act: Tensor<4>) -> Result<Tensor<4>> {
         Ok(act)
     }
-    fn split_rows(&mut self, parts: usize) -> Option<Vec<Box<dyn Hooks + Send>>> {
+    fn row_split(&mut self) -> Option<&mut dyn RowSplit> {
+        Some(self)
+    }
+}
+
+impl RowSplit for NoHooks {
+    fn split(&mut self, parts: usize) -> Option<Vec<Box<dyn RowPart>>> {
         Some((0..parts).map(|_| Box::new(NoHooks) as _).collect())
+    }
+
+    fn join(&mut self, _parts: Vec<Box<dyn RowPart>>) -> Result<()> {
+        Ok(())
     }
 }
 

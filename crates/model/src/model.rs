@@ -8,10 +8,10 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::batch::TokenBatch;
 use crate::cache::KvCache;
+use crate::config::WeightProcessing;
 use crate::config::{Activation, Gpt2Config};
 use crate::error::{Error, Result};
 use crate::hook::{HookPoint, Hookable, Hooks, NoHooks, run3, run4};
-use crate::process::WeightProcessing;
 
 impl Gpt2Config {
     /// Builds a model with freshly initialised weights, as Hugging Face initialises GPT-2:
@@ -564,15 +564,18 @@ impl Gpt2 {
     ) -> Result<Tensor<3>> {
         if cache.is_none()
             && let Some(blocks) = crate::parallel::row_blocks(batch, &self.device())
-            && let Some(parts) = hooks.split_rows(blocks.len())
+            && let Some(split) = hooks.row_split()
+            && let Some(parts) = split.split(blocks.len())
         {
-            return crate::parallel::forward_rows(self, batch, &blocks, parts, hooks);
+            return crate::parallel::forward_rows(batch, &blocks, parts, split, |rows, part| {
+                self.forward_whole(rows, None, part)
+            });
         }
         self.forward_whole(batch, cache, hooks)
     }
 
     /// How many blocks of rows a forward of `batch` with no KV cache runs as, on separate
-    /// threads, if its hook set can be split ([`Hooks::split_rows`]: no hooks, an empty set,
+    /// threads, if its hook set can be split ([`RowSplit`](crate::hook::RowSplit): no hooks, an empty set,
     /// a set of captures): 1 when it runs whole (one row, a GPU or autodiff device, ndarray
     /// without OpenBLAS, one rayon thread, `BURNLENS_ROW_PARALLEL=0`). A set that intervenes
     /// or takes gradients always runs whole.
@@ -582,7 +585,7 @@ impl Gpt2 {
 
     /// [`Gpt2::forward`] on the whole batch in one pass: what the parts of a row-parallel
     /// forward run, each on its rows.
-    pub(crate) fn forward_whole(
+    fn forward_whole(
         &self,
         batch: &TokenBatch,
         mut cache: Option<&mut KvCache>,

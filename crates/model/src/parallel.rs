@@ -15,7 +15,7 @@
 //!   after). Not ndarray's default `matrixmultiply`, whose thread pool does not nest and was
 //!   slower split; not wgpu, whose work is on the GPU; not autodiff devices, whose graphs stay
 //!   as one pass;
-//! - the hook set splits ([`Hooks::split_rows`]): no hooks, an empty set, or (burnlens-hooks'
+//! - the hook set splits ([`RowSplit::split`]): no hooks, an empty set, or (burnlens-hooks'
 //!   `HookSet`) a set of captures only, each block capturing its rows; a set that intervenes
 //!   or takes gradients sees the whole batch in one pass;
 //! - `BURNLENS_ROW_PARALLEL` is not `0`.
@@ -27,8 +27,7 @@ use rayon::prelude::*;
 
 use crate::batch::TokenBatch;
 use crate::error::{Error, Result};
-use crate::hook::Hooks;
-use crate::model::Gpt2;
+use crate::hook::{Hooks, RowPart, RowSplit};
 
 /// The blocks of rows a forward of `batch` on `device` runs as (if its hooks split), or
 /// `None` to run it whole.
@@ -63,18 +62,18 @@ fn nests_in_rayon(device: &Device) -> bool {
     *device == Device::flex() || (ndarray && cfg!(feature = "openblas"))
 }
 
-/// The forward of `batch` as blocks of rows run in parallel, each with its part of the hook
-/// set (`parts`, from [`Hooks::split_rows`]), the logits stacked in row order; the parts then
-/// go back to `hooks` ([`Hooks::join_rows`]).
+/// The forward `whole` of `batch` as blocks of rows run in parallel, each with its part of the
+/// hook set (`parts`, from [`RowSplit::split`]), the logits stacked in row order; the parts
+/// then go back to the set (`split`, [`RowSplit::join`]).
 ///
 /// # Shapes
 /// - output: logits `[batch, pos, vocab]`
 pub(crate) fn forward_rows(
-    model: &Gpt2,
     batch: &TokenBatch,
     blocks: &[Range<usize>],
-    mut parts: Vec<Box<dyn Hooks + Send>>,
-    hooks: &mut dyn Hooks,
+    mut parts: Vec<Box<dyn RowPart>>,
+    split: &mut dyn RowSplit,
+    whole: impl Fn(&TokenBatch, &mut dyn Hooks) -> Result<Tensor<3>> + Sync,
 ) -> Result<Tensor<3>> {
     if parts.len() != blocks.len() {
         return Err(Error::Shape(format!(
@@ -91,10 +90,10 @@ pub(crate) fn forward_rows(
         let _blas = blas::OneThread::enter();
         sub.par_iter()
             .zip(parts.par_iter_mut())
-            .map(|(rows, part)| model.forward_whole(rows, None, part.as_mut()))
+            .map(|(rows, part)| whole(rows, part.as_mut()))
             .collect::<Result<Vec<_>>>()?
     };
-    hooks.join_rows(parts)?;
+    split.join(parts)?;
     Ok(Tensor::cat(logits, 0))
 }
 

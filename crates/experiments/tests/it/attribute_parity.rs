@@ -7,7 +7,8 @@ use crate::common;
 use common::{ids, root, tiny};
 
 use burnlens_experiments::{
-    Aggregation, AttrMethod, AttributedFn, attribute, baseline_score, gauss_legendre,
+    Aggregation, AttrMethod, AttributeOptions, AttributedFn, AttributionInput, attribute,
+    baseline_score, gauss_legendre,
 };
 use burnlens_model::weights::read_safetensors;
 use burnlens_model::{BackendKind, available_devices};
@@ -80,16 +81,9 @@ fn attributions_match_inseq_on_every_backend() {
             } else {
                 &foil
             };
-            let got = attribute(
-                &model,
-                &prompt,
-                &target,
-                Some(contrast),
-                method,
-                function,
-                baseline,
-            )
-            .unwrap();
+            let input = AttributionInput::new(&prompt, &target).foil(contrast);
+            let options = AttributeOptions::new(method, baseline).function(function);
+            let got = attribute(&model, &input, &options).unwrap();
             let raw = &want[&format!("{name}.raw")];
             assert_eq!(raw.shape, vec![got.tokens.len(), got.n_steps, got.d_model]);
             let (d, scale) = compare(&got.raw, &raw.data);
@@ -126,21 +120,13 @@ fn integrated_gradients_are_complete_at_64_steps() {
         AttributedFn::LogProbability,
         AttributedFn::Probability,
     ] {
-        let a = attribute(
-            &model,
-            &prompt,
-            &target,
-            None,
-            AttrMethod::IntegratedGradients { steps: 64 },
-            function,
-            0,
-        )
-        .unwrap();
+        let input = AttributionInput::new(&prompt, &target);
+        let options = AttributeOptions::new(AttrMethod::IntegratedGradients { steps: 64 }, 0)
+            .function(function);
+        let a = attribute(&model, &input, &options).unwrap();
         for step in 0..target.len() {
             let f_x = f64::from(a.step_scores[step]);
-            let f_b = f64::from(
-                baseline_score(&model, &prompt, &target, None, function, 0, step, None).unwrap(),
-            );
+            let f_b = f64::from(baseline_score(&model, &input, &options, step).unwrap());
             let total = a.step_total(step);
             let gap = f_x - f_b;
             assert!(
@@ -167,31 +153,12 @@ fn layer_integrated_gradients_are_complete_at_64_steps() {
     ] {
         let point: burnlens_model::HookPoint = point.parse().unwrap();
         let method = AttrMethod::LayerIntegratedGradients { point, steps: 64 };
-        let a = attribute(
-            &model,
-            &prompt,
-            &target,
-            None,
-            method,
-            AttributedFn::Logit,
-            0,
-        )
-        .unwrap();
+        let input = AttributionInput::new(&prompt, &target);
+        let options = AttributeOptions::new(method, 0).function(AttributedFn::Logit);
+        let a = attribute(&model, &input, &options).unwrap();
         for step in 0..target.len() {
             let f_x = f64::from(a.step_scores[step]);
-            let f_b = f64::from(
-                baseline_score(
-                    &model,
-                    &prompt,
-                    &target,
-                    None,
-                    AttributedFn::Logit,
-                    0,
-                    step,
-                    Some(point),
-                )
-                .unwrap(),
-            );
+            let f_b = f64::from(baseline_score(&model, &input, &options, step).unwrap());
             let (total, gap) = (a.step_total(step), f_x - f_b);
             assert!(gap.abs() > 1e-6, "{point}: no gap");
             assert!(
@@ -204,11 +171,12 @@ fn layer_integrated_gradients_are_complete_at_64_steps() {
     let bad = AttrMethod::LayerGradientXActivation {
         point: "blocks.0.attn.hook_pattern".parse().unwrap(),
     };
-    let e = attribute(&model, &prompt, &target, None, bad, AttributedFn::Logit, 0)
+    let options = AttributeOptions::new(bad, 0).function(AttributedFn::Logit);
+    let e = attribute(&model, &AttributionInput::new(&prompt, &target), &options)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("layer attribution at blocks.0.attn.hook_pattern"),
+        e.contains("layer attribution cannot run at blocks.0.attn.hook_pattern"),
         "{e}"
     );
 }
@@ -234,16 +202,41 @@ fn bad_requests_are_clear_errors() {
     let model = tiny(&device);
     let p = [309u32, 221, 44];
     let err = |target: &[u32], foil: Option<&[u32]>, f: AttributedFn| {
-        attribute(&model, &p, target, foil, AttrMethod::Saliency, f, 0)
-            .unwrap_err()
-            .to_string()
+        let input = AttributionInput {
+            prompt: &p,
+            target,
+            foil,
+        };
+        let options = AttributeOptions::new(AttrMethod::Saliency, 0).function(f);
+        attribute(&model, &input, &options).unwrap_err().to_string()
     };
     assert!(err(&[], None, AttributedFn::Probability).contains("target is empty"));
     let e = err(&[5, 6], Some(&[7]), AttributedFn::ContrastProbDiff);
-    assert!(e.contains("foil has 1 tokens and the target 2"), "{e}");
+    assert!(e.contains("the foil has shape [1]; expected [2]"), "{e}");
     let e = err(&[5, 6], Some(&[7, 8]), AttributedFn::KlDivergence);
-    assert!(e.contains("contrastive sequence has 2 tokens"), "{e}");
+    assert!(e.contains("contrastive sequence has shape [2]"), "{e}");
     assert!(err(&[5], None, AttributedFn::ContrastLogitsDiff).contains("needs a foil"));
+    // Token ids past the vocabulary are named before any forward (the tiny model has 641).
+    let e = err(&[641], None, AttributedFn::Probability);
+    assert!(e.contains("target token id 641 is out of range"), "{e}");
+    let e = err(&[5], Some(&[4000]), AttributedFn::ContrastProbDiff);
+    assert!(e.contains("foil token id 4000 is out of range"), "{e}");
+    // A baseline score exists for the integrated methods only, and for a step of the target.
+    let input = AttributionInput::new(&p, &[5]);
+    let e = baseline_score(
+        &model,
+        &input,
+        &AttributeOptions::new(AttrMethod::Saliency, 0),
+        0,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`method` = Saliency"), "{e}");
+    let ig = AttributeOptions::new(AttrMethod::IntegratedGradients { steps: 4 }, 0);
+    let e = baseline_score(&model, &input, &ig, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("step 1 is out of range"), "{e}");
 }
 
 #[test]
@@ -265,14 +258,13 @@ fn layer_sweep_columns_are_the_per_layer_attributions() {
             // Each column is layer gradient × activation at that point (checked against Inseq
             // above), reduced per token.
             let point = kind.at(layer).unwrap();
+            let (target, foil) = ([target], [foil]);
+            let input = AttributionInput::new(&prompt, &target).foil(&foil);
+            let method = AttrMethod::LayerGradientXActivation { point };
             let a = attribute(
                 &model,
-                &prompt,
-                &[target],
-                Some(&[foil]),
-                AttrMethod::LayerGradientXActivation { point },
-                f,
-                0,
+                &input,
+                &AttributeOptions::new(method, 0).function(f),
             )
             .unwrap();
             for (i, row) in a.raw.chunks(a.d_model).enumerate().take(prompt.len()) {
@@ -313,7 +305,11 @@ fn layer_sweep_columns_are_the_per_layer_attributions() {
         TokenReduce::Sum,
     )
     .unwrap_err();
-    assert!(e.to_string().contains("layer sweep at pattern"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("a layer sweep cannot run at pattern"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use common::tiny;
 
 use burn::tensor::Tensor;
 use burnlens_experiments::{
-    Engine, LastPosition, Sweep, attribution_patch, patch_sweep_with, pearson,
+    Engine, LastPosition, PatchOptions, Sweep, attribution_patch, patch_sweep_with, pearson,
 };
 use burnlens_hooks::{Act, ActivationCache, Selector, run_with_cache};
 use burnlens_metrics::{last_position, logit_diff};
@@ -71,8 +71,7 @@ fn attribution_equals_finite_differences_of_exact_patching() {
                     cache,
                     *sweep,
                     &metric,
-                    Engine::Naive,
-                    &mut |_, _| {},
+                    &PatchOptions::default().engine(Engine::Naive),
                 )
                 .unwrap()
             };

@@ -7,7 +7,7 @@ use common::tiny;
 
 use burn::tensor::Tensor;
 use burnlens_experiments::{
-    Engine, LastPosition, NormalizedLogitDiff, PatchMetric, Sweep, patch_sweep_with,
+    Engine, LastPosition, NormalizedLogitDiff, PatchMetric, PatchOptions, Sweep, patch_sweep_with,
 };
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_metrics::{last_position, logit_diff};
@@ -50,8 +50,7 @@ fn compare(
                 &cache,
                 sweep,
                 metric,
-                engine,
-                &mut |_, _| {},
+                &PatchOptions::default().engine(engine),
             )
             .unwrap()
         };

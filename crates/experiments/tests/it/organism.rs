@@ -10,8 +10,8 @@ use crate::common::root;
 use burn::tensor::Tensor;
 use burnlens_datasets::{DualConfig, DualForm, Manifest, generate_dual};
 use burnlens_experiments::{
-    CausalTrace, NoiseSpec, Sweep, TraceConfig, TraceKind, TracePrompt, average_indirect_effect,
-    causal_trace, make_noise, patch_sweep, subject_embedding_std,
+    CausalTrace, MomentOptions, NoiseSpec, Sweep, TraceConfig, TraceKind, TracePrompt,
+    average_indirect_effect, causal_trace, patch_sweep, subject_embedding_std,
 };
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_metrics::{MetricError, last_position, logit_diff};
@@ -57,21 +57,18 @@ fn traces(lm: &LoadedModel, n: usize) -> Vec<CausalTrace> {
     let level = 3.0 * subject_embedding_std(&lm.model, &lm.tokenizer, &subjects).unwrap();
     let mut out = Vec::new();
     for (i, (p, f)) in prompts.iter().zip(&facts).enumerate() {
-        let noise = make_noise(
-            NoiseSpec::Gaussian { level },
+        let shape = [
             config.samples,
             p.subject_range.len(),
             lm.model.config.n_embd,
-            i as u64,
-            &lm.model.device(),
-        );
+        ];
+        let noise = NoiseSpec::Gaussian { level }.sample(shape, i as u64, &lm.model.device());
         let t = causal_trace(
             &lm.model,
             p,
             &[TraceKind::State, TraceKind::Mlp, TraceKind::Attn],
             &config,
             &noise,
-            &mut |_, _| {},
         )
         .unwrap();
         let answer = lm
@@ -244,7 +241,16 @@ fn rome_rewrites_planted_facts_without_touching_their_neighbours() {
         .map(|t| lm.tokenizer.encode(t, false).unwrap())
         .collect();
     let config = RomeConfig::at_layer(0);
-    let stats = second_moment(&lm.model, config.layer, &texts, 32, &mut |_, _| {}).unwrap();
+    let stats = second_moment(
+        &lm.model,
+        config.layer,
+        &texts,
+        &MomentOptions {
+            batch_size: 32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let templates = context_templates(
         &lm.model,
         &lm.tokenizer,
@@ -263,7 +269,6 @@ fn rome_rewrites_planted_facts_without_touching_their_neighbours() {
             &config,
             &templates,
             Some(&stats),
-            &mut |_, _| {},
         )
         .unwrap();
         let applied = edit.apply(&mut lm.model).unwrap();

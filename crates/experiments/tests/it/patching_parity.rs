@@ -5,7 +5,9 @@ use crate::common;
 use common::{ids, root, tiny};
 
 use burn::tensor::Tensor;
-use burnlens_experiments::{Engine, PatchResult, Sweep, patch_sweep, patch_sweep_with};
+use burnlens_experiments::{
+    Engine, PatchOptions, PatchResult, Sweep, patch_sweep, patch_sweep_with,
+};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_metrics::{MetricError, last_position, logit_diff};
 use burnlens_model::weights::read_safetensors;
@@ -57,8 +59,7 @@ fn sweeps_match_transformer_lens_on_every_backend() {
                 &cache,
                 sweep,
                 &metric,
-                Engine::Naive,
-                &mut |_, _| {},
+                &PatchOptions::default().engine(Engine::Naive),
             )
             .unwrap();
             let w = &want[name];
@@ -142,8 +143,7 @@ fn mismatched_runs_and_missing_cache_entries_are_errors() {
             &cache,
             Sweep::RESID_PRE,
             &failing,
-            engine,
-            &mut |_, _| {},
+            &PatchOptions::default().engine(engine),
         )
         .unwrap_err()
         .to_string();

@@ -4,7 +4,9 @@
 use crate::common;
 use common::tiny;
 
-use burnlens_experiments::prepend_search;
+use std::sync::{Arc, Mutex};
+
+use burnlens_experiments::{Observer, SearchOptions, prepend_search};
 use burnlens_model::{Gpt2, TokenBatch, available_devices};
 
 /// Mean `−log p(target_i | ..)` for `prefix + target`, in f64 on the host.
@@ -39,7 +41,7 @@ fn prepend_search_finds_the_brute_force_minimiser() {
     let model = tiny(&device);
     let target = [268u32, 503, 281]; // " the city of"
     let vocab = model.config.vocab_size as u32;
-    let found = prepend_search(&model, &target, 2, 100, &mut |_, _| {}).unwrap();
+    let found = prepend_search(&model, &target, &options(2, 100)).unwrap();
     let mut prefix: Vec<u32> = Vec::new();
     for round in &found.rounds {
         let (mut best, mut best_loss) = (0, f64::INFINITY);
@@ -62,11 +64,27 @@ fn prepend_search_finds_the_brute_force_minimiser() {
     }
     assert_eq!(found.prefix, prefix);
     // The batch size changes nothing.
-    let again = prepend_search(&model, &target, 1, 641, &mut |_, _| {}).unwrap();
+    let again = prepend_search(&model, &target, &options(1, 641)).unwrap();
     assert_eq!(again.rounds[0].token, found.rounds[0].token);
     // Progress reaches the whole vocabulary per round.
-    let mut last = (0, 0);
-    prepend_search(&model, &target, 1, 256, &mut |d, t| last = (d, t)).unwrap();
-    assert_eq!(last, (vocab as usize, vocab as usize));
-    assert!(prepend_search(&model, &[], 1, 8, &mut |_, _| {}).is_err());
+    let last = Arc::new(Mutex::new((0, 0)));
+    let l = last.clone();
+    let observed = SearchOptions {
+        observer: Observer::new(move |d, t| *l.lock().unwrap() = (d, t)),
+        ..options(1, 256)
+    };
+    prepend_search(&model, &target, &observed).unwrap();
+    assert_eq!(*last.lock().unwrap(), (vocab as usize, vocab as usize));
+    let e = prepend_search(&model, &[], &options(1, 8)).unwrap_err();
+    assert!(e.to_string().contains("the target is empty"), "{e}");
+    let e = prepend_search(&model, &target, &options(0, 8)).unwrap_err();
+    assert!(e.to_string().contains("`n_tokens` = 0"), "{e}");
+}
+
+fn options(n_tokens: usize, batch: usize) -> SearchOptions {
+    SearchOptions {
+        n_tokens,
+        batch,
+        ..SearchOptions::default()
+    }
 }

@@ -4,11 +4,14 @@
 //! moment against a direct computation; the edit's exact revert; and its errors.
 
 use crate::common::{ids, root};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::Tensor;
 use burnlens_experiments::{
-    CaseScores, RomeConfig, RomeRequest, SecondMoment, TargetNll, context_templates, harmonic_mean,
-    ngram_entropy, rome_edit, second_moment, second_moment_cached, summarize, target_nlls,
+    CaseScores, MomentOptions, Observer, RomeConfig, RomeRequest, SecondMoment, TargetNll,
+    context_templates, harmonic_mean, ngram_entropy, rome_edit, second_moment,
+    second_moment_cached, summarize, target_nlls,
 };
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_model::{BackendKind, HookPoint, LoadedModel, TokenBatch, available_devices, load};
@@ -79,9 +82,14 @@ fn the_second_moment_equals_a_direct_computation_and_the_reference() {
     let device = BackendKind::Flex.device().unwrap();
     let lm = tiny(&device);
     // Batched (3 texts per forward, right-padded) through second_moment.
-    let mut seen = 0;
-    let m = second_moment(&lm.model, layer, &texts, 3, &mut |done, _| seen = done).unwrap();
-    assert_eq!(seen, texts.len());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s = seen.clone();
+    let options = MomentOptions {
+        batch_size: 3,
+        observer: Observer::new(move |done, _| s.store(done, Ordering::SeqCst)),
+    };
+    let m = second_moment(&lm.model, layer, &texts, &options).unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), texts.len());
     assert_eq!(m.count, r["count"].as_u64().unwrap());
     // Directly: each text alone, its keys' outer products summed in f64.
     let d = m.d;
@@ -118,17 +126,24 @@ fn the_second_moment_equals_a_direct_computation_and_the_reference() {
     // The disk cache: written once, then read back identical without a forward pass.
     let dir = std::env::temp_dir().join(format!("burnlens-mom2-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (a, path) =
-        second_moment_cached(&lm.model, "tiny", layer, &texts, 4, &dir, &mut |_, _| {}).unwrap();
+    let four = MomentOptions {
+        batch_size: 4,
+        ..MomentOptions::default()
+    };
+    let (a, path) = second_moment_cached(&lm.model, "tiny", layer, &texts, &dir, &four).unwrap();
     assert!(path.exists());
-    let mut calls = 0;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let counting = MomentOptions {
+        batch_size: 4,
+        observer: Observer::new(move |_, _| {
+            c.fetch_add(1, Ordering::SeqCst);
+        }),
+    };
     let (b, again) =
-        second_moment_cached(&lm.model, "tiny", layer, &texts, 4, &dir, &mut |_, _| {
-            calls += 1
-        })
-        .unwrap();
+        second_moment_cached(&lm.model, "tiny", layer, &texts, &dir, &counting).unwrap();
     assert_eq!(
-        (again, calls),
+        (again, calls.load(Ordering::SeqCst)),
         (path.clone(), 0),
         "the cached moment is reused"
     );
@@ -136,16 +151,8 @@ fn the_second_moment_equals_a_direct_computation_and_the_reference() {
     let loaded = SecondMoment::load(&path).unwrap();
     assert_eq!((loaded.layer, loaded.count), (layer, a.count));
     // Another corpus gets another file.
-    let (_, other) = second_moment_cached(
-        &lm.model,
-        "tiny",
-        layer,
-        &texts[1..],
-        4,
-        &dir,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let (_, other) =
+        second_moment_cached(&lm.model, "tiny", layer, &texts[1..], &dir, &four).unwrap();
     assert_ne!(other, path);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -159,7 +166,16 @@ fn rome_matches_the_pytorch_reference_and_reverts_exactly_on_every_backend() {
     let request = request(&r);
     for (kind, device) in available_devices() {
         let mut lm = tiny(&device);
-        let stats = second_moment(&lm.model, config.layer, &texts, 8, &mut |_, _| {}).unwrap();
+        let stats = second_moment(
+            &lm.model,
+            config.layer,
+            &texts,
+            &MomentOptions {
+                batch_size: 8,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let edit = rome_edit(
             &lm.model,
             &lm.tokenizer,
@@ -167,7 +183,6 @@ fn rome_matches_the_pytorch_reference_and_reverts_exactly_on_every_backend() {
             &config,
             &templates,
             Some(&stats),
-            &mut |_, _| {},
         )
         .unwrap();
         let close = |name: &str, ours: &[f32], want: &Value, tol: f32| {
@@ -332,10 +347,19 @@ fn bad_edits_are_clear_errors() {
     let device = BackendKind::Flex.device().unwrap();
     let lm = tiny(&device);
     let config = config(&r);
-    let stats = second_moment(&lm.model, config.layer, &texts(&r), 8, &mut |_, _| {}).unwrap();
+    let stats = second_moment(
+        &lm.model,
+        config.layer,
+        &texts(&r),
+        &MomentOptions {
+            batch_size: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let templates = vec!["{}".to_string()];
     let edit = |req: &RomeRequest, cfg: &RomeConfig, tpl: &[String], s: Option<&SecondMoment>| {
-        rome_edit(&lm.model, &lm.tokenizer, req, cfg, tpl, s, &mut |_, _| {})
+        rome_edit(&lm.model, &lm.tokenizer, req, cfg, tpl, s)
             .unwrap_err()
             .to_string()
     };
@@ -354,14 +378,33 @@ fn bad_edits_are_clear_errors() {
     assert!(edit(&good, &far, &templates, Some(&stats)).contains("out of range"));
     assert!(edit(&good, &config, &templates, None).contains("second moment"));
     let other = 1 - config.layer;
-    let other_layer = second_moment(&lm.model, other, &texts(&r), 8, &mut |_, _| {}).unwrap();
+    let other_layer = second_moment(
+        &lm.model,
+        other,
+        &texts(&r),
+        &MomentOptions {
+            batch_size: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(
         edit(&good, &config, &templates, Some(&other_layer)).contains(&format!("layer {other}"))
     );
     assert!(edit(&good, &config, &["{} and".to_string()], Some(&stats)).contains("end in"));
-    assert!(edit(&good, &config, &[], Some(&stats)).contains("no context templates"));
+    assert!(
+        edit(&good, &config, &[], Some(&stats)).contains("the list of context templates is empty")
+    );
     // Too few tokens for a full-rank moment: a clear error, not a NaN edit.
-    let short =
-        second_moment(&lm.model, config.layer, &[vec![1, 2, 3]], 8, &mut |_, _| {}).unwrap();
+    let short = second_moment(
+        &lm.model,
+        config.layer,
+        &[vec![1, 2, 3]],
+        &MomentOptions {
+            batch_size: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(edit(&good, &config, &templates, Some(&short)).contains("positive definite"));
 }

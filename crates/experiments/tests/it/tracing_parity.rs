@@ -79,15 +79,7 @@ fn causal_traces_match_the_rome_reference_on_every_backend() {
                 "{kind}: prompt {i} subject range"
             );
             let noise = load_noise(&tensors_path, &format!("noise.{i}"), &device).unwrap();
-            let trace = causal_trace(
-                &lm.model,
-                &prompt,
-                &TraceKind::ALL,
-                &config,
-                &noise,
-                &mut |_, _| {},
-            )
-            .unwrap();
+            let trace = causal_trace(&lm.model, &prompt, &TraceKind::ALL, &config, &noise).unwrap();
             assert_eq!(trace.answer_id as u64, p["answer_id"].as_u64().unwrap());
             let close = |got: f32, key: &str| {
                 let w = p[key].as_f64().unwrap() as f32;
@@ -165,18 +157,11 @@ fn tracing_input_errors_are_clear() {
         window: 3,
         ..TraceConfig::default()
     };
-    let err = causal_trace(
-        &lm.model,
-        &prompt,
-        &[TraceKind::Mlp],
-        &wide,
-        &noise,
-        &mut |_, _| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = causal_trace(&lm.model, &prompt, &[TraceKind::Mlp], &wide, &noise)
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("window of 3 layers does not fit a model of 2 layers"),
+        err.contains("`window` = 3: a restoration window must fit the model's 2 layers"),
         "{err}"
     );
     let ok = TraceConfig {
@@ -184,16 +169,9 @@ fn tracing_input_errors_are_clear() {
         ..TraceConfig::default()
     };
     let bad_noise = burn::tensor::Tensor::<3>::zeros([10, sub + 1, d], &device);
-    let err = causal_trace(
-        &lm.model,
-        &prompt,
-        &[TraceKind::State],
-        &ok,
-        &bad_noise,
-        &mut |_, _| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let err = causal_trace(&lm.model, &prompt, &[TraceKind::State], &ok, &bad_noise)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("noise has shape"), "{err}");
     assert!(
         "hidden_state"

@@ -21,8 +21,10 @@ use burnlens_model::{
     ForwardContext, Gpt2, HookKind, HookPoint, Hooks, LayerKv, NoHooks, TokenBatch,
 };
 
+use super::patch::{Job, Patch};
 use crate::error::Result;
-use crate::patching::{Patch, PatchMetric, host_scores};
+use crate::metric::host_scores;
+use crate::progress::Observer;
 
 /// The corrupted run's state: each block's input and keys and values, and its logits.
 pub(crate) struct Baseline {
@@ -84,18 +86,16 @@ impl Baseline {
     }
 }
 
-/// Runs `patches` (all of one sweep) and returns their scores in result order.
-#[allow(clippy::too_many_arguments)]
+/// Scores every patch of `job` from `base`, at most `max_rows` rows per forward, in result
+/// order.
 pub(crate) fn run(
     model: &Gpt2,
     base: &Baseline,
-    clean_cache: &ActivationCache,
-    points: &[HookPoint],
-    patches: &[Patch],
-    metric: &dyn PatchMetric,
+    job: &Job,
     max_rows: usize,
-    observe: &mut dyn FnMut(usize, usize),
+    observer: &Observer,
 ) -> Result<Vec<f32>> {
+    let patches = job.patches;
     let b = base.ctx.rows();
     let per_chunk = (max_rows / b).max(1);
     // Group by the first position a patch can change, then by layer.
@@ -111,12 +111,12 @@ pub(crate) fn run(
             end += 1;
         }
         let chunk = &order[start..end];
-        let scores = run_chunk(model, base, clean_cache, points, chunk, from, metric)?;
+        let scores = run_chunk(model, base, job, chunk, from)?;
         for (patch, score) in chunk.iter().zip(host_scores(scores)?) {
             values[patch.index] = score;
         }
         done += chunk.len();
-        observe(done, patches.len());
+        observer.report(done, patches.len());
         start = end;
     }
     Ok(values)
@@ -126,12 +126,11 @@ pub(crate) fn run(
 fn run_chunk(
     model: &Gpt2,
     base: &Baseline,
-    clean_cache: &ActivationCache,
-    points: &[HookPoint],
+    job: &Job,
     chunk: &[&Patch],
     from: usize,
-    metric: &dyn PatchMetric,
 ) -> Result<Vec<Tensor<1>>> {
+    let (points, clean_cache, metric) = (job.points, job.clean, job.metric);
     let b = base.ctx.rows();
     let suffix = if from == 0 {
         base.ctx.clone()
