@@ -703,7 +703,7 @@ pub fn layer_sweep(
     let points: Vec<HookPoint> = (0..n_layers)
         .map(|l| kind.at(l))
         .collect::<Result<_, _>>()
-        .map_err(|e| Error::Hooks(e.into()))?;
+        .map_err(Error::from)?;
     if !layer_attributable(points[0]) {
         return Err(Error::UnsupportedPoint {
             experiment: "a layer sweep",

@@ -3,9 +3,10 @@
 /// What can go wrong running an experiment.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An error from the hooks crate (unknown hook point, missing cache entry, …).
+    /// An error from the hooks crate (unknown hook point, missing cache entry, …); a model
+    /// error the hooks crate passes on arrives as [`Error::Model`], so there is one path to it.
     #[error(transparent)]
-    Hooks(#[from] burnlens_hooks::Error),
+    Hooks(burnlens_hooks::Error),
     /// An error from the model (forward pass, tokenizer).
     #[error(transparent)]
     Model(#[from] burnlens_model::Error),
@@ -145,3 +146,32 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<burnlens_hooks::Error> for Error {
+    fn from(e: burnlens_hooks::Error) -> Self {
+        match e {
+            burnlens_hooks::Error::Model(m) => Error::Model(m),
+            other => Error::Hooks(other),
+        }
+    }
+}
+
+impl From<burnlens_model::UnknownHookPoint> for Error {
+    fn from(e: burnlens_model::UnknownHookPoint) -> Self {
+        Error::Hooks(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_model_error_through_the_hooks_crate_arrives_as_a_model_error() {
+        let model = burnlens_model::Error::Shape("x".into());
+        let via_hooks: Error = burnlens_hooks::Error::Model(model).into();
+        assert!(matches!(via_hooks, Error::Model(_)), "{via_hooks:?}");
+        let hooks: Error = burnlens_hooks::Error::Shape("y".into()).into();
+        assert!(matches!(hooks, Error::Hooks(_)), "{hooks:?}");
+    }
+}

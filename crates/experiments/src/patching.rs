@@ -384,5 +384,5 @@ pub(crate) fn sweep_points(sweep: Sweep, n_layers: usize) -> Result<Vec<HookPoin
     (0..n_layers)
         .map(|l| sweep.kind.at(l))
         .collect::<Result<_, _>>()
-        .map_err(|e| Error::Hooks(burnlens_hooks::Error::from(e)))
+        .map_err(Error::from)
 }

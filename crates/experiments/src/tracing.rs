@@ -388,7 +388,7 @@ pub fn causal_trace(
         let points: Vec<HookPoint> = (0..n_layers)
             .map(|l| kind.hook_kind().at(l))
             .collect::<Result<_, _>>()
-            .map_err(|e| Error::Hooks(e.into()))?;
+            .map_err(Error::from)?;
         let patches: Vec<Patch> = (0..t)
             .flat_map(|token| {
                 (0..n_layers).map(move |layer| Patch {

@@ -21,6 +21,10 @@ pub enum Error {
         /// What to do about it.
         hint: String,
     },
+    /// A gradient run that has nothing to differentiate: no gradient point was reached in the
+    /// forward pass, or the metric does not depend on any.
+    #[error("{0}")]
+    NoGradient(&'static str),
     /// Tensors of the wrong shape or rank, or an index out of range.
     #[error("{0}")]
     Shape(String),

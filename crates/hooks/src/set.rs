@@ -199,16 +199,15 @@ impl HookSet {
         self.leaves.clear();
         let logits = self.run(model, batch)?;
         if self.leaves.is_empty() {
-            return Err(Error::Shape(
-                "no gradient point was reached: add points with HookSet::grad".into(),
+            return Err(Error::NoGradient(
+                "no gradient point was reached: add points with HookSet::grad",
             )
             .into());
         }
         let value = metric(logits)?;
         if !value.is_tracked() {
-            return Err(Error::Shape(
-                "the metric does not depend on any gradient point (is it computed from the logits?)"
-                    .into(),
+            return Err(Error::NoGradient(
+                "the metric does not depend on any gradient point (is it computed from the logits?)",
             )
             .into());
         }
