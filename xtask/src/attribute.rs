@@ -11,8 +11,8 @@ use burnlens_experiments::{
 use burnlens_model::{GenerationConfig, Gpt2Tokenizer};
 use clap::Args;
 
+use crate::models::{self, ModelArgs, open};
 use crate::report::{self, Scale};
-use crate::{ModelArgs, git_commit, open};
 
 /// Options of `cargo xtask attribute`.
 #[derive(Args)]
@@ -201,17 +201,20 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         },
     );
     std::fs::write(a.out.join("attribution.svg"), svg)?;
-    let mut result = serde_json::json!({
-        "experiment": "feature_attribution",
-        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
-        "method": method, "attributed_fn": function, "aggregation": normalize,
-        "prompt": a.prompt, "target": a.target, "foil": a.foil,
-        "contrast_prompt": a.contrast_prompt,
-        "source_tokens": tokens[..attr.prompt_len], "target_tokens": target_tokens,
-        "token_ids": attr.tokens, "foil_ids": foil, "baseline_id": baseline,
-        "attribution": matrix, "shape": [attr.tokens.len(), attr.n_steps],
-        "step_scores": attr.step_scores, "seconds_total": started.elapsed().as_secs_f64(),
-    });
+    let mut result = models::result(
+        "feature_attribution",
+        &lm,
+        backend,
+        serde_json::json!({
+            "method": method, "attributed_fn": function, "aggregation": normalize,
+            "prompt": a.prompt, "target": a.target, "foil": a.foil,
+            "contrast_prompt": a.contrast_prompt,
+            "source_tokens": tokens[..attr.prompt_len], "target_tokens": target_tokens,
+            "token_ids": attr.tokens, "foil_ids": foil, "baseline_id": baseline,
+            "attribution": matrix, "shape": [attr.tokens.len(), attr.n_steps],
+            "step_scores": attr.step_scores, "seconds_total": started.elapsed().as_secs_f64(),
+        }),
+    );
     if a.raw {
         result["raw"] = serde_json::json!(attr.raw);
         result["raw_shape"] = serde_json::json!([attr.tokens.len(), attr.n_steps, attr.d_model]);

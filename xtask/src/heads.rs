@@ -15,8 +15,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::llm::ChatEndpoint;
+use crate::models::{self, ModelArgs, open};
 use crate::report::escape;
-use crate::{ModelArgs, git_commit, open};
 
 /// Options of `cargo xtask heads`.
 #[derive(Args)]
@@ -206,26 +206,20 @@ description ({}): {d}",
             None
         }
     };
-    let result = serde_json::json!({
-        "experiment": "attention_heads",
-        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
-        "texts_file": a.texts, "texts": texts.len(), "max_len": max_len,
-        "suppress_first": a.suppress_first, "token": a.token, "seed": a.seed, "n": a.n,
-        "layer": layer, "head": head, "rows": report.rows,
-        "mean_max_multiple": report.mean_max_multiple, "mean_entropy": report.mean_entropy,
-        "lists": json_lists,
-        "ranking": ranking.iter().map(|(l, h, m, e)| serde_json::json!({"layer": l, "head": h, "mean_max_multiple": m, "mean_entropy": e})).collect::<Vec<_>>(),
-        "describe_prompt": prompt, "description": description,
-        "seconds_total": started.elapsed().as_secs_f64(),
-    });
-    std::fs::write(
-        a.out.join("result.json"),
-        serde_json::to_string_pretty(&result)?,
-    )?;
-    std::fs::write(a.out.join("index.html"), html)?;
-    eprintln!(
-        "wrote {}/{{result.json, index.html, describe_prompt.txt}}",
-        a.out.display()
+    let result = models::result(
+        "attention_heads",
+        &lm,
+        backend,
+        serde_json::json!({
+            "texts_file": a.texts, "texts": texts.len(), "max_len": max_len,
+            "suppress_first": a.suppress_first, "token": a.token, "seed": a.seed, "n": a.n,
+            "layer": layer, "head": head, "rows": report.rows,
+            "mean_max_multiple": report.mean_max_multiple, "mean_entropy": report.mean_entropy,
+            "lists": json_lists,
+            "ranking": ranking.iter().map(|(l, h, m, e)| serde_json::json!({"layer": l, "head": h, "mean_max_multiple": m, "mean_entropy": e})).collect::<Vec<_>>(),
+            "describe_prompt": prompt, "description": description,
+            "seconds_total": started.elapsed().as_secs_f64(),
+        }),
     );
-    Ok(())
+    crate::report::write_files(&a.out, &result, &html, "describe_prompt.txt")
 }

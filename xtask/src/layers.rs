@@ -13,8 +13,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::facts::read_facts;
+use crate::models::{self, ModelArgs, open};
 use crate::report;
-use crate::{ModelArgs, git_commit, open};
 
 /// Options of `cargo xtask attribute-layers`.
 #[derive(Args)]
@@ -143,13 +143,16 @@ pub fn run(a: LayersArgs) -> Result<()> {
         n_layers,
         None,
     )?;
-    let result = serde_json::json!({
-        "experiment": "layer_attribution_sweep",
-        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
-        "facts_file": a.facts, "kind": a.kind, "attributed_fn": function, "reduce": reduce,
-        "method": "layer_gradient_x_activation", "cases": cases, "groups": groups,
-        "seconds_total": started.elapsed().as_secs_f64(),
-    });
+    let result = models::result(
+        "layer_attribution_sweep",
+        &lm,
+        backend,
+        serde_json::json!({
+            "facts_file": a.facts, "kind": a.kind, "attributed_fn": function, "reduce": reduce,
+            "method": "layer_gradient_x_activation", "cases": cases, "groups": groups,
+            "seconds_total": started.elapsed().as_secs_f64(),
+        }),
+    );
     report::write_report(
         &a.out,
         &result,

@@ -8,8 +8,8 @@ use burnlens_experiments::logit_lens;
 use burnlens_model::TokenBatch;
 use clap::Args;
 
+use crate::models::{self, ModelArgs, open};
 use crate::report::{self, Scale, Series};
-use crate::{ModelArgs, git_commit, open};
 
 /// Options of `cargo xtask lens`.
 #[derive(Args)]
@@ -114,13 +114,16 @@ pub fn lens(a: LensArgs) -> Result<()> {
                 "answer_prob": at.answer_prob, "answer_rank": at.answer_rank})
         })
         .collect();
-    let result = serde_json::json!({
-        "experiment": "logit_lens",
-        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
-        "prompt": a.prompt, "token_ids": ids, "tokens": tokens, "prepend_bos": a.model.prepend_bos,
-        "readouts": labels, "answer": a.answer, "answer_id": answer, "top_k": a.top_k,
-        "positions": positions, "seconds_total": started.elapsed().as_secs_f64(),
-    });
+    let result = models::result(
+        "logit_lens",
+        &lm,
+        backend,
+        serde_json::json!({
+            "prompt": a.prompt, "token_ids": ids, "tokens": tokens, "prepend_bos": a.model.prepend_bos,
+            "readouts": labels, "answer": a.answer, "answer_id": answer, "top_k": a.top_k,
+            "positions": positions, "seconds_total": started.elapsed().as_secs_f64(),
+        }),
+    );
     report::write_report(
         &a.out,
         &result,

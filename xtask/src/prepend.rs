@@ -8,7 +8,7 @@ use burnlens_experiments::{SearchOptions, prepend_search};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{ModelArgs, git_commit, open};
+use crate::models::{self, ModelArgs, open};
 
 /// Options of `cargo xtask prepend`.
 #[derive(Args)]
@@ -49,13 +49,16 @@ pub fn run(a: PrependArgs) -> Result<()> {
     bar.finish();
     let prefix_tokens = lm.tokenizer.str_tokens(&found.prefix)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let result = serde_json::json!({
-        "experiment": "prepend_search",
-        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
-        "target": a.target, "target_ids": target, "batch": a.batch,
-        "prefix_ids": found.prefix, "prefix_tokens": prefix_tokens, "rounds": found.rounds,
-        "seconds_total": started.elapsed().as_secs_f64(),
-    });
+    let result = models::result(
+        "prepend_search",
+        &lm,
+        backend,
+        serde_json::json!({
+            "target": a.target, "target_ids": target, "batch": a.batch,
+            "prefix_ids": found.prefix, "prefix_tokens": prefix_tokens, "rounds": found.rounds,
+            "seconds_total": started.elapsed().as_secs_f64(),
+        }),
+    );
     std::fs::write(
         a.out.join("result.json"),
         serde_json::to_string_pretty(&result)?,

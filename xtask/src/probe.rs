@@ -11,8 +11,8 @@ use burnlens_metrics::Candidate;
 use burnlens_model::Gpt2Tokenizer;
 use clap::Args;
 
+use crate::models::{self, ModelArgs, open};
 use crate::report::escape;
-use crate::{ModelArgs, git_commit, open};
 
 /// Options of `cargo xtask probe`.
 #[derive(Args)]
@@ -103,12 +103,15 @@ pub fn run(a: ProbeArgs) -> Result<()> {
         );
     }
     html.push_str("</table>\n");
-    let mut result = serde_json::json!({
-        "experiment": "probe",
-        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
-        "prompt": a.prompt, "token_ids": ids, "tokens": tokens, "top_k": a.top_k,
-        "positions": positions,
-    });
+    let mut result = models::result(
+        "probe",
+        &lm,
+        backend,
+        serde_json::json!({
+            "prompt": a.prompt, "token_ids": ids, "tokens": tokens, "top_k": a.top_k,
+            "positions": positions,
+        }),
+    );
     if let Some(other) = &a.compare {
         let other_ids = tok.encode(other, a.model.prepend_bos)?;
         let (j, pa, pb) = pool_jaccard(&lm.model, &ids, &other_ids, a.top_k)?;
@@ -167,11 +170,5 @@ pub fn run(a: ProbeArgs) -> Result<()> {
     result["seconds_total"] = serde_json::json!(started.elapsed().as_secs_f64());
     html.push_str("<p><a href=\"result.json\">result.json</a></p></body></html>\n");
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    std::fs::write(
-        a.out.join("result.json"),
-        serde_json::to_string_pretty(&result)?,
-    )?;
-    std::fs::write(a.out.join("index.html"), html)?;
-    eprintln!("wrote {}/{{result.json, index.html}}", a.out.display());
-    Ok(())
+    crate::report::write_files(&a.out, &result, &html, "")
 }

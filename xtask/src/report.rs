@@ -338,16 +338,30 @@ pub fn write_report(
     summary: &str,
     figures: &[(String, String)],
 ) -> anyhow::Result<()> {
-    std::fs::write(
-        out.join("result.json"),
-        serde_json::to_string_pretty(result)?,
-    )?;
-    std::fs::write(out.join("index.html"), index_html(title, summary, figures))?;
-    eprintln!(
-        "wrote {}/{{result.json, index.html, {} SVGs}}",
-        out.display(),
-        figures.len()
-    );
+    let html = index_html(title, summary, figures);
+    write_files(out, result, &html, &format!("{} SVGs", figures.len()))
+}
+
+/// Writes `result.json` and `index.html` (`html`, for a page of its own) into `out`, and says
+/// so on stderr, naming `also`, what else the command wrote there (empty for nothing).
+pub fn write_files(
+    out: &std::path::Path,
+    result: &serde_json::Value,
+    html: &str,
+    also: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let json = out.join("result.json");
+    std::fs::write(&json, serde_json::to_string_pretty(result)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let index = out.join("index.html");
+    std::fs::write(&index, html).with_context(|| format!("writing {}", index.display()))?;
+    let also = if also.is_empty() {
+        String::new()
+    } else {
+        format!(", {also}")
+    };
+    eprintln!("wrote {}/{{result.json, index.html{also}}}", out.display());
     Ok(())
 }
 

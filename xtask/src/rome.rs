@@ -16,8 +16,8 @@ use burnlens_model::{GenerationConfig, Gpt2, Gpt2Tokenizer, Strategy};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::models::{self, ModelArgs, open};
 use crate::report::escape;
-use crate::{ModelArgs, git_commit, open};
 
 /// Options of `cargo xtask rome`.
 #[derive(Args)]
@@ -257,17 +257,16 @@ pub fn run(a: RomeArgs) -> Result<()> {
     );
 
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let result = serde_json::json!({
-        "experiment": "rome", "model": lm.dir, "backend": backend.name(),
-        "git_commit": git_commit(), "config": config, "preset": preset.is_some(),
-        "templates": templates, "second_moment": {"path": stats_path, "tokens": stats.count},
-        "summary": {"pre": pre, "post": post}, "cases": rows,
-        "seconds_total": started.elapsed().as_secs_f64(),
-    });
-    std::fs::write(
-        a.out.join("result.json"),
-        serde_json::to_string_pretty(&result)?,
-    )?;
+    let result = models::result(
+        "rome",
+        &lm,
+        backend,
+        serde_json::json!({ "config": config, "preset": preset.is_some(),
+            "templates": templates, "second_moment": {"path": stats_path, "tokens": stats.count},
+            "summary": {"pre": pre, "post": post}, "cases": rows,
+            "seconds_total": started.elapsed().as_secs_f64(),
+        }),
+    );
     let mut html = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>ROME edits</title></head>\n\
          <body style=\"font-family: sans-serif\">\n<h1>ROME edits</h1>\n",
@@ -311,7 +310,5 @@ pub fn run(a: RomeArgs) -> Result<()> {
         )?;
     }
     html.push_str("</table>\n<p><a href=\"result.json\">result.json</a></p></body></html>\n");
-    std::fs::write(a.out.join("index.html"), html)?;
-    eprintln!("wrote {}/{{result.json, index.html}}", a.out.display());
-    Ok(())
+    crate::report::write_files(&a.out, &result, &html, "")
 }

@@ -8,8 +8,8 @@ use burnlens_experiments::{steer_generation, steering_vector};
 use burnlens_model::{GenerationConfig, HookPoint, Strategy};
 use clap::Args;
 
+use crate::models::{self, ModelArgs, open};
 use crate::report::escape;
-use crate::{ModelArgs, git_commit, open};
 
 /// Options of `cargo xtask steer`.
 #[derive(Args)]
@@ -82,19 +82,18 @@ pub fn run(a: SteerArgs) -> Result<()> {
     println!("without: {plain}\n   with: {steered}");
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let norm = vector.clone().square().sum().sqrt().into_scalar::<f32>();
-    let result = serde_json::json!({
-        "experiment": "steering",
-        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
-        "prompt": a.prompt, "positive": a.positive, "negative": a.negative, "point": point,
-        "coefficient": a.coefficient, "vector_norm": norm, "temperature": a.temperature,
-        "seed": a.seed, "plain": s.plain, "steered": s.steered,
-        "plain_text": plain, "steered_text": steered,
-        "seconds_total": started.elapsed().as_secs_f64(),
-    });
-    std::fs::write(
-        a.out.join("result.json"),
-        serde_json::to_string_pretty(&result)?,
-    )?;
+    let result = models::result(
+        "steering",
+        &lm,
+        backend,
+        serde_json::json!({
+            "prompt": a.prompt, "positive": a.positive, "negative": a.negative, "point": point,
+            "coefficient": a.coefficient, "vector_norm": norm, "temperature": a.temperature,
+            "seed": a.seed, "plain": s.plain, "steered": s.steered,
+            "plain_text": plain, "steered_text": steered,
+            "seconds_total": started.elapsed().as_secs_f64(),
+        }),
+    );
     let html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Steering</title></head>\n<body style=\"font-family: sans-serif\">\n<h1>Steering</h1>\n<p>{} × ({:?} − {:?}) at {point} (norm {norm:.3})</p>\n<table border=\"1\" cellpadding=\"6\"><tr><th>without</th><th>with</th></tr><tr><td>{}</td><td>{}</td></tr></table>\n<p><a href=\"result.json\">result.json</a></p></body></html>\n",
         a.coefficient,
@@ -103,7 +102,5 @@ pub fn run(a: SteerArgs) -> Result<()> {
         escape(&plain),
         escape(&steered)
     );
-    std::fs::write(a.out.join("index.html"), html)?;
-    eprintln!("wrote {}/{{result.json, index.html}}", a.out.display());
-    Ok(())
+    crate::report::write_files(&a.out, &result, &html, "")
 }

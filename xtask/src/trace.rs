@@ -13,8 +13,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::facts::{Fact, read_facts};
+use crate::models::{self, ModelArgs, open};
 use crate::report::{self, Scale};
-use crate::{ModelArgs, git_commit, open};
 
 /// Options of `cargo xtask trace`.
 #[derive(Args)]
@@ -247,19 +247,18 @@ pub fn trace(a: TraceArgs) -> Result<()> {
             rollups.push(r);
         }
     }
-    let result = serde_json::json!({
-        "experiment": "causal_tracing",
-        "model": lm.dir, "backend": backend.name(), "git_commit": git_commit(),
-        "config": config, "noise": spec, "noise_replayed_from": a.noise,
-        "embedding_std": std, "noise_level": level, "noise_file": "noise.safetensors",
-        "kinds": kinds, "cases": cases, "averaged_prompts": traces.len(),
-        "all_facts": a.all_facts, "average_indirect_effect": rollups,
-        "seconds_total": started.elapsed().as_secs_f64(),
-    });
-    std::fs::write(
-        a.out.join("result.json"),
-        serde_json::to_string_pretty(&result)?,
-    )?;
+    let result = models::result(
+        "causal_tracing",
+        &lm,
+        backend,
+        serde_json::json!({
+            "config": config, "noise": spec, "noise_replayed_from": a.noise,
+            "embedding_std": std, "noise_level": level, "noise_file": "noise.safetensors",
+            "kinds": kinds, "cases": cases, "averaged_prompts": traces.len(),
+            "all_facts": a.all_facts, "average_indirect_effect": rollups,
+            "seconds_total": started.elapsed().as_secs_f64(),
+        }),
+    );
     let summary = format!(
         "{} prompt(s); noise {} level {level:.4} ({} × σ = {std:.4} of the subject embeddings unless given), {} samples, window {}",
         prompts.len(),
@@ -268,14 +267,7 @@ pub fn trace(a: TraceArgs) -> Result<()> {
         a.samples,
         a.window
     );
-    std::fs::write(
-        a.out.join("index.html"),
-        report::index_html("Causal tracing", &summary, &figures),
-    )?;
-    eprintln!(
-        "wrote {}/{{result.json, index.html, noise.safetensors, {} SVGs}}",
-        a.out.display(),
-        figures.len()
-    );
-    Ok(())
+    let html = report::index_html("Causal tracing", &summary, &figures);
+    let also = format!("noise.safetensors, {} SVGs", figures.len());
+    report::write_files(&a.out, &result, &html, &also)
 }

@@ -1,0 +1,112 @@
+//! `cargo xtask generate`: continue a prompt (greedy, sampling or beam search).
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burnlens_model::generate::EarlyStopping;
+use burnlens_model::{GenerationConfig, Strategy};
+use clap::Args;
+use indicatif::ProgressBar;
+
+use crate::models::{ModelArgs, open};
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 20)]
+    max_new_tokens: usize,
+    /// Sample instead of greedy decoding.
+    #[arg(long)]
+    sample: bool,
+    /// Sampling temperature (implies --sample).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Keep the k most probable tokens when sampling (implies --sample).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling mass (implies --sample).
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Beam search with this many beams.
+    #[arg(long)]
+    num_beams: Option<usize>,
+    /// Beam search early stopping: true, false or never.
+    #[arg(long, default_value = "false")]
+    early_stopping: String,
+    /// Beam search length penalty.
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f32,
+    /// Number of sequences to return.
+    #[arg(long, default_value_t = 1)]
+    num_return_sequences: usize,
+    /// Lower each token's logit by this times its count among the generated tokens.
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Do not stop at <|endoftext|>.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Generates and prints the continuations.
+pub fn run(a: GenerateArgs) -> Result<()> {
+    let (lm, _) = open(&a.model)?;
+    let prompt = lm.tokenizer.encode(&a.prompt, a.model.prepend_bos)?;
+    let strategy = if let Some(num_beams) = a.num_beams {
+        let early_stopping = match a.early_stopping.as_str() {
+            "true" => EarlyStopping::True,
+            "false" => EarlyStopping::False,
+            "never" => EarlyStopping::Never,
+            other => bail!("--early-stopping must be true, false or never, got {other:?}"),
+        };
+        Strategy::Beam {
+            num_beams,
+            early_stopping,
+            length_penalty: a.length_penalty,
+        }
+    } else if a.sample || a.temperature.is_some() || a.top_k.is_some() || a.top_p.is_some() {
+        Strategy::Sample {
+            temperature: a.temperature.unwrap_or(1.0),
+            top_k: a.top_k,
+            top_p: a.top_p,
+        }
+    } else {
+        Strategy::Greedy
+    };
+    let cfg = GenerationConfig {
+        max_new_tokens: a.max_new_tokens,
+        strategy,
+        num_return_sequences: a.num_return_sequences,
+        frequency_penalty: a.frequency_penalty,
+        eos_token_id: if a.ignore_eos {
+            None
+        } else {
+            lm.model.config.eos_token_id.or(lm.tokenizer.endoftext_id())
+        },
+        seed: a.seed,
+    };
+    let spinner = ProgressBar::new_spinner()
+        .with_message(format!("generating up to {} tokens", a.max_new_tokens));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let t = Instant::now();
+    let out = lm.model.generate(&prompt, &cfg)?;
+    spinner.finish_and_clear();
+    eprintln!("generated in {:.2?}", t.elapsed());
+    for (i, g) in out.iter().enumerate() {
+        let text = lm.tokenizer.decode(&g.tokens)?;
+        println!(
+            "[{i}] score {:.4}{}",
+            g.score,
+            if g.finished { " (eos)" } else { "" }
+        );
+        println!("{}{}", a.prompt, text);
+    }
+    Ok(())
+}
