@@ -20,7 +20,6 @@ mod models;
 mod npy;
 mod organism;
 mod patch;
-mod plant;
 mod prepend;
 mod probe;
 mod progress;

@@ -23,10 +23,11 @@
 //! back" for the first positions; training learns to discount it, and a prompt that starts
 //! with a BOS token avoids it.
 
-use anyhow::{Result, bail};
-use burn::module::Param;
-use burn::tensor::{Tensor, TensorData};
 use burnlens_model::Gpt2;
+use burnlens_model::burn::module::Param;
+use burnlens_model::burn::tensor::{Tensor, TensorData};
+
+use crate::error::{Error, Result};
 
 /// Dimensions of the residual stream that carry the position sinusoids.
 pub const POS_DIMS: usize = 16;
@@ -62,14 +63,16 @@ impl Layout {
     /// subspaces and a token subspace, each a head wide.
     pub fn new(n_layer: usize, n_head: usize, d: usize) -> Result<Self> {
         if n_layer < 2 || n_head < 2 {
-            bail!("the planted retrieval circuit needs 2 layers and 2 heads ({n_layer}, {n_head})");
+            return Err(Error::Shape(format!(
+                "the planted retrieval circuit needs 2 layers and 2 heads ({n_layer}, {n_head})"
+            )));
         }
         let hd = d / n_head;
         if POS_DIMS + 3 * hd > d || hd < POS_DIMS {
-            bail!(
+            return Err(Error::Shape(format!(
                 "the planted retrieval circuit needs d_model ≥ {POS_DIMS} + 3 × head width and a \
                  head width ≥ {POS_DIMS} (d_model {d}, {n_head} heads)"
-            );
+            )));
         }
         Ok(Self {
             hd,
@@ -102,7 +105,7 @@ fn edit2(p: &Param<Tensor<2>>, f: impl FnOnce(&mut [f32], usize)) -> Result<Para
         .to_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading a weight: {e:?}"))?;
+        .map_err(|e| Error::Shape(format!("reading a weight: {e:?}")))?;
     f(&mut v, cols);
     Ok(Param::from_tensor(Tensor::from_data(
         TensorData::new(v, [rows, cols]),
