@@ -3,7 +3,7 @@
 //! The model organism: a small GPT-2 trained on a world we invented (`burnlens_datasets`'s
 //! [`World`](burnlens_datasets::World)), with planted facts, a planted retrieval circuit
 //! ([`plant_retrieval`]) and a subject-exit loss that puts fact lookup at the subject's last
-//! token; [`train`] builds it from an [`OrganismConfig`], [`evaluate`] measures what it
+//! token; [`train()`] builds it from an [`OrganismConfig`], [`evaluate`] measures what it
 //! learnt, and [`Trained::manifest`] records both. `cargo xtask organism` is these calls and
 //! the files they write; the committed organism (`fixtures/organism`) is their output, and
 //! docs/ORGANISM.md tells how it came to be.
