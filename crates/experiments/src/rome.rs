@@ -1010,6 +1010,7 @@ impl VProblem {
         let adam = AdamConfig::new().with_epsilon(1e-8).build();
         let mut delta = Tensor::<1>::zeros([d_model], &device);
         let mut state = None;
+        let mut delta_norm = 0.0;
         let mut steps = Vec::new();
         for it in 0..config.v_num_grad_steps {
             let leaf = delta.clone().autodiff().require_grad();
@@ -1017,7 +1018,6 @@ impl VProblem {
             // The weight decay ‖δ‖ / ‖v₀‖² is added outside autodiff with its gradient δ / ‖δ‖
             // (0 at δ = 0, PyTorch's subgradient of the norm; autodiff through sqrt would give
             // NaN there).
-            let delta_norm = norm(&host(delta.clone()));
             let wd = wd_scale * delta_norm;
             step.loss = ((step.nll + step.kl) as f64 + wd) as f32;
             step.weight_decay = wd as f32;
@@ -1035,10 +1035,12 @@ impl VProblem {
             }
             let (next, next_state) = adam.step(config.v_lr, delta, g, state);
             (delta, state) = (next, next_state);
+            // One read of δ per step: its norm after the projection is the next step's.
             let n = norm(&host(delta.clone()));
             if n > max_norm {
                 delta = delta * (max_norm / n);
             }
+            delta_norm = n.min(max_norm);
         }
         let delta = host(delta);
         Ok((
