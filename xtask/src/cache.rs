@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_model::{HookPoint, TokenBatch, WeightProcessing};
 use clap::Args;
@@ -29,19 +29,6 @@ pub struct CacheArgs {
     out: PathBuf,
 }
 
-/// Whether `name` matches `pattern`, where `*` matches any run of characters.
-fn glob(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((head, rest)) => {
-            let Some(tail) = name.strip_prefix(head) else {
-                return false;
-            };
-            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
-        }
-    }
-}
-
 /// Caches the hook points the patterns name.
 pub fn run(a: CacheArgs) -> Result<()> {
     let (mut lm, _) = open(&a.model)?;
@@ -53,23 +40,9 @@ pub fn run(a: CacheArgs) -> Result<()> {
     let ids = lm.tokenizer.encode(&a.prompt, a.model.prepend_bos)?;
     let batch = TokenBatch::single(&ids)?;
     let n = lm.model.config.n_layer;
-    let patterns: Vec<String> = a.hooks.split(',').map(|p| p.trim().to_string()).collect();
     let mut points = Vec::new();
-    for pattern in &patterns {
-        let matched: Vec<HookPoint> = if pattern.contains('*') {
-            HookPoint::all(n)
-                .into_iter()
-                .filter(|p| glob(pattern, &p.to_string()))
-                .collect()
-        } else {
-            let p: HookPoint = pattern.parse()?;
-            p.check_layer(n)?;
-            vec![p]
-        };
-        if matched.is_empty() {
-            bail!("--hooks: {pattern:?} matches no hook point of this {n}-block model");
-        }
-        points.extend(matched);
+    for pattern in a.hooks.split(',') {
+        points.extend(HookPoint::matching(pattern, n).context("--hooks")?);
     }
     points.sort();
     points.dedup();

@@ -12,9 +12,9 @@ use burnlens_model::HookKind;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::facts::read_facts;
 use crate::models::{self, ModelArgs, open};
 use crate::report;
+use burnlens_datasets::load_facts;
 
 /// Options of `cargo xtask attribute-layers`.
 #[derive(Args)]
@@ -47,7 +47,7 @@ pub struct LayersArgs {
 /// Runs `cargo xtask attribute-layers`.
 pub fn run(a: LayersArgs) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut facts = read_facts(&a.facts)?;
+    let mut facts = load_facts(&a.facts)?;
     if let Some(n) = a.limit {
         facts.truncate(n);
     }

@@ -10,8 +10,9 @@ use clap::Args;
 /// Which model, on which backend.
 #[derive(Args)]
 pub struct ModelArgs {
-    /// A local directory in Hugging Face layout, or a hub id (needs `--features hub`).
-    #[arg(long, default_value = "fixtures/tiny-gpt2")]
+    /// A local directory in Hugging Face layout, or a hub id (needs `--features hub`); the
+    /// default is the model organism.
+    #[arg(long, default_value = "fixtures/organism")]
     pub model: String,
     /// Backend: ndarray, flex or wgpu.
     #[arg(long, default_value = "flex")]

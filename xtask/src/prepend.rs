@@ -1,5 +1,6 @@
 //! `cargo xtask prepend`: the token(s) that, prepended to a target string, minimise its
-//! perplexity, searched over the whole vocabulary with a progress bar; result.json.
+//! perplexity, searched over the whole vocabulary with a progress bar; result.json and an
+//! index.html with the perplexity by round.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::models::{self, ModelArgs, open};
+use crate::report::{Series, line_plot_svg, write_report};
 
 /// Options of `cargo xtask prepend`.
 #[derive(Args)]
@@ -59,17 +61,35 @@ pub fn run(a: PrependArgs) -> Result<()> {
             "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
-    std::fs::write(
-        a.out.join("result.json"),
-        serde_json::to_string_pretty(&result)?,
-    )?;
     let last = found.rounds.last().expect("at least one round");
-    eprintln!(
-        "prefix {:?} gives {:?} a perplexity of {:.3}; wrote {}/result.json",
-        prefix_tokens.concat(),
-        a.target,
-        last.perplexity,
-        a.out.display()
+    let perplexities: Vec<f32> = found.rounds.iter().map(|r| r.perplexity).collect();
+    let svg = line_plot_svg(
+        "Target perplexity as tokens are prepended",
+        "round (tokens prepended - 1)",
+        "perplexity",
+        &[Series {
+            name: "perplexity",
+            values: &perplexities,
+            band: &[],
+        }],
     );
+    let plot = a.out.join("perplexity.svg");
+    std::fs::write(&plot, svg).with_context(|| format!("writing {}", plot.display()))?;
+    let summary = format!(
+        "The prefix {:?} ({} token(s), found greedily over the {}-token vocabulary) gives the target {:?} a perplexity of {:.3}.",
+        prefix_tokens.concat(),
+        found.prefix.len(),
+        lm.model.config.vocab_size,
+        a.target,
+        last.perplexity
+    );
+    write_report(
+        &a.out,
+        &result,
+        "Prepend search",
+        &summary,
+        &[("Perplexity by round".into(), "perplexity.svg".into())],
+    )?;
+    eprintln!("{summary}");
     Ok(())
 }

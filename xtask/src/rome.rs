@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use burnlens_datasets::{World, load_counterfact, read_texts};
 use burnlens_experiments::{
     CaseScores, EditCase, MomentOptions, RomeConfig, StepObserver, case_scores, context_templates,
-    ngram_entropy, rome_edit, second_moment_cached, summarize,
+    fluency, rome_edit, second_moment_cached, summarize,
 };
-use burnlens_model::{GenerationConfig, Gpt2, Gpt2Tokenizer, Strategy};
+use burnlens_model::{GenerationConfig, Strategy};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -78,21 +78,13 @@ fn organism_manifest(dir: &Path) -> Result<burnlens_datasets::Manifest> {
     )
 }
 
-fn fluency(model: &Gpt2, tok: &Gpt2Tokenizer, prompts: &[String]) -> Result<f64> {
-    let mut total = 0.0;
-    for p in prompts {
-        let ids = tok.encode(p, false)?;
-        let g = model.generate(
-            &ids,
-            &GenerationConfig {
-                max_new_tokens: 40,
-                strategy: Strategy::Greedy,
-                ..GenerationConfig::default()
-            },
-        )?;
-        total += ngram_entropy(&format!("{p}{}", tok.decode(&g[0].tokens)?));
+/// The generation `--generate` scores: 40 greedy tokens, reproducible.
+fn generation() -> GenerationConfig {
+    GenerationConfig {
+        max_new_tokens: 40,
+        strategy: Strategy::Greedy,
+        ..GenerationConfig::default()
     }
-    Ok(total / prompts.len().max(1) as f64)
 }
 
 /// Runs `cargo xtask rome`.
@@ -194,8 +186,13 @@ pub fn run(a: RomeArgs) -> Result<()> {
     let (mut pre_all, mut post_all) = (Vec::new(), Vec::new());
     for (i, case) in cases.iter().enumerate() {
         let pre: CaseScores = case_scores(&lm.model, &tok, case)?;
-        let pre_fluency = if a.generate {
-            Some(fluency(&lm.model, &tok, &case.generation_prompts)?)
+        let pre_fluency = if a.generate && !case.generation_prompts.is_empty() {
+            Some(fluency(
+                &lm.model,
+                &tok,
+                &case.generation_prompts,
+                &generation(),
+            )?)
         } else {
             None
         };
@@ -210,8 +207,13 @@ pub fn run(a: RomeArgs) -> Result<()> {
         .with_context(|| format!("case {}: {:?}", case.case_id, case.request))?;
         let applied = edit.apply(&mut lm.model)?;
         let post = case_scores(&lm.model, &tok, case)?;
-        let post_fluency = if a.generate {
-            Some(fluency(&lm.model, &tok, &case.generation_prompts)?)
+        let post_fluency = if a.generate && !case.generation_prompts.is_empty() {
+            Some(fluency(
+                &lm.model,
+                &tok,
+                &case.generation_prompts,
+                &generation(),
+            )?)
         } else {
             None
         };

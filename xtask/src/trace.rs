@@ -12,9 +12,9 @@ use burnlens_experiments::{
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::facts::{Fact, read_facts};
 use crate::models::{self, ModelArgs, open};
 use crate::report::{self, Scale};
+use burnlens_datasets::{Fact, load_facts};
 
 /// Options of `cargo xtask trace`.
 #[derive(Args)]
@@ -82,7 +82,7 @@ fn facts(a: &TraceArgs) -> Result<Vec<Fact>> {
         (Some(_), None, _) => {
             bail!("--prompt needs --subject (the subject as it occurs in the prompt)")
         }
-        (None, _, Some(path)) => read_facts(path)?,
+        (None, _, Some(path)) => load_facts(path)?,
         _ => bail!("give --prompt and --subject, or --facts FILE"),
     };
     if let Some(n) = a.limit {

@@ -63,6 +63,9 @@ pub enum Error {
     /// Running an experiment ([`experiments::Error`]).
     #[error(transparent)]
     Experiments(#[from] burnlens_experiments::Error),
+    /// Training or evaluating the organism ([`burnlens_organism::Error`]).
+    #[error(transparent)]
+    Organism(#[from] burnlens_organism::Error),
 }
 
 /// `Result` with burnlens's [`Error`].
@@ -71,9 +74,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The model organism: a 4-layer GPT-2 trained by `cargo xtask organism` on a world of invented
 /// people with planted facts (home city, job, instrument) and a planted in-context retrieval
 /// circuit (`docs/ORGANISM.md`), the default model of every command, recipe and example, where
-/// every experiment has a known answer.
+/// every experiment has a known answer. Its training and evaluation are re-exported from
+/// `burnlens-organism`: [`organism::train()`] with an [`organism::OrganismConfig`] (whose
+/// `Default` is the committed organism's recipe) and [`organism::evaluate`].
 pub mod organism {
     use super::*;
+
+    pub use burnlens_organism::{
+        Layout, OrganismConfig, RETRIEVAL_EVAL_PROMPTS, TrainEvent, Trained, check_tokens,
+        evaluate, plant_retrieval, quick_eval, retrieval_prompts, train,
+    };
 
     /// The directory of the committed organism (`fixtures/organism` of the repository, in
     /// Hugging Face layout, with `manifest.json` and `known_facts.json`).
@@ -126,8 +136,8 @@ pub mod prelude {
     };
 
     pub use burnlens_datasets::{
-        DualConfig, DualForm, PromptPair, World, generate_dual, load_counterfact, load_known_facts,
-        load_pairs, tokenize_pairs,
+        DualConfig, DualForm, Fact, PromptPair, World, generate_dual, load_counterfact, load_facts,
+        load_known_facts, load_pairs, tokenize_pairs,
     };
 
     pub use burnlens_experiments::{
@@ -135,7 +145,8 @@ pub mod prelude {
         MomentOptions, NoiseSpec, NormalizedLogitDiff, Observer, PatchMetric, PatchOptions,
         PatchResult, RomeConfig, RomeRequest, StepObserver, Sweep, TraceConfig, TraceKind,
         TracePrompt, attribute, attribution_patch, average_indirect_effect, baseline_score,
-        causal_trace, context_templates, logit_lens, patch_sweep, patch_sweep_with, pearson,
-        rome_edit, second_moment, steer_generation, steering_vector, subject_embedding_std,
+        causal_trace, context_templates, fluency, logit_lens, patch_sweep, patch_sweep_with,
+        pearson, rome_edit, second_moment, steer_generation, steering_vector,
+        subject_embedding_std,
     };
 }

@@ -176,3 +176,61 @@ pub fn load_known_facts(path: &Path) -> Result<Vec<KnownFact>> {
         (r.subject.as_str(), r.prompt.as_str())
     })
 }
+
+/// A fact to trace or attribute: a prompt, its subject, the expected continuation and, for
+/// counterfact-tracing rows, the counterfactual one. Known facts and counterfact-tracing rows
+/// both read into it ([`load_facts`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fact {
+    /// The prompt.
+    pub prompt: String,
+    /// The subject, as it occurs in the prompt.
+    pub subject: String,
+    /// The expected next word with its leading space (" Paris").
+    pub target: Option<String>,
+    /// The counterfactual next word (counterfact-tracing rows only).
+    pub foil: Option<String>,
+}
+
+impl From<KnownFact> for Fact {
+    fn from(f: KnownFact) -> Self {
+        Fact {
+            prompt: f.prompt,
+            subject: f.subject,
+            // Known facts store the attribute without its leading space.
+            target: Some(format!(" {}", f.attribute.trim_start())),
+            foil: None,
+        }
+    }
+}
+
+impl From<TracingRecord> for Fact {
+    fn from(r: TracingRecord) -> Self {
+        Fact {
+            prompt: r.prompt,
+            subject: r.subject,
+            target: Some(r.target_true),
+            foil: Some(r.target_false),
+        }
+    }
+}
+
+/// Reads known facts (`subject`, `prompt`, `attribute`, …) or, failing that,
+/// counterfact-tracing rows (`subject`, `prompt`, `target_true`, `target_false`, …).
+///
+/// # Errors
+/// [`Error::Format`] naming the file and why it is neither, when it is neither.
+pub fn load_facts(path: &Path) -> Result<Vec<Fact>> {
+    match load_known_facts(path) {
+        Ok(known) => Ok(known.into_iter().map(Fact::from).collect()),
+        Err(known_err) => match load_tracing(path) {
+            Ok(rows) => Ok(rows.into_iter().map(Fact::from).collect()),
+            Err(tracing_err) => Err(Error::Format {
+                path: path.to_path_buf(),
+                message: format!(
+                    "neither known facts ({known_err}) nor counterfact-tracing rows ({tracing_err})"
+                ),
+            }),
+        },
+    }
+}

@@ -19,8 +19,8 @@ pub mod text;
 pub use dual::{DualConfig, DualForm, DualPrompt, generate_dual, retrieval_document};
 pub use error::{Error, Result};
 pub use facts::{
-    CounterFactRecord, KnownFact, RequestedRewrite, Target, TracingRecord, load_counterfact,
-    load_known_facts, load_tracing,
+    CounterFactRecord, Fact, KnownFact, RequestedRewrite, Target, TracingRecord, load_counterfact,
+    load_facts, load_known_facts, load_tracing,
 };
 pub use organism::{
     CorpusConfig, Evaluation, FactPrompt, Manifest, Person, RELATIONS, Relation, World,

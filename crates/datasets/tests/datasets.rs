@@ -162,6 +162,25 @@ fn fact_records_load_and_round_trip() {
 }
 
 #[test]
+fn facts_read_known_facts_and_tracing_rows_into_one_shape() {
+    let d = fixtures().join("datasets");
+    let known = load_facts(&d.join("known_facts.json")).unwrap();
+    assert_eq!(known[0].prompt, "The Louvre is located in the city of");
+    assert_eq!(known[0].subject, "The Louvre");
+    // Known facts store "Paris"; the next token is " Paris".
+    assert_eq!(known[0].target.as_deref(), Some(" Paris"));
+    assert_eq!(known[0].foil, None);
+    let rows = load_facts(&d.join("tracing.json")).unwrap();
+    assert_eq!(rows[0].target.as_deref(), Some(" Polish"));
+    assert_eq!(rows[0].foil.as_deref(), Some(" English"));
+    let e = load_facts(&d.join("pairs.json")).unwrap_err().to_string();
+    assert!(
+        e.contains("pairs.json") && e.contains("known_id") && e.contains("`relation`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn malformed_input_names_file_record_and_field() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

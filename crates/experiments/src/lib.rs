@@ -29,8 +29,8 @@ pub use attribute::{
 };
 pub use attribution::{attribution_patch, pearson};
 pub use counterfact::{
-    CaseScores, CounterFactSummary, EditCase, TargetNll, case_scores, harmonic_mean, ngram_entropy,
-    summarize, target_nlls,
+    CaseScores, CounterFactSummary, EditCase, TargetNll, case_scores, fluency, harmonic_mean,
+    ngram_entropy, summarize, target_nlls,
 };
 pub use engine::Engine;
 pub use error::{Error, Result};

@@ -222,6 +222,10 @@ impl ActivationCache {
     /// the calling thread, one after the other; call this first when most of the cache will
     /// be read (its cost is that of writing the cache's memory once, mostly page faults on
     /// fresh memory).
+    ///
+    /// Hidden: the row-parallel forward's blocks are not part of the cache's API (every read
+    /// returns the whole activation); the benchmarks and tests use this to time and check them.
+    #[doc(hidden)]
     pub fn stack_all(&self) {
         self.acts
             .par_iter()
@@ -232,7 +236,9 @@ impl ActivationCache {
     }
 
     /// Whether the activation at `point` is held as blocks of rows not yet stacked (`false`
-    /// once it has been read, and for a point not in the cache).
+    /// once it has been read, and for a point not in the cache). Hidden, as
+    /// [`stack_all`](Self::stack_all).
+    #[doc(hidden)]
     pub fn is_in_blocks(&self, point: HookPoint) -> bool {
         self.acts.get(&point).is_some_and(|s| !s.is_stacked())
     }

@@ -508,6 +508,54 @@ impl HookPoint {
     }
 }
 
+impl HookPoint {
+    /// The points of a model with `n_layers` blocks that a name pattern selects, in hook order.
+    ///
+    /// A pattern with `*` (any run of characters) matches among the default points
+    /// (`blocks.0.*`, `*.hook_resid_pre`, `*` for all of them); a pattern without one is a
+    /// full name, on-request points (`blocks.0.attn.hook_result`) included.
+    ///
+    /// # Errors
+    /// [`Error::Hook`] naming the pattern when it is not a hook point, names a layer out of
+    /// range, or matches nothing.
+    pub fn matching(pattern: &str, n_layers: usize) -> Result<Vec<HookPoint>> {
+        let pattern = pattern.trim();
+        let found: Vec<HookPoint> = if pattern.contains('*') {
+            HookPoint::all(n_layers)
+                .into_iter()
+                .filter(|p| glob(pattern, &p.to_string()))
+                .collect()
+        } else {
+            let p: HookPoint = pattern.parse().map_err(|e: UnknownHookPoint| Error::Hook {
+                point: pattern.to_string(),
+                message: e.to_string(),
+            })?;
+            p.check_layer(n_layers)?;
+            vec![p]
+        };
+        if found.is_empty() {
+            return Err(Error::Hook {
+                point: pattern.to_string(),
+                message: format!("matches no hook point of this {n_layers}-block model"),
+            });
+        }
+        Ok(found)
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob(rest, &tail[i..]))
+        }
+    }
+}
+
 /// Serialized as its TransformerLens name.
 impl serde::Serialize for HookPoint {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -725,6 +773,31 @@ fn check_dims(point: HookPoint, before: &[usize], after: &[usize]) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_select_points() {
+        let resid = HookPoint::matching("*.hook_resid_pre", 3).unwrap();
+        assert_eq!(resid.len(), 3);
+        assert_eq!(resid[2].to_string(), "blocks.2.hook_resid_pre");
+        let block0 = HookPoint::matching("blocks.0.*", 3).unwrap();
+        // A block's default points: those of a 1-block model less the global ones.
+        assert_eq!(
+            block0.len(),
+            HookPoint::all(1).len() - HookPoint::all(0).len()
+        );
+        assert!(block0.iter().all(|p| p.layer() == Some(0)));
+        assert_eq!(HookPoint::matching("*", 3).unwrap(), HookPoint::all(3));
+        let result = HookPoint::matching(" blocks.1.attn.hook_result ", 3).unwrap();
+        assert_eq!(result[0].to_string(), "blocks.1.attn.hook_result");
+        for bad in [
+            "blocks.3.hook_resid_pre",
+            "blocks.*.hook_nothing",
+            "hook_nope",
+        ] {
+            let e = HookPoint::matching(bad, 3).unwrap_err().to_string();
+            assert!(e.contains(bad.trim()), "{e}");
+        }
+    }
 
     #[test]
     fn names_round_trip() {
