@@ -134,6 +134,22 @@ pub enum Error {
     /// zero-norm vector).
     #[error("{0}")]
     Degenerate(String),
+    /// An edge name that is not an edge of the model's graph.
+    #[error("unknown edge {name:?}: {why}")]
+    UnknownEdge {
+        /// The name given.
+        name: String,
+        /// Why it is not an edge.
+        why: String,
+    },
+    /// Prompt pairs that cannot be run as one task.
+    #[error("pair {pair}: {message}")]
+    BadPair {
+        /// The pair (0-based).
+        pair: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// A file that could not be read or written, or is not what it should be.
     #[error("{}: {message}", path.display())]
     File {

@@ -9,6 +9,7 @@
 
 pub mod attribute;
 pub mod attribution;
+pub mod circuit;
 pub mod counterfact;
 mod engine;
 pub mod error;

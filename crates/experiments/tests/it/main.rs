@@ -5,6 +5,7 @@
 mod attribute_parity;
 mod attribution;
 mod batched_engine;
+mod circuit;
 mod common;
 mod heads;
 mod lens;
