@@ -5,7 +5,8 @@
 //! Then score every edge at once by gradients ([`CircuitRun::eap`], [`CircuitRun::eap_ig`]),
 //! choose the top edges ([`EdgeScores::top`]), prune them to what connects the input to the
 //! logits ([`EdgeSet::pruned`]) and measure the circuit by edge patching
-//! ([`CircuitRun::evaluate`], [`CircuitRun::faithfulness`], [`CircuitRun::faithfulness_curve`]).
+//! ([`CircuitRun::evaluate`], [`CircuitRun::faithfulness`], [`CircuitRun::faithfulness_curve`]),
+//! or prune the graph edge by edge by patching ([`acdc()`]).
 //!
 //! ```no_run
 //! # fn main() -> burnlens_experiments::Result<()> {
@@ -19,12 +20,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acdc;
 mod edges;
 pub mod graph;
 mod run;
 pub mod set;
 pub mod task;
 
+pub use acdc::{AcdcOptions, AcdcResult, acdc};
 pub use graph::{Dest, Edge, EdgeGraph, Qkv, Source};
 pub use run::{CircuitRun, circuit_points};
 pub use set::{EdgeScores, EdgeSet, FaithPoint, ScoredEdge, log_steps};
