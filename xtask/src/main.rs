@@ -4,6 +4,7 @@
 
 mod attribute;
 mod cache;
+mod circuit;
 #[cfg(test)]
 mod features;
 mod fixtures;
@@ -71,6 +72,8 @@ enum Command {
     Heads(heads::HeadsArgs),
     /// Candidates at every position, pool similarity, and embedding swaps or noise.
     Probe(probe::ProbeArgs),
+    /// Circuit discovery on the edge graph (EAP, EAP-IG, ACDC): result.json, diagram, index.html.
+    Circuit(circuit::CircuitArgs),
     /// Train the model organism (planted facts, in-context retrieval), or evaluate it (--eval).
     Organism(organism::OrganismArgs),
     /// ROME edits of CounterFact cases (edit, evaluate, revert), with ROME's scores.
@@ -110,6 +113,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Steer(a) => steer::run(a),
         Command::Heads(a) => heads::run(a),
         Command::Probe(a) => probe::run(a),
+        Command::Circuit(a) => circuit::run(a),
         Command::Organism(a) => organism::run(a),
         Command::Rome(a) => rome::run(a),
         Command::Run(a) => recipe::run(a),

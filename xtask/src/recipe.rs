@@ -169,6 +169,7 @@ mod tests {
                 "attribute.toml",
                 "attribution-patching.toml",
                 "causal-trace.toml",
+                "circuit-retrieval.toml",
                 "heads.toml",
                 "logit-lens.toml",
                 "prepend-search.toml",

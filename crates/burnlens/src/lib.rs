@@ -28,8 +28,8 @@
 //! ```
 //!
 //! The examples (`crates/burnlens/examples/`, each run by the tests on the model organism) show
-//! the rest: generation, caches, patching, causal tracing, attribution, the logit lens, ROME
-//! and steering.
+//! the rest: generation, caches, patching, causal tracing, attribution, the logit lens, ROME,
+//! steering and circuit discovery.
 
 use std::path::PathBuf;
 
@@ -148,5 +148,10 @@ pub mod prelude {
         causal_trace, context_templates, fluency, logit_lens, patch_sweep, patch_sweep_with,
         pearson, rome_edit, second_moment, steer_generation, steering_vector,
         subject_embedding_std,
+    };
+
+    pub use burnlens_experiments::circuit::{
+        Ablation, AcdcOptions, CircuitMetric, CircuitOptions, CircuitRun, CircuitTask, EdgeGraph,
+        EdgeScores, EdgeSet, acdc,
     };
 }

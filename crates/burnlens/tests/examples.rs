@@ -18,6 +18,9 @@ mod cache;
 #[path = "../examples/causal_trace.rs"]
 mod causal_trace;
 #[allow(dead_code)]
+#[path = "../examples/circuit_discovery.rs"]
+mod circuit_discovery;
+#[allow(dead_code)]
 #[path = "../examples/generate.rs"]
 mod generate;
 #[allow(dead_code)]
@@ -207,4 +210,23 @@ fn readme_shows_the_quickstart_example() {
         readme.contains(&code),
         "README.md must show examples/quickstart.rs from its first `use` line:\n{code}"
     );
+}
+
+/// EAP-IG ranks the planted query path and the copy first (only the query differs between the
+/// clean and corrupted prompts), its pruned top-10 circuit keeps the behaviour, and ACDC keeps
+/// exactly those three edges.
+#[test]
+fn circuit_discovery_finds_the_planted_query_path() {
+    let lm = organism();
+    let found = circuit_discovery::run(&lm).unwrap();
+    let planted = ["input->a0.h0<v>", "a0.h0->a1.h0<q>", "a1.h0->logits"];
+    for edge in planted {
+        assert!(
+            found.top[..3].contains(&edge.to_string()),
+            "{edge} not in {:?}",
+            found.top
+        );
+    }
+    assert!(found.faithfulness >= 0.8, "{}", found.faithfulness);
+    assert_eq!(found.acdc, planted);
 }

@@ -1,6 +1,7 @@
 //! # burnlens-experiments
 //!
-//! Experiments built on the one forward pass and its hook sets: activation patching sweeps
+//! Experiments built on the one forward pass and its hook sets: circuit discovery on the edge
+//! graph (edge patching, EAP, EAP-IG, ACDC; `circuit`); activation patching sweeps
 //! with TransformerLens's sites and result shapes, computed by a batched engine or the naive
 //! one-forward-per-patch reference (`patching`); attribution patching (`attribution`); ROME's
 //! causal tracing (`tracing`), rank-one editing (`rome`) and its CounterFact evaluation

@@ -628,3 +628,52 @@ fn acdc_keeps_the_planted_query_path_on_the_organism() {
         }
     }
 }
+
+/// EAP and EAP-IG (5 steps) equal the reference implementation (hannamw/EAP-IG with
+/// TransformerLens 3.9, `scripts/reference/circuit_reference.py`) on the tiny fixture, edge by
+/// edge by name, to 1e-4 of the largest score, on every backend.
+#[test]
+fn eap_and_eap_ig_match_the_reference_implementation() {
+    let text =
+        std::fs::read_to_string(root().join("fixtures/reference/tiny-gpt2/circuit.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows = |k: &str| -> Vec<Vec<u32>> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(crate::common::ids)
+            .collect()
+    };
+    let task = CircuitTask::new(
+        rows("clean"),
+        rows("corrupted"),
+        crate::common::ids(&r["answer"]),
+        crate::common::ids(&r["foil"]),
+    )
+    .unwrap();
+    for (kind, device) in burnlens_model::available_devices() {
+        let model = tiny(&device);
+        let run = CircuitRun::new(&model, &task, &CircuitOptions::default()).unwrap();
+        let g = run.graph();
+        for (key, scores) in [
+            ("eap", run.eap().unwrap()),
+            ("eap_ig", run.eap_ig(5).unwrap()),
+        ] {
+            let theirs = r[key].as_object().unwrap();
+            assert_eq!(theirs.len(), g.len(), "{key}: one score per edge");
+            let max = theirs
+                .values()
+                .map(|v| v.as_f64().unwrap().abs())
+                .fold(0.0, f64::max);
+            assert!(max > 1e-3, "{key}: the reference scores are not all zero");
+            for (name, v) in theirs {
+                let ours = scores.of(g, name).unwrap() as f64;
+                let want = v.as_f64().unwrap();
+                assert!(
+                    (ours - want).abs() <= 1e-4 * max,
+                    "{kind} {key} {name}: {ours} vs {want} (largest {max})"
+                );
+            }
+        }
+    }
+}

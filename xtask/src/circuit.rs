@@ -1,0 +1,405 @@
+//! `cargo xtask circuit`: circuit discovery on the edge graph (EAP, EAP-IG, ACDC) over a file of
+//! prompt pairs or generated dual-setting prompts; result.json, a circuit diagram, the
+//! faithfulness curve, a table of the top edges and index.html.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burnlens_datasets::{DualConfig, DualForm, generate_dual, load_pairs};
+use burnlens_experiments::circuit::{
+    Ablation, AcdcOptions, CircuitMetric, CircuitOptions, CircuitRun, CircuitTask, Dest, EdgeGraph,
+    EdgeScores, EdgeSet, FaithPoint, Source, acdc, log_steps,
+};
+use burnlens_model::Gpt2Tokenizer;
+use clap::Args;
+use serde_json::json;
+
+use crate::models::{self, ModelArgs, open};
+use crate::report::{Series, escape, line_plot_svg, write_files};
+
+/// Options of `cargo xtask circuit`.
+#[derive(Args)]
+pub struct CircuitArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// eap, eap-ig or acdc.
+    #[arg(long, default_value = "eap-ig")]
+    pub method: String,
+    /// Prompt pairs (.json, .jsonl or .csv with clean, corrupted, answer, foil), all of one
+    /// token length.
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// Generated prompts instead: explicit, implicit or retrieval (the dual setting's forms).
+    #[arg(long)]
+    pub dual: Option<String>,
+    /// Pairs to generate with --dual (those of the most common token length are kept).
+    #[arg(long, default_value_t = 8)]
+    pub n: usize,
+    /// Seed of --dual.
+    #[arg(long, default_value_t = 11)]
+    pub seed: u64,
+    /// kl, logit-diff, normalized-logit-diff or prob-diff.
+    #[arg(long, default_value = "logit-diff")]
+    pub metric: String,
+    /// corrupted, mean or zero.
+    #[arg(long, default_value = "corrupted")]
+    pub ablation: String,
+    /// Interpolation steps of EAP-IG.
+    #[arg(long, default_value_t = 5)]
+    pub ig_steps: usize,
+    /// Edges of the EAP / EAP-IG circuit (before pruning).
+    #[arg(long, default_value_t = 10)]
+    pub top_n: usize,
+    /// ACDC's threshold.
+    #[arg(long, default_value_t = 0.03)]
+    pub tau: f32,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The task: pairs from a file, or generated ones of the most common length.
+fn task(a: &CircuitArgs, tok: &Gpt2Tokenizer) -> Result<(CircuitTask, usize)> {
+    match (&a.pairs, &a.dual) {
+        (Some(path), None) => {
+            let pairs: Vec<[String; 4]> = load_pairs(path)?
+                .into_iter()
+                .map(|p| [p.clean, p.corrupted, p.answer, p.foil])
+                .collect();
+            let task = CircuitTask::from_text(tok, &pairs)
+                .with_context(|| format!("--pairs {}", path.display()))?;
+            Ok((task, 0))
+        }
+        (None, Some(form)) => {
+            let form = match form.as_str() {
+                "explicit" => DualForm::Explicit,
+                "implicit" => DualForm::Implicit,
+                "retrieval" => DualForm::Retrieval,
+                other => bail!("--dual {other:?}: expected explicit, implicit or retrieval"),
+            };
+            if a.n == 0 {
+                bail!("--n 0: at least one pair");
+            }
+            let config = DualConfig {
+                form,
+                n_shots: 3,
+                n_prompts: 4 * a.n,
+                seed: a.seed,
+            };
+            let len = |s: &str| tok.encode(s, false).map(|v| v.len());
+            let mut by_len = std::collections::BTreeMap::<usize, Vec<[String; 4]>>::new();
+            let generated = generate_dual(&config, Some(tok))?;
+            let total = generated.len();
+            for p in generated {
+                if len(&p.prompt)? == len(&p.corrupted)? {
+                    let l = len(&p.prompt)?;
+                    by_len
+                        .entry(l)
+                        .or_default()
+                        .push([p.prompt, p.corrupted, p.answer, p.foil]);
+                }
+            }
+            let mut best = by_len
+                .into_values()
+                .max_by_key(|v| v.len())
+                .context("--dual: no generated pair has clean and corrupted of one length")?;
+            best.truncate(a.n);
+            let dropped = total - best.len();
+            Ok((CircuitTask::from_text(tok, &best)?, dropped))
+        }
+        _ => bail!("give exactly one of --pairs FILE and --dual FORM"),
+    }
+}
+
+/// Runs `cargo xtask circuit`.
+pub fn run(a: CircuitArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let metric: CircuitMetric = a.metric.parse().context("--metric")?;
+    let ablation: Ablation = a.ablation.parse().context("--ablation")?;
+    let (lm, backend) = open(&a.model)?;
+    let (task, dropped) = task(&a, &lm.tokenizer)?;
+    eprintln!(
+        "{} pairs of {} tokens{}",
+        task.len(),
+        task.clean().seq_len(),
+        if dropped > 0 {
+            format!(" ({dropped} generated pairs left out: another length, or beyond --n)")
+        } else {
+            String::new()
+        }
+    );
+    let options = CircuitOptions::default().metric(metric).ablation(ablation);
+    let run = CircuitRun::new(&lm.model, &task, &options)?;
+    let graph = run.graph().clone();
+    let (scores, circuit, kept) = match a.method.as_str() {
+        "eap" | "eap-ig" => {
+            let scores = if a.method == "eap" {
+                run.eap()?
+            } else {
+                run.eap_ig(a.ig_steps)?
+            };
+            let circuit = scores
+                .top(&graph, a.top_n)
+                .context("--top-n")?
+                .pruned(&graph);
+            (scores, circuit, None)
+        }
+        "acdc" => {
+            let found = acdc(&run, &AcdcOptions::new(a.tau)).context("--tau")?;
+            let scores = EdgeScores::new(found.effects.iter().map(|e| e.unwrap_or(0.0)).collect());
+            (scores, found.kept.clone(), Some(found.kept))
+        }
+        other => bail!("--method {other:?}: expected eap, eap-ig or acdc"),
+    };
+    let faithfulness: Vec<FaithPoint> = if kept.is_some() {
+        let m = run.evaluate(std::slice::from_ref(&circuit))?[0];
+        vec![FaithPoint {
+            n_edges: circuit.count(),
+            kept: circuit.count(),
+            metric: m,
+            value: run.faithfulness(m)?,
+        }]
+    } else {
+        run.faithfulness_curve(&scores, &log_steps(graph.len()))?
+    };
+    let ranked = scores.ranked(&graph);
+    let edges: Vec<serde_json::Value> = ranked
+        .iter()
+        .map(|s| {
+            let mut e = json!({"name": s.edge.to_string(), "score": s.score});
+            if let Some(k) = &kept {
+                e["kept"] = json!(k.contains(s.index));
+            }
+            e
+        })
+        .collect();
+    let circuit_edges: Vec<String> = circuit
+        .indices()
+        .map(|i| graph.edges()[i].to_string())
+        .collect();
+    let result = models::result(
+        "circuit",
+        &lm,
+        backend,
+        json!({
+            "method": a.method, "metric": metric, "ablation": ablation, "pairs": task.len(),
+            "tokens": task.clean().seq_len(), "ig_steps": a.ig_steps, "top_n": a.top_n, "tau": a.tau,
+            "graph": {"n_layers": graph.n_layers(), "n_heads": graph.n_heads(), "edges": graph.len()},
+            "clean_metric": run.clean_metric(), "ablated_metric": run.ablated_metric(),
+            "edges": edges,
+            "circuit": {"edges": circuit_edges, "nodes": circuit.nodes(&graph)},
+            "faithfulness": faithfulness,
+            "seconds_total": started.elapsed().as_secs_f64(),
+        }),
+    );
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    std::fs::write(
+        a.out.join("circuit.svg"),
+        diagram(&graph, &circuit, &scores),
+    )?;
+    let mut figures = vec![("The circuit".to_string(), "circuit.svg".to_string())];
+    if faithfulness.len() > 1 {
+        let values: Vec<f32> = faithfulness.iter().map(|p| p.value).collect();
+        let svg = line_plot_svg(
+            "Faithfulness of the top-n circuit (n = 1, 2, 4, …, all edges)",
+            "step (n doubles)",
+            "faithfulness",
+            &[Series {
+                name: "faithfulness",
+                values: &values,
+                band: &[],
+            }],
+        );
+        std::fs::write(a.out.join("faithfulness.svg"), svg)?;
+        figures.push(("Faithfulness curve".into(), "faithfulness.svg".into()));
+    }
+    let last = faithfulness.last().expect("a point");
+    let summary = format!(
+        "{} on {} pairs ({:?} metric, {:?} ablation): a circuit of {} edges, faithfulness {:.3} (clean {:.4}, ablated {:.4}).",
+        a.method,
+        task.len(),
+        metric,
+        ablation,
+        circuit.count(),
+        if kept.is_some() {
+            last.value
+        } else {
+            run.faithfulness(run.evaluate(std::slice::from_ref(&circuit))?[0])?
+        },
+        run.clean_metric(),
+        run.ablated_metric()
+    );
+    let html = page(
+        &summary,
+        &figures,
+        &ranked
+            .iter()
+            .take(20)
+            .map(|s| (s.edge.to_string(), s.score, circuit.contains(s.index)))
+            .collect::<Vec<_>>(),
+    );
+    write_files(&a.out, &result, &html, &format!("{} SVGs", figures.len()))?;
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// index.html: the summary, the figures and a table of the top edges.
+fn page(summary: &str, figures: &[(String, String)], top: &[(String, f32, bool)]) -> String {
+    let mut s = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Circuit</title></head>\n<body style=\"font-family: sans-serif\">\n<h1>Circuit</h1>\n<p>{}</p>\n<p><a href=\"result.json\">result.json</a> holds every edge's score.</p>\n",
+        escape(summary)
+    );
+    for (heading, file) in figures {
+        let _ = writeln!(
+            s,
+            "<h2>{}</h2>\n<img src=\"{}\" alt=\"{}\">",
+            escape(heading),
+            escape(file),
+            escape(heading)
+        );
+    }
+    s.push_str("<h2>Top edges</h2>\n<table border=\"1\" cellpadding=\"4\"><tr><th>edge</th><th>score</th><th>in circuit</th></tr>\n");
+    for (name, score, inside) in top {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{score:.4}</td><td>{}</td></tr>",
+            escape(name),
+            if *inside { "yes" } else { "" }
+        );
+    }
+    s.push_str("</table>\n</body></html>\n");
+    s
+}
+
+/// The circuit drawn by layer: `input` at the bottom, `logits` at the top, each layer's heads
+/// and MLP as boxes; an edge's colour is its score's sign (red positive, blue negative), its
+/// width grows with |score|, and an edge into a head is marked q, k or v.
+fn diagram(graph: &EdgeGraph, circuit: &EdgeSet, scores: &EdgeScores) -> String {
+    let (h, l) = (graph.n_heads(), graph.n_layers());
+    let (col, row, bw, bh, left) = (90.0f32, 110.0f32, 64.0f32, 26.0f32, 40.0f32);
+    let width = left * 2.0 + col * (h + 1) as f32;
+    let height = row * (l + 2) as f32;
+    let y_of_row = |r: usize| height - row * (r as f32 + 0.5);
+    let pos = |s: Source| -> (f32, f32) {
+        match s {
+            Source::Input => (width / 2.0, y_of_row(0)),
+            Source::Head { layer, head } => (left + col * (head as f32 + 0.5), y_of_row(layer + 1)),
+            Source::Mlp(layer) => (left + col * (h as f32 + 0.5), y_of_row(layer + 1)),
+        }
+    };
+    let nodes = circuit.nodes(graph);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    let max = circuit
+        .indices()
+        .map(|i| scores.values()[i].abs())
+        .fold(0.0f32, f32::max)
+        .max(1e-12);
+    for i in circuit.indices() {
+        let e = graph.edges()[i];
+        let (x1, y1) = pos(e.src);
+        let (x2, y2, mark) = match e.dst {
+            Dest::Head { layer, head, qkv } => {
+                let (x, y) = pos(Source::Head { layer, head });
+                let dx = (qkv.index() as f32 - 1.0) * 20.0;
+                (x + dx, y + bh / 2.0, Some(["q", "k", "v"][qkv.index()]))
+            }
+            Dest::Mlp(layer) => {
+                let (x, y) = pos(Source::Mlp(layer));
+                (x, y + bh / 2.0, None)
+            }
+            Dest::Logits => (width / 2.0, y_of_row(l + 1) + bh / 2.0, None),
+        };
+        let v = scores.values()[i];
+        let colour = if v >= 0.0 { "#d62728" } else { "#1f77b4" };
+        let w = 1.0 + 5.0 * v.abs() / max;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{x1:.1}\" y1=\"{:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"{colour}\" stroke-width=\"{w:.2}\" opacity=\"0.8\"><title>{} {v:.4}</title></line>",
+            y1 - bh / 2.0,
+            escape(&e.to_string())
+        );
+        if let Some(m) = mark {
+            let _ = writeln!(
+                s,
+                "<text x=\"{x2:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{m}</text>",
+                y2 + 11.0
+            );
+        }
+    }
+    let mut boxes: Vec<(String, f32, f32)> =
+        vec![("input".into(), pos(Source::Input).0, pos(Source::Input).1)];
+    for layer in 0..l {
+        for head in 0..h {
+            let p = pos(Source::Head { layer, head });
+            boxes.push((Source::Head { layer, head }.to_string(), p.0, p.1));
+        }
+        let p = pos(Source::Mlp(layer));
+        boxes.push((Source::Mlp(layer).to_string(), p.0, p.1));
+    }
+    boxes.push(("logits".into(), width / 2.0, y_of_row(l + 1)));
+    for (name, x, y) in boxes {
+        let on = nodes.contains(&name);
+        let _ = writeln!(
+            s,
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bw}\" height=\"{bh}\" rx=\"4\" fill=\"{}\" stroke=\"{}\"/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"{}\">{name}</text>",
+            x - bw / 2.0,
+            y - bh / 2.0,
+            if on { "#fff7e0" } else { "#f4f4f4" },
+            if on { "#333" } else { "#ccc" },
+            y + 4.0,
+            if on { "#000" } else { "#aaa" },
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::recipe::argv;
+    use crate::{Cli, dispatch};
+    use clap::Parser;
+
+    /// The shipped recipe finds the organism's planted query path and draws it.
+    #[test]
+    fn the_retrieval_recipe_finds_the_planted_query_path() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(root.join("recipes/circuit-retrieval.toml")).unwrap();
+        let out = std::env::temp_dir().join(format!("burnlens-circuit-{}", std::process::id()));
+        let mut line = argv(&text).unwrap();
+        let at = line.iter().position(|a| a == "--out").unwrap();
+        line[at + 1] = out.to_string_lossy().to_string();
+        let at = line.iter().position(|a| a == "--model").unwrap();
+        line[at + 1] = root.join("fixtures/organism").to_string_lossy().to_string();
+        dispatch(Cli::try_parse_from(&line).unwrap().command).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["graph"]["edges"], 479);
+        let top: Vec<&str> = json["edges"].as_array().unwrap()[..3]
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        let svg = std::fs::read_to_string(out.join("circuit.svg")).unwrap();
+        for planted in ["input->a0.h0<v>", "a0.h0->a1.h0<q>", "a1.h0->logits"] {
+            assert!(top.contains(&planted), "{planted} not in {top:?}");
+            assert!(
+                svg.contains(&format!("<title>{}", crate::report::escape(planted))),
+                "{planted} not drawn"
+            );
+        }
+        let curve = json["faithfulness"].as_array().unwrap();
+        let last = curve.last().unwrap();
+        assert_eq!(last["n_edges"], 479);
+        assert!(
+            (last["value"].as_f64().unwrap() - 1.0).abs() < 1e-4,
+            "{last}"
+        );
+        let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert!(html.contains("circuit.svg") && html.contains("Top edges"));
+        std::fs::remove_dir_all(&out).ok();
+    }
+}
