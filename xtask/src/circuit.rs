@@ -16,7 +16,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::{Series, escape, line_plot_svg, write_files};
+use crate::report::{Series, escape, index_html_with, line_plot_svg, write_files};
 
 /// Options of `cargo xtask circuit`.
 #[derive(Args)]
@@ -87,26 +87,11 @@ fn task(a: &CircuitArgs, tok: &Gpt2Tokenizer) -> Result<(CircuitTask, usize)> {
                 n_prompts: 4 * a.n,
                 seed: a.seed,
             };
-            let len = |s: &str| tok.encode(s, false).map(|v| v.len());
-            let mut by_len = std::collections::BTreeMap::<usize, Vec<[String; 4]>>::new();
-            let generated = generate_dual(&config, Some(tok))?;
-            let total = generated.len();
-            for p in generated {
-                if len(&p.prompt)? == len(&p.corrupted)? {
-                    let l = len(&p.prompt)?;
-                    by_len
-                        .entry(l)
-                        .or_default()
-                        .push([p.prompt, p.corrupted, p.answer, p.foil]);
-                }
-            }
-            let mut best = by_len
-                .into_values()
-                .max_by_key(|v| v.len())
-                .context("--dual: no generated pair has clean and corrupted of one length")?;
-            best.truncate(a.n);
-            let dropped = total - best.len();
-            Ok((CircuitTask::from_text(tok, &best)?, dropped))
+            let pairs: Vec<[String; 4]> = generate_dual(&config, Some(tok))?
+                .into_iter()
+                .map(|p| [p.prompt, p.corrupted, p.answer, p.foil])
+                .collect();
+            Ok(CircuitTask::from_text_of_common_length(tok, &pairs, a.n).context("--dual")?)
         }
         _ => bail!("give exactly one of --pairs FILE and --dual FORM"),
     }
@@ -152,14 +137,16 @@ pub fn run(a: CircuitArgs) -> Result<()> {
         }
         other => bail!("--method {other:?}: expected eap, eap-ig or acdc"),
     };
+    // The chosen circuit, measured once: ACDC's curve is this one point.
+    let circuit_metric = run.evaluate(std::slice::from_ref(&circuit))?[0];
+    let circuit_point = FaithPoint {
+        n_edges: circuit.count(),
+        kept: circuit.count(),
+        metric: circuit_metric,
+        value: run.faithfulness(circuit_metric)?,
+    };
     let faithfulness: Vec<FaithPoint> = if kept.is_some() {
-        let m = run.evaluate(std::slice::from_ref(&circuit))?[0];
-        vec![FaithPoint {
-            n_edges: circuit.count(),
-            kept: circuit.count(),
-            metric: m,
-            value: run.faithfulness(m)?,
-        }]
+        vec![circuit_point]
     } else {
         run.faithfulness_curve(&scores, &log_steps(graph.len()))?
     };
@@ -214,7 +201,6 @@ pub fn run(a: CircuitArgs) -> Result<()> {
         std::fs::write(a.out.join("faithfulness.svg"), svg)?;
         figures.push(("Faithfulness curve".into(), "faithfulness.svg".into()));
     }
-    let last = faithfulness.last().expect("a point");
     let summary = format!(
         "{} on {} pairs ({:?} metric, {:?} ablation): a circuit of {} edges, faithfulness {:.3} (clean {:.4}, ablated {:.4}).",
         a.method,
@@ -222,44 +208,26 @@ pub fn run(a: CircuitArgs) -> Result<()> {
         metric,
         ablation,
         circuit.count(),
-        if kept.is_some() {
-            last.value
-        } else {
-            run.faithfulness(run.evaluate(std::slice::from_ref(&circuit))?[0])?
-        },
+        circuit_point.value,
         run.clean_metric(),
         run.ablated_metric()
     );
-    let html = page(
-        &summary,
-        &figures,
-        &ranked
-            .iter()
-            .take(20)
-            .map(|s| (s.edge.to_string(), s.score, circuit.contains(s.index)))
-            .collect::<Vec<_>>(),
-    );
+    let top: Vec<(String, f32, bool)> = ranked
+        .iter()
+        .take(20)
+        .map(|s| (s.edge.to_string(), s.score, circuit.contains(s.index)))
+        .collect();
+    let html = index_html_with("Circuit", &summary, &figures, &top_table(&top));
     write_files(&a.out, &result, &html, &format!("{} SVGs", figures.len()))?;
     eprintln!("{summary}");
     Ok(())
 }
 
-/// index.html: the summary, the figures and a table of the top edges.
-fn page(summary: &str, figures: &[(String, String)], top: &[(String, f32, bool)]) -> String {
-    let mut s = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Circuit</title></head>\n<body style=\"font-family: sans-serif\">\n<h1>Circuit</h1>\n<p>{}</p>\n<p><a href=\"result.json\">result.json</a> holds every edge's score.</p>\n",
-        escape(summary)
+/// The table of the top edges under the figures of index.html.
+fn top_table(top: &[(String, f32, bool)]) -> String {
+    let mut s = String::from(
+        "<h2>Top edges</h2>\n<table border=\"1\" cellpadding=\"4\"><tr><th>edge</th><th>score</th><th>in circuit</th></tr>\n",
     );
-    for (heading, file) in figures {
-        let _ = writeln!(
-            s,
-            "<h2>{}</h2>\n<img src=\"{}\" alt=\"{}\">",
-            escape(heading),
-            escape(file),
-            escape(heading)
-        );
-    }
-    s.push_str("<h2>Top edges</h2>\n<table border=\"1\" cellpadding=\"4\"><tr><th>edge</th><th>score</th><th>in circuit</th></tr>\n");
     for (name, score, inside) in top {
         let _ = writeln!(
             s,
@@ -268,7 +236,7 @@ fn page(summary: &str, figures: &[(String, String)], top: &[(String, f32, bool)]
             if *inside { "yes" } else { "" }
         );
     }
-    s.push_str("</table>\n</body></html>\n");
+    s.push_str("</table>\n");
     s
 }
 

@@ -435,6 +435,16 @@ pub fn group_figures(
 
 /// An `index.html` showing each `(heading, svg file)` and linking `result.json`.
 pub fn index_html(title: &str, summary: &str, figures: &[(String, String)]) -> String {
+    index_html_with(title, summary, figures, "")
+}
+
+/// [`index_html`] with `extra`, HTML of the command's own (a table), after the figures.
+pub fn index_html_with(
+    title: &str,
+    summary: &str,
+    figures: &[(String, String)],
+    extra: &str,
+) -> String {
     let mut s = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>\n<body style=\"font-family: sans-serif\">\n<h1>{t}</h1>\n<p>{}</p>\n<p><a href=\"result.json\">result.json</a> holds every number.</p>\n",
         escape(summary),
@@ -449,6 +459,7 @@ pub fn index_html(title: &str, summary: &str, figures: &[(String, String)]) -> S
             escape(heading)
         );
     }
+    s.push_str(extra);
     s.push_str("</body></html>\n");
     s
 }

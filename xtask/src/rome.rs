@@ -87,6 +87,25 @@ fn generation() -> GenerationConfig {
     }
 }
 
+/// With `--generate`, the fluency of the model's continuations of a case's generation prompts
+/// (`None` without the flag or without prompts).
+fn case_fluency(
+    a: &RomeArgs,
+    model: &burnlens_model::Gpt2,
+    tok: &burnlens_model::Gpt2Tokenizer,
+    case: &EditCase,
+) -> Result<Option<f64>> {
+    if !a.generate || case.generation_prompts.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(fluency(
+        model,
+        tok,
+        &case.generation_prompts,
+        &generation(),
+    )?))
+}
+
 /// Runs `cargo xtask rome`.
 pub fn run(a: RomeArgs) -> Result<()> {
     let started = std::time::Instant::now();
@@ -186,16 +205,7 @@ pub fn run(a: RomeArgs) -> Result<()> {
     let (mut pre_all, mut post_all) = (Vec::new(), Vec::new());
     for (i, case) in cases.iter().enumerate() {
         let pre: CaseScores = case_scores(&lm.model, &tok, case)?;
-        let pre_fluency = if a.generate && !case.generation_prompts.is_empty() {
-            Some(fluency(
-                &lm.model,
-                &tok,
-                &case.generation_prompts,
-                &generation(),
-            )?)
-        } else {
-            None
-        };
+        let pre_fluency = case_fluency(&a, &lm.model, &tok, case)?;
         let edit = rome_edit(
             &lm.model,
             &tok,
@@ -207,16 +217,7 @@ pub fn run(a: RomeArgs) -> Result<()> {
         .with_context(|| format!("case {}: {:?}", case.case_id, case.request))?;
         let applied = edit.apply(&mut lm.model)?;
         let post = case_scores(&lm.model, &tok, case)?;
-        let post_fluency = if a.generate && !case.generation_prompts.is_empty() {
-            Some(fluency(
-                &lm.model,
-                &tok,
-                &case.generation_prompts,
-                &generation(),
-            )?)
-        } else {
-            None
-        };
+        let post_fluency = case_fluency(&a, &lm.model, &tok, case)?;
         if i == 0
             && let Some(dir) = &a.save_edited
         {

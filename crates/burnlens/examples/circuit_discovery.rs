@@ -30,7 +30,7 @@ pub struct Found {
     pub acdc: Vec<String>,
 }
 
-/// EAP-IG and ACDC on 8 retrieval pairs of one token length.
+/// EAP-IG and ACDC on 8 retrieval pairs of the most common token length.
 pub fn run(lm: &LoadedModel) -> burnlens::Result<Found> {
     let config = DualConfig {
         form: DualForm::Retrieval,
@@ -38,14 +38,11 @@ pub fn run(lm: &LoadedModel) -> burnlens::Result<Found> {
         n_prompts: 40,
         seed: 11,
     };
-    let length = |s: &str| lm.encode(s).map(|ids| ids.len());
-    let mut pairs = Vec::new();
-    for p in generate_dual(&config, Some(&lm.tokenizer))? {
-        if length(&p.prompt)? == 18 && length(&p.corrupted)? == 18 && pairs.len() < 8 {
-            pairs.push([p.prompt, p.corrupted, p.answer, p.foil]);
-        }
-    }
-    let task = CircuitTask::from_text(&lm.tokenizer, &pairs)?;
+    let pairs: Vec<[String; 4]> = generate_dual(&config, Some(&lm.tokenizer))?
+        .into_iter()
+        .map(|p| [p.prompt, p.corrupted, p.answer, p.foil])
+        .collect();
+    let (task, _) = CircuitTask::from_text_of_common_length(&lm.tokenizer, &pairs, 8)?;
     let run = CircuitRun::new(&lm.model, &task, &CircuitOptions::default())?;
     let graph = run.graph();
     let scores = run.eap_ig(5)?;

@@ -29,6 +29,6 @@ pub mod task;
 
 pub use acdc::{AcdcOptions, AcdcResult, acdc};
 pub use graph::{Dest, Edge, EdgeGraph, Qkv, Source};
-pub use run::{CircuitRun, circuit_points};
+pub use run::CircuitRun;
 pub use set::{EdgeScores, EdgeSet, FaithPoint, ScoredEdge, log_steps};
 pub use task::{Ablation, CircuitMetric, CircuitOptions, CircuitTask};

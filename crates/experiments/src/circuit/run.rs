@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, TensorData};
 use burnlens_hooks::{HookSet, Intervention, Selector};
 use burnlens_model::{Gpt2, HookPoint, TokenBatch};
 
-use crate::circuit::edges::{EdgePatch, SourceActs, dest_points, edge_cells, source_points};
+use crate::circuit::edges::{EdgePatch, SourceActs, dest_points, edge_cells};
 use crate::circuit::graph::EdgeGraph;
 use crate::circuit::set::{EdgeScores, EdgeSet, FaithPoint};
 use crate::circuit::task::{Ablation, CircuitMetric, CircuitOptions, CircuitTask, per_row};
@@ -28,8 +28,8 @@ pub struct CircuitRun<'m> {
 }
 
 impl<'m> CircuitRun<'m> {
-    /// Runs the clean prompts (and the corrupted ones for [`Ablation::Corrupted`]), and the
-    /// fully ablated graph for the metric's baseline.
+    /// Runs the clean prompts, and the corrupted ones for [`Ablation::Corrupted`] (the fully
+    /// ablated graph; for the other ablations an edge-patched forward gives that baseline).
     ///
     /// # Errors
     /// Zero `batch_rows`; a normalized metric whose clean and ablated values are equal; forward
@@ -44,8 +44,15 @@ impl<'m> CircuitRun<'m> {
         }
         let graph = EdgeGraph::new(model.config.n_layer, model.config.n_head);
         let (clean_logits, clean_acts) = SourceActs::capture(model, task.clean())?;
+        // The corrupted run is the fully ablated graph under corrupted ablation: its logits are
+        // the baseline; the other ablations need an edge-patched forward for it.
+        let mut corrupted_logits = None;
         let ablated = match options.ablation {
-            Ablation::Corrupted => SourceActs::capture(model, task.corrupted())?.1,
+            Ablation::Corrupted => {
+                let (logits, acts) = SourceActs::capture(model, task.corrupted())?;
+                corrupted_logits = Some(logits);
+                acts
+            }
             Ablation::Zero => clean_acts.map(|t| t.zeros_like(), |t| t.zeros_like()),
             Ablation::Mean => {
                 let n = task.len();
@@ -75,7 +82,10 @@ impl<'m> CircuitRun<'m> {
             raw_ablated: 0.0,
         };
         run.raw_clean = run.raw_mean(clean_logits)?;
-        run.raw_ablated = run.evaluate_raw(&[EdgeSet::empty(&run.graph)])?[0];
+        run.raw_ablated = match corrupted_logits {
+            Some(logits) => run.raw_mean(logits)?,
+            None => run.evaluate_raw(&[EdgeSet::empty(&run.graph)])?[0],
+        };
         if run.options.metric == CircuitMetric::NormalizedLogitDiff {
             run.check_baselines()?;
         }
@@ -357,13 +367,6 @@ impl<'m> CircuitRun<'m> {
         rows.push(grads.get3(HookPoint::ResidPost(n - 1))?.reshape([1, -1]));
         Ok(Tensor::cat(rows, 0))
     }
-}
-
-/// The hook points a circuit run reads and writes (for documentation and checks).
-pub fn circuit_points(n_layers: usize) -> Vec<HookPoint> {
-    let mut p = source_points(n_layers);
-    p.extend(dest_points(n_layers));
-    p
 }
 
 /// A `[n]` float tensor read back to the host.

@@ -119,6 +119,40 @@ impl CircuitTask {
         Self::new(clean, corrupted, answer, foil)
     }
 
+    /// A task from generated pairs whose lengths vary (the dual-setting generator's): the
+    /// pairs whose clean and corrupted prompts have one token length, then those of the most
+    /// common length (the shortest among equals), at most `n` of them. Returns the task and
+    /// how many pairs were left out.
+    ///
+    /// # Errors
+    /// [`Error::Empty`] when no pair's clean and corrupted prompts align; as
+    /// [`CircuitTask::from_text`].
+    pub fn from_text_of_common_length<S: AsRef<str>>(
+        tok: &Gpt2Tokenizer,
+        pairs: &[[S; 4]],
+        n: usize,
+    ) -> Result<(Self, usize)> {
+        let mut by_len = std::collections::BTreeMap::<usize, Vec<[&str; 4]>>::new();
+        for pair in pairs {
+            let [c, k, a, f] = pair.each_ref().map(|s| s.as_ref());
+            let len = tok.encode(c, false)?.len();
+            if len == tok.encode(k, false)?.len() {
+                by_len.entry(len).or_default().push([c, k, a, f]);
+            }
+        }
+        let most = by_len.values().map(Vec::len).max().ok_or(Error::Empty {
+            what: "the aligned pairs",
+            hint: ": no pair's clean and corrupted prompts have the same number of tokens",
+        })?;
+        let mut kept = by_len
+            .into_values()
+            .find(|v| v.len() == most)
+            .expect("a group of that size");
+        kept.truncate(n);
+        let dropped = pairs.len() - kept.len();
+        Ok((Self::from_text(tok, &kept)?, dropped))
+    }
+
     /// The clean prompts.
     pub fn clean(&self) -> &TokenBatch {
         &self.clean

@@ -262,21 +262,13 @@ fn retrieval_task(lm: &LoadedModel, n: usize) -> CircuitTask {
         Some(&lm.tokenizer),
     )
     .unwrap();
-    let len = |s: &str| lm.tokenizer.encode(s, false).unwrap().len();
-    let mut by_len = std::collections::BTreeMap::<usize, Vec<[String; 4]>>::new();
-    for p in prompts {
-        if len(&p.prompt) == len(&p.corrupted) {
-            by_len.entry(len(&p.prompt)).or_default().push([
-                p.prompt,
-                p.corrupted,
-                p.answer,
-                p.foil,
-            ]);
-        }
-    }
-    let mut best = by_len.into_values().max_by_key(|v| v.len()).unwrap();
-    best.truncate(n);
-    CircuitTask::from_text(&lm.tokenizer, &best).unwrap()
+    let pairs: Vec<[String; 4]> = prompts
+        .into_iter()
+        .map(|p| [p.prompt, p.corrupted, p.answer, p.foil])
+        .collect();
+    CircuitTask::from_text_of_common_length(&lm.tokenizer, &pairs, n)
+        .unwrap()
+        .0
 }
 
 #[test]
