@@ -5,7 +5,7 @@ continuation of one prompt, for several (method, attributed function) cases, and
 fixtures/reference/tiny-gpt2/attribution.{json,safetensors}: per case the raw target
 attributions `[tokens, steps, d_model]` (NaN where a token is not yet in the prefix) and
 Inseq's default aggregation (L2 norm over the hidden size, then L1-normalised per step)
-`[tokens, steps]`. Layer gradient × activation attributes at the output of block 0's MLP.
+`[tokens, steps]`, and for the contrastive functions Inseq's step score `[steps]`. Layer gradient × activation attributes at the output of block 0's MLP.
 (Inseq's layer integrated gradients returns zeros on this model, so burnlens checks its own by
 completeness instead.)
 
@@ -44,10 +44,13 @@ CASES = [
     ("saliency.log_probability", "saliency", "probability", {"attributed_fn_args": {"logprob": True}}),
     ("input_x_gradient.probability", "input_x_gradient", "probability", {}),
     ("input_x_gradient.logit", "input_x_gradient", "logit", {}),
+    # Also Inseq's step score of the same function: it runs the contrast sequence with its own
+    # prefix (at step 1 " a" where the target has " the"), while the attributed function keeps
+    # the target's prefix and swaps only the predicted token.
     ("input_x_gradient.contrast_prob_diff", "input_x_gradient", "contrast_prob_diff",
-     {"contrast_targets": PROMPT + FOIL}),
+     {"contrast_targets": PROMPT + FOIL, "step_scores": ["contrast_prob_diff"]}),
     ("input_x_gradient.contrast_logits_diff", "input_x_gradient", "contrast_logits_diff",
-     {"contrast_targets": PROMPT + FOIL}),
+     {"contrast_targets": PROMPT + FOIL, "step_scores": ["contrast_logits_diff"]}),
     # KL(p(. | prompt) || p(. | contrastive prompt)), the contrast a constant.
     ("input_x_gradient.kl_divergence", "input_x_gradient", "kl_divergence",
      {"contrast_targets": CONTRAST_PROMPT + TARGET, "contrast_force_inputs": True}),
@@ -88,6 +91,9 @@ def main() -> None:
         tensors[f"{name}.raw"] = seq.target_attributions.float().contiguous()
         agg = res.aggregate().sequence_attributions[0]
         tensors[f"{name}.aggregated"] = agg.target_attributions.float().contiguous()
+        for score in kwargs.get("step_scores", []):
+            tensors[f"{name}.step_scores"] = seq.step_scores[score].float().contiguous()
+            print(name, "step scores", seq.step_scores[score].tolist())
         out["cases"].append({"name": name, "method": method, "attributed_fn": fn,
                              "logprob": kwargs.get("attributed_fn_args", {}).get("logprob", False)})
         print(name, tuple(seq.target_attributions.shape))

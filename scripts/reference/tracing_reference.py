@@ -12,6 +12,8 @@ Implements the algorithm of ROME's `experiments/causal_trace.py` (Meng et al., 2
 - the noise is `level * RandomState(1).randn(samples, subject_len, d_model)`, drawn anew
   (same seed) for every run as ROME does; it is saved as float32 and added as float32, so that
   another implementation can replay it exactly;
+- tables are computed at window 2 and at ROME's default 10 (keys `mlp.w10.<i>`,
+  `attn.w10.<i>`), which the 2-layer model clips to both layers;
 - a restoration copies row 0's output of `transformer.h.{l}` (state), or of `.mlp` / `.attn`
   for every layer of the window `max(0, L - w // 2) .. min(n_layers, L - (-w // 2))`, into the
   other rows at one token;
@@ -48,6 +50,15 @@ FACTS = [
 SAMPLES = 10
 FACTOR = 3.0
 WINDOW = 2
+# ROME's default window, wider than the 2-layer fixture: ROME clips it at the model's ends.
+WIDE = 10
+
+
+def window_layers(kind, layer, window, n_layers):
+    """The layers restored for column `layer`: ROME's window, clipped at the model's ends."""
+    if kind == "state":
+        return [layer]
+    return list(range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2))))
 
 
 def token_range(tok, ids, subject):
@@ -102,7 +113,9 @@ def main() -> None:
     model = GPT2LMHeadModel.from_pretrained(args.model, local_files_only=True,
                                             attn_implementation="eager").eval()
     n_layers, d = model.config.n_layer, model.config.n_embd
-    out = {"samples": SAMPLES, "factor": FACTOR, "window": WINDOW, "prompts": []}
+    out = {"samples": SAMPLES, "factor": FACTOR, "window": WINDOW, "prompts": [],
+           "wide_window": WIDE,
+           "wide_window_layers": [window_layers("mlp", L, WIDE, n_layers) for L in range(n_layers)]}
     tensors = {}
     with torch.no_grad():
         embs = [model.transformer.wte(torch.tensor(tok.encode(s))) for _, s in FACTS]
@@ -125,19 +138,17 @@ def main() -> None:
                 return torch.softmax(logits[1:, -1, :], dim=1).mean(dim=0)[answer].item()
 
             low = score({})
-            for kind in ["state", "mlp", "attn"]:
+            for kind, window, key in [("state", 1, "state"), ("mlp", WINDOW, "mlp"),
+                                      ("attn", WINDOW, "attn"), ("mlp", WIDE, "mlp.w10"),
+                                      ("attn", WIDE, "attn.w10")]:
                 table = []
                 for t in range(len(ids)):
                     row = []
                     for layer in range(n_layers):
-                        if kind == "state":
-                            layers = [layer]
-                        else:
-                            layers = range(max(0, layer - WINDOW // 2),
-                                           min(n_layers, layer - (-WINDOW // 2)))
-                        row.append(score({layer_module(model, L, kind): [t] for L in layers}))
+                        row.append(score({layer_module(model, L, kind): [t]
+                                          for L in window_layers(kind, layer, window, n_layers)}))
                     table.append(row)
-                tensors[f"{kind}.{i}"] = torch.tensor(table, dtype=torch.float32)
+                tensors[f"{key}.{i}"] = torch.tensor(table, dtype=torch.float32)
             tensors[f"noise.{i}"] = noise.contiguous()
             out["prompts"].append({"prompt": prompt, "subject": subject, "ids": ids,
                                    "subject_range": list(e_range), "answer_id": answer,

@@ -20,24 +20,24 @@ pub struct AttributeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub prompt: String,
     /// The continuation to attribute (as text following the prompt); without it the model's
     /// greedy continuation of --max-new-tokens tokens is attributed, as Inseq does.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub target: Option<String>,
     /// Tokens to generate when no --target is given.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::checks::positive)]
     pub max_new_tokens: usize,
     /// The contrastive continuation for contrast_prob_diff / contrast_logits_diff (same
     /// number of tokens as the target), or the full alternative text (prompt included), as
     /// Inseq's `contrast_targets` takes it.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub foil: Option<String>,
     /// The contrastive prompt for kl_divergence: the next-token distribution after the prompt
     /// is compared, step by step, with the one after this prompt followed by the same target
     /// (the two must tokenize to the same length).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub contrast_prompt: Option<String>,
     /// saliency, input_x_gradient, integrated_gradients, layer_gradient_x_activation or
     /// layer_integrated_gradients (the layer methods attribute at --point).
@@ -48,7 +48,7 @@ pub struct AttributeArgs {
     #[arg(long)]
     pub point: Option<String>,
     /// Integration steps (integrated gradients).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::checks::steps)]
     pub steps: usize,
     /// probability, log_probability, logit, contrast_prob_diff, contrast_logits_diff or
     /// kl_divergence (with --contrast-prompt).
@@ -177,8 +177,16 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         target: &target,
         foil: foil.as_deref(),
     };
-    let options = AttributeOptions::new(method, baseline).function(function);
+    let bar = crate::progress::bar(
+        target.len() as u64,
+        "attributing [{bar:40}] {pos}/{len} target tokens ({eta})",
+        "target tokens attributed",
+    );
+    let options = AttributeOptions::new(method, baseline)
+        .function(function)
+        .observer(crate::progress::observer(&bar));
     let attr = attribute(&lm.model, &input, &options)?;
+    bar.finish_and_clear();
     let matrix = attr.aggregate(normalize);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let tokens = tok.str_tokens(&attr.tokens)?;
@@ -212,7 +220,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
             "source_tokens": tokens[..attr.prompt_len], "target_tokens": target_tokens,
             "token_ids": attr.tokens, "foil_ids": foil, "baseline_id": baseline,
             "attribution": matrix, "shape": [attr.tokens.len(), attr.n_steps],
-            "step_scores": attr.step_scores, "seconds_total": started.elapsed().as_secs_f64(),
+            "attributed_values": attr.attributed_values, "step_scores": attr.step_scores, "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
     if a.raw {

@@ -14,13 +14,13 @@ pub struct CacheArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The prompt.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     prompt: String,
     /// Comma-separated hook names; `*` matches any characters among the default points
     /// (`blocks.0.*`, `*.hook_resid_pre`, `*` for all of them). Name on-request points
     /// (`blocks.0.attn.hook_result`, `blocks.1.hook_q_input`, …) in full.
-    #[arg(long, default_value = "*")]
-    hooks: String,
+    #[arg(long, default_value = "*", value_delimiter = ',')]
+    hooks: Vec<String>,
     /// Apply TransformerLens's weight processing (fold_ln, centering, fold_value_biases).
     #[arg(long)]
     processed: bool,
@@ -31,6 +31,10 @@ pub struct CacheArgs {
 
 /// Caches the hook points the patterns name.
 pub fn run(a: CacheArgs) -> Result<()> {
+    // The output file's folder is checked before the work, and a write failure is reported as one.
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::models::prepare_out_dir(dir).context("--out")?;
+    }
     let (mut lm, _) = open(&a.model)?;
     if a.processed {
         lm.model = lm
@@ -41,15 +45,12 @@ pub fn run(a: CacheArgs) -> Result<()> {
     let batch = TokenBatch::single(&ids)?;
     let n = lm.model.config.n_layer;
     let mut points = Vec::new();
-    for pattern in a.hooks.split(',') {
+    for pattern in &a.hooks {
         points.extend(HookPoint::matching(pattern, n).context("--hooks")?);
     }
     points.sort();
     points.dedup();
     let (_, cache) = run_with_cache(&lm.model, &batch, Selector::points(points)?)?;
-    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     cache.save(&a.out)?;
     eprintln!(
         "cached {} hook points ({:.1} KiB) for {} tokens into {}",

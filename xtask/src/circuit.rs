@@ -34,7 +34,7 @@ pub struct CircuitArgs {
     #[arg(long)]
     pub dual: Option<String>,
     /// Pairs to generate with --dual (those of the most common token length are kept).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::checks::positive)]
     pub n: usize,
     /// Seed of --dual.
     #[arg(long, default_value_t = 11)]
@@ -46,13 +46,13 @@ pub struct CircuitArgs {
     #[arg(long, default_value = "corrupted")]
     pub ablation: String,
     /// Interpolation steps of EAP-IG.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::checks::steps)]
     pub ig_steps: usize,
     /// Edges of the EAP / EAP-IG circuit (before pruning).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::checks::positive)]
     pub top_n: usize,
     /// ACDC's threshold.
-    #[arg(long, default_value_t = 0.03)]
+    #[arg(long, default_value_t = 0.03, value_parser = crate::checks::non_negative_f32)]
     pub tau: f32,
     /// Output directory.
     #[arg(long)]
@@ -338,10 +338,10 @@ mod tests {
         let text = std::fs::read_to_string(root.join("recipes/circuit-retrieval.toml")).unwrap();
         let out = std::env::temp_dir().join(format!("burnlens-circuit-{}", std::process::id()));
         let mut line = argv(&text).unwrap();
-        let at = line.iter().position(|a| a == "--out").unwrap();
-        line[at + 1] = out.to_string_lossy().to_string();
-        let at = line.iter().position(|a| a == "--model").unwrap();
-        line[at + 1] = root.join("fixtures/organism").to_string_lossy().to_string();
+        let at = line.iter().position(|a| a.starts_with("--out=")).unwrap();
+        line[at] = format!("--out={}", out.display());
+        let at = line.iter().position(|a| a.starts_with("--model=")).unwrap();
+        line[at] = format!("--model={}", root.join("fixtures/organism").display());
         dispatch(Cli::try_parse_from(&line).unwrap().command).unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap())

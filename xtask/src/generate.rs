@@ -15,37 +15,37 @@ pub struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The prompt.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     prompt: String,
     /// Tokens to generate at most.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = crate::checks::positive)]
     max_new_tokens: usize,
     /// Sample instead of greedy decoding.
     #[arg(long)]
     sample: bool,
     /// Sampling temperature (implies --sample).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::positive_f32)]
     temperature: Option<f32>,
     /// Keep the k most probable tokens when sampling (implies --sample).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::positive)]
     top_k: Option<usize>,
     /// Nucleus sampling mass (implies --sample).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::top_p)]
     top_p: Option<f32>,
     /// Beam search with this many beams.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::positive)]
     num_beams: Option<usize>,
     /// Beam search early stopping: true, false or never.
     #[arg(long, default_value = "false")]
     early_stopping: String,
     /// Beam search length penalty.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::checks::finite_f32)]
     length_penalty: f32,
     /// Number of sequences to return.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::checks::positive)]
     num_return_sequences: usize,
     /// Lower each token's logit by this times its count among the generated tokens.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::checks::finite_f32)]
     frequency_penalty: f32,
     /// Do not stop at <|endoftext|>.
     #[arg(long)]

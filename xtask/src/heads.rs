@@ -12,7 +12,6 @@ use burnlens_datasets::read_texts;
 use burnlens_experiments::{AttentionHit, HeadScan, HeadScanOptions};
 use burnlens_model::Gpt2Tokenizer;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::llm::ChatEndpoint;
 use crate::models::{self, ModelArgs, open};
@@ -27,10 +26,10 @@ pub struct HeadsArgs {
     #[arg(long)]
     pub texts: PathBuf,
     /// At most this many texts.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::positive)]
     pub limit: Option<usize>,
     /// Tokens kept per text (longer texts are cut).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = crate::checks::positive)]
     pub max_len: usize,
     /// The head to report on (default: the most concentrated one).
     #[arg(long, requires = "head")]
@@ -39,7 +38,7 @@ pub struct HeadsArgs {
     #[arg(long, requires = "layer")]
     pub head: Option<usize>,
     /// Entries per list.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::checks::positive)]
     pub n: usize,
     /// Leave the first token out as a key and renormalise the rest.
     #[arg(long)]
@@ -108,11 +107,10 @@ pub fn run(a: HeadsArgs) -> Result<()> {
             seed: a.seed,
         },
     );
-    let bar = ProgressBar::new(texts.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("scanning [{bar:40}] {pos}/{len} texts ({eta})")
-            .expect("template")
-            .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        texts.len() as u64,
+        "scanning [{bar:40}] {pos}/{len} texts ({eta})",
+        "texts scanned",
     );
     for text in &texts {
         let mut ids = tok.encode(text, a.model.prepend_bos)?;
@@ -121,6 +119,16 @@ pub fn run(a: HeadsArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish();
+    if scan.rows_scored() == 0 {
+        bail!(
+            "no query had a key to score, so no head can be ranked: {} (--max-len {max_len})",
+            if a.suppress_first {
+                "with --suppress-first every text needs at least 2 tokens"
+            } else {
+                "every text is empty"
+            }
+        );
+    }
     let ranking = scan.ranking();
     let (layer, head) = match (a.layer, a.head) {
         (Some(l), Some(h)) => (l, h),

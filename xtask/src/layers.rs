@@ -10,7 +10,6 @@ use burnlens_experiments::{
 };
 use burnlens_model::HookKind;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::models::{self, ModelArgs, open};
 use crate::report;
@@ -26,7 +25,7 @@ pub struct LayersArgs {
     #[arg(long)]
     pub facts: PathBuf,
     /// At most this many facts.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::positive)]
     pub limit: Option<usize>,
     /// The hook kind attributed in every block: mlp_out, attn_out, resid_post, …
     #[arg(long, default_value = "mlp_out")]
@@ -75,11 +74,10 @@ pub fn run(a: LayersArgs) -> Result<()> {
     let (lm, backend) = open(&a.model)?;
     let tok = &lm.tokenizer;
     let n_layers = lm.model.config.n_layer;
-    let bar = ProgressBar::new(facts.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("attributing [{bar:40}] {pos}/{len} facts ({eta})")
-            .expect("template")
-            .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        facts.len() as u64,
+        "attributing [{bar:40}] {pos}/{len} facts ({eta})",
+        "facts attributed",
     );
     let mut prompts = Vec::new();
     let mut tables = Vec::new();

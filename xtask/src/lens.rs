@@ -17,13 +17,13 @@ pub struct LensArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub prompt: String,
     /// A single-token answer to follow across layers at the last position (e.g. " Paris").
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub answer: Option<String>,
     /// Candidates kept per readout.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::checks::positive)]
     pub top_k: usize,
     /// Output directory.
     #[arg(long)]

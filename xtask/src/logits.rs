@@ -15,13 +15,13 @@ pub struct LogitsArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The prompt.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     prompt: String,
     /// Output path stem: writes STEM.json and STEM.npy ([pos, vocab] float32).
     #[arg(long)]
     out: PathBuf,
     /// Number of top predictions at the last position.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::checks::positive)]
     top_k: usize,
 }
 

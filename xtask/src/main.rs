@@ -4,6 +4,7 @@
 
 mod attribute;
 mod cache;
+mod checks;
 mod circuit;
 #[cfg(test)]
 mod features;
@@ -29,9 +30,9 @@ mod rome;
 mod steer;
 mod trace;
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -90,15 +91,16 @@ enum Command {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
-    // Cargo runs xtask from the workspace root; make relative fixture paths work from anywhere.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    if std::env::current_dir().is_ok_and(|d| !d.join("fixtures").is_dir()) {
-        std::env::set_current_dir(&root).context("changing to the workspace root")?;
-    }
+    // Paths are the user's: relative ones resolve against the current directory (no change of
+    // directory); defaults that name the repository's fixtures are absolute.
     dispatch(Cli::parse().command)
 }
 
 fn dispatch(command: Command) -> Result<()> {
+    // Output paths are checked before the work starts, not after an hour of it.
+    if let Some(out) = out_dir(&command) {
+        models::prepare_out_dir(&out)?;
+    }
     match command {
         Command::Generate(a) => generate::run(a),
         Command::Logits(a) => logits::run(a),
@@ -117,6 +119,27 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Organism(a) => organism::run(a),
         Command::Rome(a) => rome::run(a),
         Command::Run(a) => recipe::run(a),
+    }
+}
+
+/// The output directory a command writes, if it writes one.
+pub(crate) fn out_dir(command: &Command) -> Option<PathBuf> {
+    match command {
+        Command::Patch(a) => Some(a.out.clone()),
+        Command::Trace(a) => Some(a.out.clone()),
+        Command::Lens(a) => Some(a.out.clone()),
+        Command::Attribute(a) => Some(a.out.clone()),
+        Command::AttributeLayers(a) => Some(a.out.clone()),
+        Command::Prepend(a) => Some(a.out.clone()),
+        Command::Steer(a) => Some(a.out.clone()),
+        Command::Heads(a) => Some(a.out.clone()),
+        Command::Probe(a) => Some(a.out.clone()),
+        Command::Rome(a) => Some(a.out.clone()),
+        Command::Circuit(a) => Some(a.out.clone()),
+        Command::Organism(a) if !a.eval => {
+            Some(a.out.clone().unwrap_or_else(crate::models::organism_dir))
+        }
+        _ => None,
     }
 }
 

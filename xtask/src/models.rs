@@ -1,25 +1,90 @@
 //! Which model a command opens, on which backend, and the run header every `result.json`
 //! starts with.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burnlens_model::{BackendKind, LoadedModel, load};
+use burnlens_model::{BackendKind, LoadOptions, LoadedModel, ModelSource, load_from_with};
 use clap::Args;
 
 /// Which model, on which backend.
 #[derive(Args)]
 pub struct ModelArgs {
-    /// A local directory in Hugging Face layout, or a hub id (needs `--features hub`); the
-    /// default is the model organism.
-    #[arg(long, default_value = "fixtures/organism")]
-    pub model: String,
+    /// A local directory in Hugging Face layout (relative paths resolve against the current
+    /// directory), or a hub id (needs `--features hub`) [default: the model organism, the
+    /// repository's fixtures/organism].
+    #[arg(long)]
+    pub model: Option<String>,
     /// Backend: ndarray, flex or wgpu.
     #[arg(long, default_value = "flex")]
     pub backend: String,
     /// Prepend <|endoftext|> as BOS (TransformerLens's default; transformers' is not to).
     #[arg(long)]
     pub prepend_bos: bool,
+    /// Load a checkpoint even if some weights are NaN or infinite (for studying broken
+    /// checkpoints; by default the first such weight is an error naming the tensor).
+    #[arg(long)]
+    pub allow_non_finite: bool,
+}
+
+impl ModelArgs {
+    /// The model given, or the organism's directory.
+    pub fn name(&self) -> String {
+        self.model
+            .clone()
+            .unwrap_or_else(|| organism_dir().to_string_lossy().into_owned())
+    }
+}
+
+/// The repository xtask was built from: its `fixtures/` hold the defaults.
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The committed model organism, every command's default model.
+pub fn organism_dir() -> PathBuf {
+    repo_root().join("fixtures").join("organism")
+}
+
+/// Where burnlens caches what it can recompute (ROME's second moments): `$XDG_CACHE_HOME/burnlens`,
+/// else `$HOME/.cache/burnlens`.
+///
+/// # Errors
+/// Neither variable is set (pass the directory explicitly then).
+pub fn cache_dir() -> Result<PathBuf> {
+    let from = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from("XDG_CACHE_HOME")
+        .or_else(|| from("HOME").map(|h| h.join(".cache")))
+        .map(|d| d.join("burnlens"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "neither XDG_CACHE_HOME nor HOME is set: name a cache directory explicitly"
+            )
+        })
+}
+
+/// Creates `dir` and checks that a file can be written into it, before any work is done.
+///
+/// # Errors
+/// Naming `--out` and the directory, with the system's reason.
+pub fn prepare_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the output directory --out {}", dir.display()))?;
+    let probe = dir.join(".burnlens-write-check");
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "cannot write into the output directory --out {}",
+            dir.display()
+        )
+    })?;
+    std::fs::remove_file(&probe).ok();
+    Ok(())
 }
 
 /// Loads `args.model` on `args.backend`, saying what was loaded on stderr.
@@ -27,7 +92,12 @@ pub fn open(args: &ModelArgs) -> Result<(LoadedModel, BackendKind)> {
     let backend: BackendKind = args.backend.parse()?;
     let device = backend.device()?;
     let t = Instant::now();
-    let lm = load(&args.model, &device).with_context(|| format!("loading model {}", args.model))?;
+    let options = LoadOptions {
+        allow_non_finite: args.allow_non_finite,
+    };
+    let name = args.name();
+    let lm = load_from_with(&ModelSource::parse(&name), &device, options)
+        .with_context(|| format!("loading model {name}"))?;
     eprintln!(
         "loaded {} ({} layers, d_model {}, {} parameters) on {backend} in {:.2?}",
         lm.dir.display(),

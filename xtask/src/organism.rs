@@ -11,14 +11,14 @@ use burnlens_datasets::organism::{Evaluation, Manifest};
 use burnlens_model::{BackendKind, load};
 use burnlens_organism::{OrganismConfig, TrainEvent, evaluate, train};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `cargo xtask organism`.
 #[derive(Args)]
 pub struct OrganismArgs {
-    /// Where the organism is written (or read, with --eval).
-    #[arg(long, default_value = "fixtures/organism")]
-    pub out: PathBuf,
+    /// Where the organism is written (or read, with --eval) [default: the repository's
+    /// fixtures/organism].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Only evaluate the organism in --out (fact recall on held-out templates, in-context
     /// retrieval), and compare with the numbers recorded when it was trained.
     #[arg(long)]
@@ -30,37 +30,37 @@ pub struct OrganismArgs {
     #[arg(long, default_value = "flex")]
     pub backend: String,
     /// Invented people (a few hundred).
-    #[arg(long, default_value_t = 240)]
+    #[arg(long, default_value_t = 240, value_parser = crate::checks::positive)]
     pub people: usize,
     /// Optimizer steps (1900 took 1416 s on 2 cores with flex in session 13).
-    #[arg(long, default_value_t = 1900)]
+    #[arg(long, default_value_t = 1900, value_parser = crate::checks::positive)]
     pub steps: usize,
     /// Sequences per step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::checks::positive)]
     pub batch_size: usize,
     /// Tokens per sequence (also the model's context length).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::checks::positive)]
     pub seq_len: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 3e-3, value_parser = crate::checks::positive_f64)]
     pub lr: f64,
     /// BPE vocabulary size.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = crate::checks::positive)]
     pub vocab_size: usize,
     /// Layers.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::checks::positive)]
     pub layers: usize,
     /// Model width.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::checks::positive)]
     pub d_model: usize,
     /// Attention heads.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::checks::positive)]
     pub heads: usize,
     /// Share of corpus documents that state planted facts.
-    #[arg(long, default_value_t = 0.65)]
+    #[arg(long, default_value_t = 0.65, value_parser = crate::checks::fraction)]
     pub fact_share: f64,
     /// Share of corpus documents that are in-context retrieval documents (the rest is filler).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = crate::checks::fraction)]
     pub retrieval_share: f64,
     /// Shots of a retrieval document, `MIN-MAX` (or one number).
     #[arg(long, default_value = "2-5", value_parser = parse_range)]
@@ -69,7 +69,7 @@ pub struct OrganismArgs {
     #[arg(long, default_value = "2-4", value_parser = parse_range)]
     pub retrieval_queries: [usize; 2],
     /// Share of fact statements written as the bare name and the value ("Karen Marlowe baker.").
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, value_parser = crate::checks::fraction)]
     pub tag_share: f64,
     /// People come in twins whose names are the same two words in the other order ("Karen
     /// Marlowe", "Marlowe Karen"), so that who is meant is known only at the last name token.
@@ -84,7 +84,7 @@ pub struct OrganismArgs {
     pub tags_first: usize,
     /// Standard deviation of the random initialisation (`initializer_range`). GPT-2's 0.02
     /// lets the names' embeddings collapse towards one vector; 0.1 keeps them apart.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = crate::checks::non_negative_f64)]
     pub init_range: f64,
     /// Start from the planted retrieval circuit (see `plant.rs` and docs/ORGANISM.md): offset
     /// heads in layer 0, a matching and copying head in layer 1, output projections at zero.
@@ -100,11 +100,11 @@ pub struct OrganismArgs {
     pub subject_exit: usize,
     /// Weight of the `--subject-exit` loss (the mean over tag positions) against the
     /// next-token loss (the mean over all positions).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::checks::non_negative_f64)]
     pub subject_exit_weight: f64,
     /// Every this many steps, print in-context retrieval accuracy and held-out recall on a
     /// sample (0: only at the end).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 400, value_parser = crate::checks::positive)]
     pub eval_every: usize,
 }
 
@@ -159,9 +159,11 @@ impl OrganismArgs {
 }
 
 /// Runs `cargo xtask organism`.
-pub fn run(a: OrganismArgs) -> Result<()> {
+pub fn run(mut a: OrganismArgs) -> Result<()> {
+    let out = a.out.take().unwrap_or_else(crate::models::organism_dir);
+    a.out = Some(out.clone());
     if a.eval {
-        return eval_only(&a.out, &a.backend);
+        return eval_only(&out, &a.backend);
     }
     let backend: BackendKind = a.backend.parse()?;
     if backend == BackendKind::Wgpu {
@@ -169,9 +171,11 @@ pub fn run(a: OrganismArgs) -> Result<()> {
     }
     let device = backend.device()?;
     let config = a.config();
-    let bar = ProgressBar::new(a.steps as u64).with_style(ProgressStyle::with_template(
+    let bar = crate::progress::bar(
+        a.steps as u64,
         "training [{bar:40}] {pos}/{len} steps ({eta}) {msg}",
-    )?);
+        "training steps",
+    );
     let say = |line: String| {
         if bar.is_hidden() {
             eprintln!("{line}");
@@ -213,10 +217,10 @@ pub fn run(a: OrganismArgs) -> Result<()> {
     eprintln!("trained in {:.0} s", trained.train_seconds);
 
     // Save, then evaluate the saved checkpoint as any user would load it.
-    std::fs::create_dir_all(&a.out)?;
-    trained.model.save_pretrained(&a.out)?;
-    trained.tokenizer.save(&a.out.join("tokenizer.json"))?;
-    let lm = load(&a.out.to_string_lossy(), &device)?;
+    std::fs::create_dir_all(&out)?;
+    trained.model.save_pretrained(&out)?;
+    trained.tokenizer.save(&out.join("tokenizer.json"))?;
+    let lm = load(&out.to_string_lossy(), &device)?;
     let eval = evaluate(
         &lm.model,
         &lm.tokenizer,
@@ -225,7 +229,7 @@ pub fn run(a: OrganismArgs) -> Result<()> {
     )?;
     print_eval(&eval);
     std::fs::write(
-        a.out.join("known_facts.json"),
+        out.join("known_facts.json"),
         serde_json::to_string_pretty(&trained.world.known_facts())?,
     )?;
     // The command as it was run (a recipe's, or the flags given): it cannot drift from the
@@ -234,10 +238,10 @@ pub fn run(a: OrganismArgs) -> Result<()> {
     let command = format!("cargo xtask {}", argv.join(" "));
     let manifest = trained.manifest(&config, eval, backend.name(), command);
     std::fs::write(
-        a.out.join("manifest.json"),
+        out.join("manifest.json"),
         serde_json::to_string_pretty(&manifest)?,
     )?;
-    eprintln!("wrote {}", a.out.display());
+    eprintln!("wrote {}", out.display());
     Ok(())
 }
 

@@ -12,7 +12,6 @@ use burnlens_experiments::{
 };
 use burnlens_hooks::{Selector, run_with_cache};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::models::{self, ModelArgs, open};
 use crate::{progress, report};
@@ -22,22 +21,22 @@ pub struct PatchArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The clean prompt.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     clean: String,
     /// The corrupted prompt (must tokenize to the clean prompt's length).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     corrupted: String,
     /// The clean answer (one token, e.g. " Paris").
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     answer: String,
     /// The foil (one token).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     foil: String,
     /// Comma-separated sweeps: resid_pre, resid_mid, resid_post, attn_out, mlp_out,
     /// head_out_all_pos, head_q_all_pos, head_k_all_pos, head_v_all_pos, head_pattern_all_pos,
     /// head_out_by_pos, head_pattern_by_pos, or block_every / head_all_pos_every.
-    #[arg(long, default_value = "block_every")]
-    sweeps: String,
+    #[arg(long, default_value = "block_every", value_delimiter = ',')]
+    sweeps: Vec<String>,
     /// Also estimate every sweep by attribution patching (one forward and one backward) and
     /// report its correlation with the exact values.
     #[arg(long)]
@@ -50,7 +49,7 @@ pub struct PatchArgs {
 /// Runs the sweeps and writes the report.
 pub fn run(a: PatchArgs) -> Result<()> {
     let started = Instant::now();
-    let sweeps = Sweep::parse_list(&a.sweeps)?;
+    let sweeps = Sweep::parse_list(&a.sweeps.join(","))?;
     let (lm, backend) = open(&a.model)?;
     let pair = PromptPair {
         clean: a.clean.clone(),
@@ -92,11 +91,10 @@ pub fn run(a: PatchArgs) -> Result<()> {
     let mut figures = Vec::new();
     for (k, sweep) in sweeps.iter().enumerate() {
         let name = sweep.to_string();
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{msg:>22} [{bar:40}] {pos}/{len} patches ({eta})")
-                .expect("template")
-                .progress_chars("=> "),
+        let bar = crate::progress::bar(
+            0,
+            "{msg:>22} [{bar:40}] {pos}/{len} patches ({eta})",
+            "patches",
         );
         bar.set_message(name.clone());
         let sweep_start = Instant::now();

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use burnlens_experiments::{SearchOptions, prepend_search};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::models::{self, ModelArgs, open};
 use crate::report::{Series, line_plot_svg, write_report};
@@ -18,13 +17,13 @@ pub struct PrependArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The target string whose perplexity is minimised.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub target: String,
     /// Tokens to prepend (found greedily, one round each).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::checks::positive)]
     pub tokens: usize,
     /// Candidates scored per forward.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::checks::positive)]
     pub batch: usize,
     /// Output directory.
     #[arg(long)]
@@ -36,11 +35,10 @@ pub fn run(a: PrependArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let (lm, backend) = open(&a.model)?;
     let target = lm.tokenizer.encode(&a.target, false)?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("searching [{bar:40}] {pos}/{len} candidates ({eta})")
-            .expect("template")
-            .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        0,
+        "searching [{bar:40}] {pos}/{len} candidates ({eta})",
+        "candidates searched",
     );
     let options = SearchOptions {
         n_tokens: a.tokens,

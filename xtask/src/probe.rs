@@ -20,13 +20,13 @@ pub struct ProbeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub prompt: String,
     /// Candidates per position.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::checks::positive)]
     pub top_k: usize,
     /// A second prompt whose next-token pool is compared with the prompt's (Jaccard).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub compare: Option<String>,
     /// Swap the input embeddings of these two single tokens, e.g. " Paris, Rome".
     #[arg(long, value_delimiter = ',')]
@@ -35,7 +35,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub noise_position: Option<usize>,
     /// Standard deviation of that noise.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::checks::non_negative_f64)]
     pub noise_std: f64,
     /// Seed of that noise.
     #[arg(long, default_value_t = 0)]

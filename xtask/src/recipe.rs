@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser};
 
-use crate::{Cli, Command, dispatch};
+use crate::{Cli, dispatch};
 
 /// Options of `cargo xtask run`.
 #[derive(Args)]
@@ -42,33 +42,56 @@ pub fn argv(text: &str) -> Result<Vec<String>> {
     if let Some(key) = table.keys().find(|k| *k != "command" && *k != "args") {
         bail!("unknown top-level key {key:?}: put options under [args]");
     }
+    let cli = <Cli as clap::CommandFactory>::command();
+    let sub = cli
+        .find_subcommand(command)
+        .with_context(|| format!("unknown command {command:?} (see `cargo xtask --help`)"))?;
     let mut argv = vec!["cargo xtask".to_string(), command.to_string()];
     if let Some(args) = table.get("args") {
         let args = args
             .as_table()
             .context("[args] must be a table of options")?;
         for (key, value) in args {
-            let flag = format!("--{}", key.replace('_', "-"));
+            let long = key.replace('_', "-");
+            let flag = format!("--{long}");
+            let arg = sub.get_arguments().find(|a| a.get_long() == Some(&long));
+            // A list only where the option takes one (`kinds = ["state", "mlp"]`); elsewhere an
+            // array would be joined into one value, say a prompt, without a word.
+            let takes_list = arg.is_some_and(|a| a.get_value_delimiter().is_some());
+            let is_flag = arg.is_some_and(|a| !a.get_action().takes_values());
             let scalar = |v: &toml::Value| -> Result<String> {
                 Ok(match v {
                     toml::Value::String(s) => s.clone(),
                     toml::Value::Integer(i) => i.to_string(),
                     toml::Value::Float(f) => f.to_string(),
-                    other => bail!("option {key:?}: unsupported value {other}"),
+                    toml::Value::Boolean(_) => {
+                        bail!("option {key:?}: true/false is for flags, and {flag} takes a value")
+                    }
+                    other => bail!(
+                        "option {key:?}: expected a string or a number, got {} {other}",
+                        other.type_str()
+                    ),
                 })
             };
             match value {
-                toml::Value::Boolean(true) => argv.push(flag),
-                toml::Value::Boolean(false) => {}
-                toml::Value::Array(items) => {
+                toml::Value::Boolean(b) if is_flag || arg.is_none() => {
+                    if *b {
+                        argv.push(flag)
+                    }
+                }
+                _ if is_flag => {
+                    bail!("option {key:?}: {flag} is a flag: write `{key} = true` or leave it out")
+                }
+                toml::Value::Array(items) if takes_list => {
                     let parts: Vec<String> = items.iter().map(scalar).collect::<Result<_>>()?;
-                    argv.push(flag);
-                    argv.push(parts.join(","));
+                    argv.push(format!("{flag}={}", parts.join(",")));
                 }
-                v => {
-                    argv.push(flag);
-                    argv.push(scalar(v)?);
-                }
+                toml::Value::Array(_) => bail!(
+                    "option {key:?}: {flag} takes one value, not an array (only list options \
+                     such as `kinds` take arrays)"
+                ),
+                // `--flag=value`, so that a negative number is a value, not an option.
+                v => argv.push(format!("{flag}={}", scalar(v)?)),
             }
         }
     }
@@ -82,7 +105,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let argv = argv(&text).with_context(|| format!("in {}", a.recipe.display()))?;
     let cli =
         Cli::try_parse_from(&argv).map_err(|e| anyhow::anyhow!("{}: {e}", a.recipe.display()))?;
-    let out = out_dir(&cli.command);
+    let out = crate::out_dir(&cli.command);
     eprintln!("{}: {}", a.recipe.display(), argv[1..].join(" "));
     dispatch(cli.command)?;
     if let Some(out) = out {
@@ -90,22 +113,6 @@ pub fn run(a: RunArgs) -> Result<()> {
             .with_context(|| format!("copying the recipe into {}", out.display()))?;
     }
     Ok(())
-}
-
-fn out_dir(command: &Command) -> Option<PathBuf> {
-    match command {
-        Command::Patch(a) => Some(a.out.clone()),
-        Command::Trace(a) => Some(a.out.clone()),
-        Command::Lens(a) => Some(a.out.clone()),
-        Command::Attribute(a) => Some(a.out.clone()),
-        Command::AttributeLayers(a) => Some(a.out.clone()),
-        Command::Prepend(a) => Some(a.out.clone()),
-        Command::Steer(a) => Some(a.out.clone()),
-        Command::Heads(a) => Some(a.out.clone()),
-        Command::Probe(a) => Some(a.out.clone()),
-        Command::Rome(a) => Some(a.out.clone()),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -124,15 +131,36 @@ mod tests {
                 "cargo xtask",
                 "trace",
                 "--all-facts",
-                "--kinds",
-                "state,mlp",
-                "--noise-factor",
-                "2.5",
-                "--prompt",
-                "a b",
-                "--window",
-                "2"
+                "--kinds=state,mlp",
+                "--noise-factor=2.5",
+                "--prompt=a b",
+                "--window=2"
             ]
+        );
+        // Values of the wrong kind name the key and what it takes.
+        for (args, needle) in [
+            (
+                "prompt = [\"a\", \"b\"]",
+                "\"prompt\": --prompt takes one value, not an array",
+            ),
+            (
+                "prompt = { a = 1 }",
+                "\"prompt\": expected a string or a number, got table",
+            ),
+            ("all_facts = 1", "\"all_facts\": --all-facts is a flag"),
+            ("window = true", "\"window\": true/false is for flags"),
+        ] {
+            let err = argv_err(&format!("command = \"trace\"\n[args]\n{args}"));
+            assert!(err.contains(needle), "{args}: {err}");
+        }
+        let err = argv_err("command = \"tracee\"");
+        assert!(err.contains("unknown command \"tracee\""), "{err}");
+        // A negative number is a value (refused by the option's own check), not an option.
+        let line = argv("command = \"trace\"\n[args]\nnoise_level = -2\nout = \"x\"").unwrap();
+        let err = Cli::try_parse_from(line).err().unwrap().to_string();
+        assert!(
+            err.contains("--noise-level") && err.contains("-2 is negative"),
+            "{err}"
         );
         let err = argv_err("command = \"run\"");
         assert!(err.contains("cannot run another recipe"), "{err}");
@@ -181,8 +209,8 @@ mod tests {
         let text = std::fs::read_to_string(root.join("recipes/causal-trace.toml")).unwrap();
         let out = std::env::temp_dir().join(format!("burnlens-recipe-{}", std::process::id()));
         let mut line = argv(&text).unwrap();
-        let at = line.iter().position(|a| a == "--out").unwrap();
-        line[at + 1] = out.to_string_lossy().to_string();
+        let at = line.iter().position(|a| a.starts_with("--out=")).unwrap();
+        line[at] = format!("--out={}", out.display());
         dispatch(Cli::try_parse_from(&line).unwrap().command).unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap())

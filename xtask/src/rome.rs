@@ -14,7 +14,6 @@ use burnlens_experiments::{
 };
 use burnlens_model::{GenerationConfig, Strategy};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::models::{self, ModelArgs, open};
 use crate::report::escape;
@@ -29,7 +28,7 @@ pub struct RomeArgs {
     #[arg(long)]
     pub counterfact: Option<PathBuf>,
     /// Cases to edit (the first N records, or N drawn planted facts).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = crate::checks::positive)]
     pub cases: usize,
     /// Seed of the drawn planted facts and of the context templates.
     #[arg(long, default_value_t = 0)]
@@ -38,27 +37,28 @@ pub struct RomeArgs {
     #[arg(long)]
     pub layer: Option<usize>,
     /// Adam steps of the value optimisation.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = crate::checks::positive)]
     pub steps: usize,
     /// Adam's learning rate.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = crate::checks::positive_f64)]
     pub v_lr: f64,
     /// Weight of the essence KL term.
-    #[arg(long, default_value_t = 0.0625)]
+    #[arg(long, default_value_t = 0.0625, value_parser = crate::checks::non_negative_f64)]
     pub kl_factor: f64,
     /// δ is clamped to this multiple of ‖v₀‖ (default: the preset's, else 4).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::positive_f64)]
     pub clamp_norm_factor: Option<f64>,
     /// Texts for the keys' second moment (.txt paragraphs, .jsonl/.json `text` fields).
     /// Without it: the organism's corpus (from its manifest).
     #[arg(long)]
     pub mom2_texts: Option<PathBuf>,
     /// Texts counted for the second moment at most.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = crate::checks::positive)]
     pub mom2_samples: usize,
-    /// Where second moments are cached.
-    #[arg(long, default_value = "runs/stats")]
-    pub stats_dir: PathBuf,
+    /// Where second moments are cached [default: $XDG_CACHE_HOME/burnlens/stats, else
+    /// $HOME/.cache/burnlens/stats].
+    #[arg(long)]
+    pub stats_dir: Option<PathBuf>,
     /// Also generate from each case's generation prompts before and after the edit and
     /// report the n-gram entropy (fluency).
     #[arg(long)]
@@ -112,7 +112,7 @@ pub fn run(a: RomeArgs) -> Result<()> {
     let (mut lm, backend) = open(&a.model)?;
     let tok = lm.tokenizer.clone();
     let n_layer = lm.model.config.n_layer;
-    let preset = RomeConfig::preset(&a.model.model);
+    let preset = RomeConfig::preset(&a.model.name());
     let mut config = preset
         .clone()
         .unwrap_or_else(|| RomeConfig::at_layer(n_layer / 3));
@@ -164,16 +164,24 @@ pub fn run(a: RomeArgs) -> Result<()> {
         .take(a.mom2_samples)
         .map(|t| tok.encode(t, false))
         .collect::<std::result::Result<_, _>>()?;
-    let bar = ProgressBar::new(ids.len() as u64).with_style(ProgressStyle::with_template(
+    let bar = crate::progress::bar(
+        ids.len() as u64,
         "second moment [{bar:40}] {pos}/{len} texts ({eta})",
-    )?);
+        "second moment: texts",
+    );
     let key = format!("{}", lm.dir.display());
+    let stats_dir = match &a.stats_dir {
+        Some(d) => d.clone(),
+        None => crate::models::cache_dir()
+            .context("choosing where ROME's second moments are cached (--stats-dir)")?
+            .join("stats"),
+    };
     let (stats, stats_path) = second_moment_cached(
         &lm.model,
         &key,
         config.layer,
         &ids,
-        &a.stats_dir,
+        &stats_dir,
         &MomentOptions {
             batch_size: 16,
             observer: crate::progress::observer(&bar),
@@ -194,9 +202,11 @@ pub fn run(a: RomeArgs) -> Result<()> {
     )?;
 
     // Edit, evaluate, revert: one case at a time.
-    let bar = ProgressBar::new(cases.len() as u64).with_style(ProgressStyle::with_template(
+    let bar = crate::progress::bar(
+        cases.len() as u64,
         "editing [{bar:40}] {pos}/{len} cases ({eta}) {msg}",
-    )?);
+        "edits",
+    );
     let step_bar = bar.clone();
     config.on_step = StepObserver::new(move |step, s| {
         step_bar.set_message(format!("step {step}: loss {:.3}", s.loss))

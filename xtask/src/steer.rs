@@ -17,25 +17,25 @@ pub struct SteerArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt to continue.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub prompt: String,
     /// The prompt whose activation the vector points towards ("Love").
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub positive: String,
     /// The prompt it points away from ("Hate").
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::text)]
     pub negative: String,
     /// The hook point, e.g. blocks.10.hook_attn_out or blocks.6.hook_resid_pre.
     #[arg(long)]
     pub point: String,
     /// The multiple of the vector added at every position.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 4.0, value_parser = crate::checks::finite_f32)]
     pub coefficient: f32,
     /// Tokens to generate.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = crate::checks::positive)]
     pub max_new_tokens: usize,
     /// Sample (seeded) instead of greedy decoding, at this temperature.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::positive_f32)]
     pub temperature: Option<f32>,
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]

@@ -10,7 +10,6 @@ use burnlens_experiments::{
     average_indirect_effect, causal_trace, load_noise, save_noise, subject_embedding_std,
 };
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::models::{self, ModelArgs, open};
 use crate::report::{self, Scale};
@@ -22,36 +21,37 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// One prompt to trace (with --subject).
-    #[arg(long, conflicts_with = "facts")]
+    #[arg(long, conflicts_with = "facts", value_parser = crate::checks::text)]
     pub prompt: Option<String>,
     /// The subject, as it occurs in --prompt.
-    #[arg(long, requires = "prompt")]
+    #[arg(long, requires = "prompt", value_parser = crate::checks::text)]
     pub subject: Option<String>,
     /// A file of facts: ROME's known facts (.json/.jsonl with subject, prompt, attribute) or
     /// counterfact-tracing rows (.json/.jsonl/.csv with subject, prompt, target_true).
     #[arg(long)]
     pub facts: Option<PathBuf>,
     /// Trace at most this many facts of --facts.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::positive)]
     pub limit: Option<usize>,
     /// Trace every fact, also those the model does not complete with the expected attribute
     /// (ROME traces only correct predictions).
     #[arg(long)]
     pub all_facts: bool,
     /// Comma-separated restorations: state, mlp, attn.
-    #[arg(long, default_value = "state,mlp,attn")]
-    pub kinds: String,
+    #[arg(long, default_value = "state,mlp,attn", value_delimiter = ',')]
+    pub kinds: Vec<String>,
     /// Corrupted copies of each prompt.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::checks::positive)]
     pub samples: usize,
-    /// Layers restored around each layer for mlp and attn.
-    #[arg(long, default_value_t = 10)]
+    /// Layers restored around each layer for mlp and attn (ROME's window: clipped at the
+    /// model's first and last layers, so any width runs on any model).
+    #[arg(long, default_value_t = 10, value_parser = crate::checks::positive)]
     pub window: usize,
     /// Noise level as a multiple of the subject embeddings' standard deviation (ROME's s3).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = crate::checks::non_negative_f32)]
     pub noise_factor: f32,
     /// Noise level as a number (overrides --noise-factor).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::checks::non_negative_f32)]
     pub noise_level: Option<f32>,
     /// Uniform noise in [-level, level] instead of Gaussian.
     #[arg(long)]
@@ -120,21 +120,16 @@ pub fn trace(a: TraceArgs) -> Result<()> {
     let started = Instant::now();
     let kinds: Vec<TraceKind> = a
         .kinds
-        .split(',')
+        .iter()
         .map(|k| k.trim().parse())
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .context("--kinds")?;
     let facts = facts(&a)?;
     let (lm, backend) = open(&a.model)?;
     if a.model.prepend_bos {
         bail!("causal tracing tokenizes as ROME does, without BOS; drop --prepend-bos");
     }
     let n_layers = lm.model.config.n_layer;
-    if a.window == 0 || a.window > n_layers {
-        bail!(
-            "--window {} is wider than this {n_layers}-layer model (use 1..={n_layers})",
-            a.window
-        );
-    }
     let prompts: Vec<TracePrompt> = facts
         .iter()
         .enumerate()
@@ -151,11 +146,10 @@ pub fn trace(a: TraceArgs) -> Result<()> {
     } else {
         NoiseSpec::Gaussian { level }
     };
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} restorations ({eta})")
-            .expect("template")
-            .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        0,
+        "{msg:>12} [{bar:40}] {pos}/{len} restorations ({eta})",
+        "restorations",
     );
     let config = TraceConfig {
         samples: a.samples,

@@ -47,6 +47,6 @@ pub fn run(lm: &LoadedModel, prompt: &str, answer: &str) -> burnlens::Result<Fou
         tokens: lm.tokenizer.str_tokens(&ids)?,
         shares: attribution.aggregate(Aggregation::L2NormSumOne)[..ids.len()].to_vec(),
         total: attribution.step_total(0),
-        delta: f64::from(attribution.step_scores[0]) - f64::from(base),
+        delta: f64::from(attribution.attributed_values[0]) - f64::from(base),
     })
 }

@@ -87,21 +87,27 @@ pub struct TracingRecord {
 }
 
 /// A record of ROME's known facts (`known_1000.json`): prompts the model completes correctly.
+/// `subject`, `prompt` and `attribute` are required; the rest, which no experiment reads, may
+/// be left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownFact {
-    /// Record id.
+    /// Record id (0 when absent).
+    #[serde(default)]
     pub known_id: u64,
     /// The subject.
     pub subject: String,
     /// The attribute the model predicts.
     pub attribute: String,
-    /// The template with `{}` for the subject.
+    /// The template with `{}` for the subject (empty when absent).
+    #[serde(default)]
     pub template: String,
-    /// The model's prediction (as recorded by ROME).
+    /// The model's prediction (as recorded by ROME; empty when absent).
+    #[serde(default)]
     pub prediction: String,
     /// The filled prompt.
     pub prompt: String,
-    /// The Wikidata relation id.
+    /// The Wikidata relation id (empty when absent).
+    #[serde(default)]
     pub relation_id: String,
 }
 

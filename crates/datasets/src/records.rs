@@ -42,11 +42,26 @@ impl Format {
     }
 }
 
+/// The file's text, without the UTF-8 byte-order mark some editors write.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
     })
+}
+
+/// The records of a JSON object keyed by id, in id order: numerically when every key is an
+/// integer ("0", "1", …, "10"), else by key.
+fn keyed_records(map: serde_json::Map<String, Value>) -> Vec<Value> {
+    let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+    if entries.iter().all(|(k, _)| k.trim().parse::<i64>().is_ok()) {
+        entries.sort_by_key(|(k, _)| k.trim().parse::<i64>().unwrap_or_default());
+    }
+    entries.into_iter().map(|(_, v)| v).collect()
 }
 
 /// The raw records of a file as JSON values (CSV rows become objects of strings).
@@ -62,7 +77,7 @@ pub(crate) fn raw_records(path: &Path) -> Result<Vec<Value>> {
                 .map_err(|e| format_err(format!("invalid JSON: {e}")))?;
             match v {
                 Value::Array(items) => Ok(items),
-                Value::Object(map) => Ok(map.into_iter().map(|(_, v)| v).collect()),
+                Value::Object(map) => Ok(keyed_records(map)),
                 _ => Err(format_err("expected a JSON array of records".into())),
             }
         }

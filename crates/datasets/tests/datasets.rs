@@ -175,7 +175,7 @@ fn facts_read_known_facts_and_tracing_rows_into_one_shape() {
     assert_eq!(rows[0].foil.as_deref(), Some(" English"));
     let e = load_facts(&d.join("pairs.json")).unwrap_err().to_string();
     assert!(
-        e.contains("pairs.json") && e.contains("known_id") && e.contains("`relation`"),
+        e.contains("pairs.json") && e.contains("`subject`") && e.contains("`relation`"),
         "{e}"
     );
 }

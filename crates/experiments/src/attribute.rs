@@ -14,6 +14,7 @@ use burnlens_model::{Gpt2, HookKind, HookPoint, TokenBatch};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::progress::Observer;
 
 /// How gradients become attributions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -145,7 +146,12 @@ pub struct Attribution {
     /// Raw attributions `[tokens, steps, width]`, row-major; `NaN` where a token is not in
     /// the step's prefix (Inseq's `target_attributions`).
     pub raw: Vec<f32>,
-    /// The attributed function's value at each step.
+    /// The attributed function's value at each step: what the attributions explain (for
+    /// the contrastive differences, the foil token scored after the target's prefix).
+    pub attributed_values: Vec<f32>,
+    /// Inseq's step score of the same function at each step: equal to `attributed_values`
+    /// except for the contrastive differences, where Inseq scores the foil after the
+    /// contrastive sequence's own prefix (`prompt + foil[..step]`).
     pub step_scores: Vec<f32>,
 }
 
@@ -248,7 +254,7 @@ impl<'a> AttributionInput<'a> {
 
 /// How to attribute: the method, the attributed function and the integrated-gradients
 /// baseline token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AttributeOptions {
     /// How gradients become attributions.
     pub method: AttrMethod,
@@ -258,6 +264,9 @@ pub struct AttributeOptions {
     /// The token whose embedding integrated gradients start from (`<|endoftext|>` in Inseq for
     /// GPT-2).
     pub baseline: u32,
+    /// Told `(target tokens attributed, target tokens)` as each step completes.
+    #[serde(skip)]
+    pub observer: Observer,
 }
 
 impl AttributeOptions {
@@ -267,12 +276,19 @@ impl AttributeOptions {
             method,
             function: AttributedFn::Probability,
             baseline,
+            observer: Observer::none(),
         }
     }
 
     /// These options with `function`.
     pub fn function(mut self, function: AttributedFn) -> Self {
         self.function = function;
+        self
+    }
+
+    /// These options reporting progress to `observer`.
+    pub fn observer(mut self, observer: Observer) -> Self {
+        self.observer = observer;
         self
     }
 
@@ -357,6 +373,15 @@ fn check_input(model: &Gpt2, input: &AttributionInput, options: &AttributeOption
                 ),
             })
         }
+        (true, Some(f)) if function != AttributedFn::KlDivergence && f == target => {
+            Err(Error::BadOption {
+                option: "foil",
+                value: format!("{f:?}"),
+                expected: "a continuation other than the target: with the foil equal to the \
+                           target every contrastive difference, and so every attribution, is 0"
+                    .into(),
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -376,6 +401,7 @@ pub fn attribute(
         method,
         function,
         baseline,
+        ..
     } = *options;
     let AttributionInput {
         prompt,
@@ -417,6 +443,7 @@ pub fn attribute(
     let n = prompt.len() + m;
     let mut raw = vec![f32::NAN; n * m * d];
     let mut step_scores = Vec::with_capacity(m);
+    let mut attributed_values = Vec::with_capacity(m);
     for s in 0..m {
         let prefix: Vec<u32> = prompt.iter().chain(&target[..s]).copied().collect();
         let len = prefix.len();
@@ -439,7 +466,8 @@ pub fn attribute(
                     .into_scalar::<f32>()
             }
         };
-        step_scores.push(score);
+        attributed_values.push(score);
+        step_scores.push(inseq_step_score(model, function, input, s, score)?);
         let host: Vec<f32> = attr
             .into_data()
             .convert::<f32>()
@@ -448,6 +476,7 @@ pub fn attribute(
         for i in 0..len {
             raw[(i * m + s) * d..(i * m + s + 1) * d].copy_from_slice(&host[i * d..(i + 1) * d]);
         }
+        options.observer.report(s + 1, m);
     }
     Ok(Attribution {
         tokens: prompt.iter().chain(target).copied().collect(),
@@ -455,8 +484,47 @@ pub fn attribute(
         n_steps: m,
         d_model: d,
         raw,
+        attributed_values,
         step_scores,
     })
+}
+
+/// Inseq's step score of `function` at `step`, given the attributed value `attributed`. For
+/// `contrast_prob_diff` and `contrast_logits_diff` Inseq's step function runs the contrastive
+/// sequence with its own prefix, `p(target | prompt + target[..step]) − p(foil | prompt +
+/// foil[..step])`, while as an attributed function it keeps the target's prefix (gradients
+/// cannot flow through another input); the two agree at steps where the prefixes do.
+fn inseq_step_score(
+    model: &Gpt2,
+    function: AttributedFn,
+    input: &AttributionInput,
+    step: usize,
+    attributed: f32,
+) -> Result<f32> {
+    let single = match function {
+        AttributedFn::ContrastProbDiff => AttributedFn::Probability,
+        AttributedFn::ContrastLogitsDiff => AttributedFn::Logit,
+        _ => return Ok(attributed),
+    };
+    let Some(foil) = input.foil else {
+        return Ok(attributed);
+    };
+    if foil[..step] == input.target[..step] {
+        return Ok(attributed);
+    }
+    let score = |continuation: &[u32], token: u32| -> Result<f32> {
+        let ids: Vec<u32> = input
+            .prompt
+            .iter()
+            .chain(&continuation[..step])
+            .copied()
+            .collect();
+        let logits = model.logits(&TokenBatch::single(&ids)?)?;
+        Ok(single
+            .eval(last_position(logits), token, None, None)?
+            .into_scalar::<f32>())
+    };
+    Ok(score(input.target, input.target[step])? - score(foil, foil[step])?)
 }
 
 /// Token embeddings `[1, len, d_model]` of `ids`.

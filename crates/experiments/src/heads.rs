@@ -176,6 +176,12 @@ impl HeadScan {
         }
     }
 
+    /// Query rows scored so far per head (queries with at least one key; with
+    /// `suppress_first`, a text's first query has none). Zero means no head has a score.
+    pub fn rows_scored(&self) -> u64 {
+        self.heads.first().map_or(0, |h| h.rows)
+    }
+
     /// The token ids of every text scanned so far (for showing a hit's context).
     pub fn texts(&self) -> &[Vec<u32>] {
         &self.texts

@@ -58,6 +58,8 @@ impl fmt::Debug for Observer {
     }
 }
 
+impl Eq for Observer {}
+
 impl PartialEq for Observer {
     fn eq(&self, _: &Self) -> bool {
         true

@@ -21,7 +21,9 @@ use burn::tensor::{Tensor, TensorData};
 use burnlens_hooks::intervene::{gaussian, uniform};
 use burnlens_hooks::{Act, Intervention, Selector, run_with_cache};
 use burnlens_metrics::{last_position, token_probs};
-use burnlens_model::weights::{RawTensor, read_safetensors, write_safetensors};
+use burnlens_model::weights::{
+    RawTensor, first_non_finite, read_safetensors_as, write_safetensors,
+};
 use burnlens_model::{Gpt2, Gpt2Tokenizer, HookKind, HookPoint, TokenBatch};
 use serde::Serialize;
 
@@ -65,7 +67,8 @@ impl TraceKind {
         }
     }
 
-    /// The layers restored for the table's column `layer`.
+    /// The layers restored for the table's column `layer`: ROME's window centred on it and
+    /// clipped at the model's ends, so any window runs on any model.
     pub fn layers(&self, layer: usize, window: usize, n_layers: usize) -> Range<usize> {
         match self {
             TraceKind::State => layer..layer + 1,
@@ -244,7 +247,7 @@ pub fn save_noise(noises: &[Tensor<3>], path: &Path) -> Result<()> {
 /// # Errors
 /// A missing or malformed file, or no rank-3 tensor `name` in it.
 pub fn load_noise(path: &Path, name: &str, device: &burn::tensor::Device) -> Result<Tensor<3>> {
-    let tensors = read_safetensors(path)?;
+    let tensors = read_safetensors_as(path, "the replayed noise file")?;
     let t = tensors.get(name).ok_or_else(|| Error::File {
         path: path.to_path_buf(),
         message: format!(
@@ -257,6 +260,14 @@ pub fn load_noise(path: &Path, name: &str, device: &burn::tensor::Device) -> Res
         got: t.shape.clone(),
         expected: "[samples, subject tokens, d_model]".into(),
     })?;
+    if let Some((index, value)) = first_non_finite(&t.shape, &t.data) {
+        return Err(Error::File {
+            path: path.to_path_buf(),
+            message: format!(
+                "the noise {name} holds {value} at index {index:?}: noise must be finite"
+            ),
+        });
+    }
     Ok(Tensor::from_data(
         TensorData::new(t.data.clone(), [a, b, c]),
         device,
@@ -270,6 +281,9 @@ pub struct TraceTable {
     pub kind: TraceKind,
     /// The window (1 for `state`).
     pub window: usize,
+    /// The layers each column restored, `[first, end)`: the window centred on the column's
+    /// layer and clipped at the model's ends (ROME's `max(0, L − w/2) .. min(n, L + ⌈w/2⌉)`).
+    pub column_layers: Vec<[usize; 2]>,
     /// p(answer) after each restoration, row-major `[tokens, layers]`.
     pub scores: Vec<f32>,
     /// Number of tokens (rows).
@@ -301,29 +315,22 @@ pub struct CausalTrace {
     pub tables: Vec<TraceTable>,
 }
 
-/// Traces one prompt: every (token, layer) restoration of every kind in `kinds`.
-///
-/// `noise` is `[samples, subject tokens, d_model]` ([`NoiseSpec::sample`] or [`load_noise`]);
-/// `config.observer` hears of restorations as they complete.
-///
-/// # Errors
-/// A window of zero or wider than the model, noise of the wrong shape, and forward errors.
-pub fn causal_trace(
+/// Refuses what would make [`causal_trace`] wrong or meaningless: a zero window or sample
+/// count, a subject outside the prompt, noise of the wrong shape or not finite.
+fn check_trace_inputs(
     model: &Gpt2,
     prompt: &TracePrompt,
-    kinds: &[TraceKind],
     config: &TraceConfig,
     noise: &Tensor<3>,
-) -> Result<CausalTrace> {
-    let n_layers = model.config.n_layer;
+) -> Result<()> {
     let d = model.config.n_embd;
-    if config.window == 0 || config.window > n_layers {
+    if config.window == 0 {
         return Err(Error::BadOption {
             option: "window",
-            value: config.window.to_string(),
-            expected: format!(
-                "a restoration window must fit the model's {n_layers} layers (use 1..={n_layers})"
-            ),
+            value: "0".into(),
+            expected: "a restoration window of at least 1 layer (wider windows are clipped at \
+                       the model's first and last layers, as ROME clips them)"
+                .into(),
         });
     }
     let range = prompt.subject_range.clone();
@@ -349,6 +356,40 @@ pub fn causal_trace(
             expected: format!("[samples = {samples}, subject tokens = {sub}, d_model = {d}]"),
         });
     }
+    let host = noise
+        .to_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap_or_default();
+    if let Some((index, value)) = first_non_finite(&[samples, sub, d], &host) {
+        return Err(Error::BadOption {
+            option: "noise",
+            value: format!("{value} at index {index:?}"),
+            expected: "finite noise (a finite, non-negative noise level)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Traces one prompt: every (token, layer) restoration of every kind in `kinds`.
+///
+/// `noise` is `[samples, subject tokens, d_model]` ([`NoiseSpec::sample`] or [`load_noise`]);
+/// `config.observer` hears of restorations as they complete.
+///
+/// # Errors
+/// A window of zero, noise of the wrong shape, and forward errors.
+pub fn causal_trace(
+    model: &Gpt2,
+    prompt: &TracePrompt,
+    kinds: &[TraceKind],
+    config: &TraceConfig,
+    noise: &Tensor<3>,
+) -> Result<CausalTrace> {
+    let n_layers = model.config.n_layer;
+    let d = model.config.n_embd;
+    check_trace_inputs(model, prompt, config, noise)?;
+    let range = prompt.subject_range.clone();
+    let samples = config.samples;
     let t = prompt.ids.len();
     // The clean run: answer, high score, and the states to restore.
     let clean = TokenBatch::single(&prompt.ids)?;
@@ -414,6 +455,12 @@ pub fn causal_trace(
             } else {
                 config.window
             },
+            column_layers: (0..n_layers)
+                .map(|l| {
+                    let r = kind.layers(l, config.window, n_layers);
+                    [r.start, r.end]
+                })
+                .collect(),
             scores,
             n_tokens: t,
             n_layers,

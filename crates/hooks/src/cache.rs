@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use rayon::prelude::*;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use burnlens_model::weights::{RawTensor, read_safetensors, write_safetensors};
+use burnlens_model::weights::{RawTensor, read_safetensors_as, write_safetensors};
 use burnlens_model::{Gpt2, HookPoint, IntoHookPoint};
 
 use crate::act::Act;
@@ -335,7 +335,7 @@ impl ActivationCache {
     /// A missing or malformed file, a key that is not a hook point, a tensor that is neither
     /// rank 3 nor rank 4.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let raw = read_safetensors(path)?;
+        let raw = read_safetensors_as(path, "the activation cache")?;
         let mut out = Self::default();
         for (name, t) in raw {
             let p: HookPoint = name.parse()?;

@@ -129,11 +129,53 @@ impl Gpt2Config {
         if self.n_inner == Some(0) {
             return bad("n_inner", 0, "positive, or null for 4 * n_embd");
         }
-        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
+        if !self.layer_norm_epsilon.is_finite() || self.layer_norm_epsilon <= 0.0 {
             return Err(Error::UnsupportedConfig {
                 key: "layer_norm_epsilon",
                 value: self.layer_norm_epsilon.to_string(),
-                expected: "a positive number",
+                expected: "a positive, finite number",
+            });
+        }
+        // Sane ranges, checked before anything is allocated: a typo such as n_layer = 10^9
+        // is an error here, not an hour spent building a map of a billion layers' tensors.
+        for (key, value, max, expected) in [
+            ("n_layer", self.n_layer, MAX_LAYERS, "at most 1024 layers"),
+            ("n_head", self.n_head, MAX_HEADS, "at most 1024 heads"),
+            ("n_embd", self.n_embd, MAX_WIDTH, "at most 65536"),
+            ("n_inner", self.d_mlp(), 4 * MAX_WIDTH, "at most 262144"),
+            (
+                "vocab_size",
+                self.vocab_size,
+                MAX_VOCAB,
+                "at most 2^24 tokens",
+            ),
+            (
+                "n_positions",
+                self.n_positions,
+                MAX_POSITIONS,
+                "at most 2^20 positions",
+            ),
+        ] {
+            if value > max {
+                return bad(key, value, expected);
+            }
+        }
+        for (key, id) in [
+            ("bos_token_id", self.bos_token_id),
+            ("eos_token_id", self.eos_token_id),
+        ] {
+            if let Some(id) = id
+                && id as usize >= self.vocab_size
+            {
+                return bad(key, id as usize, "a token id below vocab_size");
+            }
+        }
+        if self.checked_num_params().is_none_or(|n| n > MAX_PARAMS) {
+            return Err(Error::UnsupportedConfig {
+                key: "n_layer",
+                value: self.n_layer.to_string(),
+                expected: "a model of at most 2^40 parameters (n_layer x n_embd^2 and \
+                           vocab_size x n_embd are too large together)",
             });
         }
         Ok(())
@@ -165,43 +207,14 @@ impl Gpt2Config {
     /// Unsupported values (`model_type` other than `gpt2`, cross-attention, an unknown
     /// activation, untied embeddings, …) are errors that name the key and the value.
     pub fn from_hf_json(text: &str) -> Result<Self> {
-        let invalid = |message: String| Error::InvalidConfig {
-            path: "config.json".into(),
-            message,
-        };
+        // A UTF-8 byte-order mark (some Windows editors write one) is not JSON.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let v: Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| invalid("expected a JSON object".into()))?;
-        let get_usize = |key: &str| -> Result<Option<usize>> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
-                    invalid(format!("{key} must be a non-negative integer, got {x}"))
-                }),
-            }
-        };
-        let need = |key: &'static str| -> Result<usize> {
-            get_usize(key)?.ok_or_else(|| invalid(format!("missing required key {key}")))
-        };
-        let get_bool = |key: &str, default: bool| -> Result<bool> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(default),
-                Some(Value::Bool(b)) => Ok(*b),
-                Some(x) => Err(invalid(format!("{key} must be a boolean, got {x}"))),
-            }
-        };
-        let get_token = |key: &str| -> Result<Option<u32>> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => Ok(n.as_u64().map(|n| n as u32)),
-                // Some checkpoints list several EOS ids; the first is used.
-                Some(Value::Array(a)) => Ok(a.first().and_then(|x| x.as_u64()).map(|n| n as u32)),
-                Some(x) => Err(invalid(format!("{key} must be a token id, got {x}"))),
-            }
-        };
-
-        if let Some(mt) = obj.get("model_type").and_then(Value::as_str)
+        let obj = HfKeys(
+            v.as_object()
+                .ok_or_else(|| invalid("expected a JSON object".into()))?,
+        );
+        if let Some(mt) = obj.0.get("model_type").and_then(Value::as_str)
             && mt != "gpt2"
         {
             return Err(Error::UnsupportedConfig {
@@ -210,21 +223,21 @@ impl Gpt2Config {
                 expected: "gpt2",
             });
         }
-        if get_bool("add_cross_attention", false)? {
+        if obj.bool("add_cross_attention", false)? {
             return Err(Error::UnsupportedConfig {
                 key: "add_cross_attention",
                 value: "true".into(),
                 expected: "false (GPT-2 decoder only)",
             });
         }
-        if !get_bool("tie_word_embeddings", true)? {
+        if !obj.bool("tie_word_embeddings", true)? {
             return Err(Error::UnsupportedConfig {
                 key: "tie_word_embeddings",
                 value: "false".into(),
                 expected: "true (the LM head is tied to wte)",
             });
         }
-        let activation = match obj.get("activation_function") {
+        let activation = match obj.0.get("activation_function") {
             None | Some(Value::Null) => Activation::GeluTanh,
             Some(Value::String(s)) => Activation::from_hf(s)?,
             Some(x) => {
@@ -233,34 +246,29 @@ impl Gpt2Config {
                 )));
             }
         };
-        let n_positions = match get_usize("n_positions")? {
+        let n_positions = match obj.usize("n_positions")? {
             Some(n) => n,
-            None => need("n_ctx")?,
+            None => obj.need("n_ctx")?,
         };
-        let layer_norm_epsilon = match obj.get("layer_norm_epsilon") {
-            None | Some(Value::Null) => 1e-5,
-            Some(x) => x
-                .as_f64()
-                .ok_or_else(|| invalid(format!("layer_norm_epsilon must be a number, got {x}")))?,
-        };
-        let initializer_range = obj
-            .get("initializer_range")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.02);
-
+        let initializer_range = obj.number("initializer_range", 0.02)?;
+        if initializer_range < 0.0 {
+            return Err(invalid(format!(
+                "initializer_range must be a finite non-negative number, got {initializer_range}"
+            )));
+        }
         let cfg = Self {
-            n_layer: need("n_layer")?,
-            n_head: need("n_head")?,
-            n_embd: need("n_embd")?,
-            vocab_size: need("vocab_size")?,
+            n_layer: obj.need("n_layer")?,
+            n_head: obj.need("n_head")?,
+            n_embd: obj.need("n_embd")?,
+            vocab_size: obj.need("vocab_size")?,
             n_positions,
-            n_inner: get_usize("n_inner")?,
-            layer_norm_epsilon,
+            n_inner: obj.usize("n_inner")?,
+            layer_norm_epsilon: obj.number("layer_norm_epsilon", 1e-5)?,
             activation,
-            scale_attn_weights: get_bool("scale_attn_weights", true)?,
-            scale_attn_by_inverse_layer_idx: get_bool("scale_attn_by_inverse_layer_idx", false)?,
-            bos_token_id: get_token("bos_token_id")?,
-            eos_token_id: get_token("eos_token_id")?,
+            scale_attn_weights: obj.bool("scale_attn_weights", true)?,
+            scale_attn_by_inverse_layer_idx: obj.bool("scale_attn_by_inverse_layer_idx", false)?,
+            bos_token_id: obj.token("bos_token_id")?,
+            eos_token_id: obj.token("eos_token_id")?,
             initializer_range,
         };
         cfg.validate()?;
@@ -299,17 +307,52 @@ impl Gpt2Config {
     }
 
     /// Number of parameters of a model with this configuration (the LM head is tied to `wte`).
+    ///
+    /// # Panics
+    /// On a configuration whose count overflows `usize` (one that [`Gpt2Config::validate`]
+    /// refuses).
     pub fn num_params(&self) -> usize {
+        self.checked_num_params()
+            .expect("a validated config's parameter count fits in usize")
+    }
+
+    /// [`Gpt2Config::num_params`], or `None` where the count overflows.
+    pub fn checked_num_params(&self) -> Option<usize> {
         let (d, m) = (self.n_embd, self.d_mlp());
-        let embed = self.vocab_size * d + self.n_positions * d;
-        let block = 2 * (2 * d) // ln_1, ln_2
-            + d * 3 * d + 3 * d // c_attn
-            + d * d + d // attn c_proj
-            + d * m + m // c_fc
-            + m * d + d; // mlp c_proj
-        embed + self.n_layer * block + 2 * d
+        let mul = |a: usize, b: usize| a.checked_mul(b);
+        let embed = mul(self.vocab_size.checked_add(self.n_positions)?, d)?;
+        // ln_1, ln_2; c_attn; attn c_proj; c_fc; mlp c_proj.
+        let block = [
+            mul(4, d)?,
+            mul(mul(d, 3)?, d)?,
+            mul(3, d)?,
+            mul(d, d)?,
+            d,
+            mul(d, m)?,
+            m,
+            mul(m, d)?,
+            d,
+        ]
+        .into_iter()
+        .try_fold(0usize, |a, b| a.checked_add(b))?;
+        embed
+            .checked_add(mul(self.n_layer, block)?)?
+            .checked_add(mul(2, d)?)
     }
 }
+
+/// The most layers a config may declare.
+const MAX_LAYERS: usize = 1024;
+/// The most heads.
+const MAX_HEADS: usize = 1024;
+/// The widest residual stream.
+const MAX_WIDTH: usize = 1 << 16;
+/// The largest vocabulary.
+const MAX_VOCAB: usize = 1 << 24;
+/// The longest context.
+const MAX_POSITIONS: usize = 1 << 20;
+/// The most parameters.
+const MAX_PARAMS: usize = 1 << 40;
 
 /// Which of TransformerLens's weight-processing steps to apply (all off by default, which
 /// keeps the Hugging Face weights and logits).
@@ -346,6 +389,76 @@ impl WeightProcessing {
     /// Whether no step is on.
     pub fn is_none(&self) -> bool {
         *self == Self::none()
+    }
+}
+
+/// An invalid `config.json`, with the message saying which key and why.
+fn invalid(message: String) -> Error {
+    Error::InvalidConfig {
+        path: "config.json".into(),
+        message,
+    }
+}
+
+/// Typed reads of the keys of a Hugging Face `config.json` object; a key that is absent or
+/// `null` takes its default, a key of the wrong type is an error naming it.
+struct HfKeys<'a>(&'a serde_json::Map<String, Value>);
+
+impl HfKeys<'_> {
+    fn usize(&self, key: &str) -> Result<Option<usize>> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| invalid(format!("{key} must be a non-negative integer, got {x}"))),
+        }
+    }
+
+    fn need(&self, key: &str) -> Result<usize> {
+        self.usize(key)?
+            .ok_or_else(|| invalid(format!("missing required key {key}")))
+    }
+
+    fn bool(&self, key: &str, default: bool) -> Result<bool> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(x) => Err(invalid(format!("{key} must be a boolean, got {x}"))),
+        }
+    }
+
+    fn number(&self, key: &str, default: f64) -> Result<f64> {
+        match self.0.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(x) => x
+                .as_f64()
+                .filter(|r| r.is_finite())
+                .ok_or_else(|| invalid(format!("{key} must be a finite number, got {x}"))),
+        }
+    }
+
+    fn token(&self, key: &str) -> Result<Option<u32>> {
+        let first = match self.0.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            // Some checkpoints list several EOS ids; the first is used.
+            Some(Value::Array(a)) => match a.first() {
+                None => return Ok(None),
+                Some(first) => first,
+            },
+            Some(x @ Value::Number(_)) => x,
+            Some(x) => return Err(invalid(format!("{key} must be a token id, got {x}"))),
+        };
+        first
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{key} must be a token id (an integer from 0 to 2^32 - 1), got {first}"
+                ))
+            })
     }
 }
 
@@ -394,6 +507,40 @@ mod tests {
                 "tie_word_embeddings",
             ),
             (swap("\"n_layer\": 12,", ""), "n_layer"),
+            // Out of range before anything is allocated (this used to hang building the map
+            // of a billion layers' expected tensors).
+            (
+                swap("\"n_layer\": 12,", "\"n_layer\": 1000000000,"),
+                "n_layer = 1000000000: at most 1024 layers",
+            ),
+            (
+                swap(
+                    "\"n_embd\": 768, \"n_head\": 12, \"n_layer\": 12,",
+                    "\"n_embd\": 65536, \"n_head\": 16, \"n_layer\": 1024, \"n_inner\": 262144,",
+                ),
+                "at most 2^40 parameters",
+            ),
+            (
+                swap("\"n_positions\": 1024,", "\"n_positions\": 4000000000,"),
+                "n_positions",
+            ),
+            // A token id beyond u32 used to wrap to another token.
+            (
+                swap("\"eos_token_id\": 50256", "\"eos_token_id\": 4294967296"),
+                "eos_token_id must be a token id (an integer from 0 to 2^32 - 1), got 4294967296",
+            ),
+            (
+                swap("\"eos_token_id\": 50256", "\"eos_token_id\": 50257"),
+                "eos_token_id = 50257: a token id below vocab_size",
+            ),
+            (
+                swap("\"layer_norm_epsilon\": 1e-05", "\"layer_norm_epsilon\": 0"),
+                "layer_norm_epsilon",
+            ),
+            (
+                swap("\"initializer_range\": 0.02", "\"initializer_range\": -1"),
+                "initializer_range",
+            ),
         ];
         for (json, key) in cases {
             let err = Gpt2Config::from_hf_json(&json).unwrap_err().to_string();

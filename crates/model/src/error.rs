@@ -25,6 +25,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be written (or its directory created).
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// `config.json` is not valid JSON or lacks a required key.
     #[error("invalid config {path}: {message}")]
     InvalidConfig {
@@ -49,6 +58,30 @@ pub enum Error {
         /// The weights file.
         path: PathBuf,
         /// What is wrong with it.
+        message: String,
+    },
+    /// A weight that is NaN or infinite: every forward through it would be, too.
+    #[error(
+        "checkpoint {path}: tensor {tensor} holds {value} at index {index:?}; weights must be \
+         finite (load with LoadOptions::allow_non_finite, or --allow-non-finite, to study a \
+         broken checkpoint)"
+    )]
+    NonFinite {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor's name in the checkpoint.
+        tensor: String,
+        /// The first non-finite element, one index per dimension.
+        index: Vec<usize>,
+        /// Its value (NaN, inf or -inf).
+        value: f32,
+    },
+    /// A model directory whose weights are in a format burnlens refuses (pickle checkpoints).
+    #[error("{path}: {message}")]
+    UnsupportedCheckpoint {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why, and how to convert it.
         message: String,
     },
     /// The checkpoint's tensors do not match the architecture the config describes.

@@ -38,9 +38,10 @@ pub use generate::{Generated, GenerationConfig, Strategy};
 pub use hook::{HookKind, HookPoint, Hooks, IntoHookPoint, NoHooks, UnknownHookPoint};
 pub use model::{ForwardContext, Gpt2, gelu_tanh};
 pub use process::WeightProcessing;
-pub use source::{LoadedModel, ModelSource, load, load_with};
+pub use source::{LoadedModel, ModelSource, load, load_from, load_from_with, load_with};
 pub use tokenizer::Gpt2Tokenizer;
 pub use train::{StepLog, TrainConfig, train_lm, train_with_loss};
+pub use weights::LoadOptions;
 
 /// Re-export of burn, so that downstream crates use the same version.
 pub use burn;

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::generate::GenerationConfig;
 use crate::model::Gpt2;
 use crate::tokenizer::Gpt2Tokenizer;
+use crate::weights::LoadOptions;
 
 /// A model's location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +164,24 @@ pub fn load_with(
 
 /// Loads a model and its tokenizer from a [`ModelSource`].
 pub fn load_from(source: &ModelSource, device: &Device) -> Result<LoadedModel> {
+    load_from_with(source, device, LoadOptions::default())
+}
+
+/// [`load_from`] with explicit [`LoadOptions`] (e.g. to accept non-finite weights).
+pub fn load_from_with(
+    source: &ModelSource,
+    device: &Device,
+    options: LoadOptions,
+) -> Result<LoadedModel> {
     let dir = source.resolve()?;
+    if dir.is_file() {
+        return Err(Error::UnsupportedCheckpoint {
+            path: dir,
+            message: "is a file; give the directory that holds config.json, model.safetensors \
+                      and tokenizer.json (Hugging Face's layout)"
+                .into(),
+        });
+    }
     if !dir.is_dir() {
         return Err(Error::MissingFile {
             path: dir,
@@ -172,7 +190,17 @@ pub fn load_from(source: &ModelSource, device: &Device) -> Result<LoadedModel> {
     }
     let config = Gpt2Config::from_hf_file(&dir.join("config.json"))?;
     let weights = weights_path(&dir);
-    let model = Gpt2::from_safetensors(&config, &weights, device)?;
+    if !weights.is_file() && dir.join("pytorch_model.bin").is_file() {
+        return Err(Error::UnsupportedCheckpoint {
+            path: dir.join("pytorch_model.bin"),
+            message: "pickle checkpoints are refused (unpickling can run arbitrary code) and \
+                      this directory has no model.safetensors; convert it once with \
+                      `python -c \"import sys; from transformers import GPT2LMHeadModel as M; \
+                      M.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[1])\" DIR`"
+                .into(),
+        });
+    }
+    let model = Gpt2::from_safetensors_with(&config, &weights, device, options)?;
     let tokenizer = Gpt2Tokenizer::from_dir(&dir)?;
     if tokenizer.vocab_size() > config.vocab_size {
         return Err(Error::Tokenizer {

@@ -28,6 +28,12 @@ pub struct RawTensor {
 /// Reads every tensor of a safetensors file (or of the shards listed in a
 /// `model.safetensors.index.json`) as f32.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
+    read_safetensors_as(path, "a safetensors file")
+}
+
+/// [`read_safetensors`], naming what the file was needed for (`"the noise file"`, …) when it
+/// is missing.
+pub fn read_safetensors_as(path: &Path, what: &'static str) -> Result<BTreeMap<String, RawTensor>> {
     if path
         .file_name()
         .and_then(|n| n.to_str())
@@ -35,7 +41,7 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
     {
         return read_sharded(path);
     }
-    let bytes = read_file(path, "the model's weights (model.safetensors)")?;
+    let bytes = read_file(path, what)?;
     let invalid = |message: String| Error::InvalidWeights {
         path: path.to_path_buf(),
         message,
@@ -73,7 +79,10 @@ fn read_sharded(index: &Path) -> Result<BTreeMap<String, RawTensor>> {
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut out = BTreeMap::new();
     for f in files {
-        out.extend(read_safetensors(&dir.join(f))?);
+        out.extend(read_safetensors_as(
+            &dir.join(f),
+            "a shard named in the checkpoint's index",
+        )?);
     }
     Ok(out)
 }
@@ -112,6 +121,29 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> std::result::Result<Vec<f32>, String> {
             ));
         }
     })
+}
+
+/// The first element of `data` (a tensor of `shape`) that is NaN or infinite: its index, one
+/// per dimension, and its value.
+pub fn first_non_finite(shape: &[usize], data: &[f32]) -> Option<(Vec<usize>, f32)> {
+    let flat = data.iter().position(|x| !x.is_finite())?;
+    let mut index = vec![0; shape.len()];
+    let mut rest = flat;
+    for (i, &n) in shape.iter().enumerate().rev() {
+        if n > 0 {
+            index[i] = rest % n;
+            rest /= n;
+        }
+    }
+    Some((index, data[flat]))
+}
+
+/// How a checkpoint is checked as it loads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Accept NaN and infinite weights (for studying broken checkpoints); by default the first
+    /// one is an error naming the tensor and the index.
+    pub allow_non_finite: bool,
 }
 
 /// Keys a Hugging Face checkpoint may carry that are not parameters: the causal-mask buffers
@@ -155,18 +187,42 @@ pub fn expected_shapes(c: &Gpt2Config) -> BTreeMap<String, Vec<usize>> {
 impl Gpt2 {
     /// Loads a checkpoint's weights into a model of the given configuration.
     ///
-    /// Every missing, unexpected or misshaped tensor is listed in the error.
+    /// Every missing, unexpected or misshaped tensor is listed in the error; a NaN or
+    /// infinite weight is an error naming it ([`Gpt2::from_safetensors_with`] can allow them).
     pub fn from_safetensors(config: &Gpt2Config, path: &Path, device: &Device) -> Result<Self> {
-        let raw = read_safetensors(path)?;
-        Self::from_raw(config, raw, path, device)
+        Self::from_safetensors_with(config, path, device, LoadOptions::default())
     }
 
-    /// Builds the model from tensors named as in a Hugging Face checkpoint.
+    /// [`Gpt2::from_safetensors`] with explicit [`LoadOptions`].
+    pub fn from_safetensors_with(
+        config: &Gpt2Config,
+        path: &Path,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Self> {
+        config.validate()?;
+        let raw = read_safetensors_as(path, "the model's weights (model.safetensors)")?;
+        Self::from_raw_with(config, raw, path, device, options)
+    }
+
+    /// Builds the model from tensors named as in a Hugging Face checkpoint, refusing
+    /// non-finite weights.
     pub fn from_raw(
         config: &Gpt2Config,
         raw: BTreeMap<String, RawTensor>,
         path: &Path,
         device: &Device,
+    ) -> Result<Self> {
+        Self::from_raw_with(config, raw, path, device, LoadOptions::default())
+    }
+
+    /// [`Gpt2::from_raw`] with explicit [`LoadOptions`].
+    pub fn from_raw_with(
+        config: &Gpt2Config,
+        raw: BTreeMap<String, RawTensor>,
+        path: &Path,
+        device: &Device,
+        options: LoadOptions,
     ) -> Result<Self> {
         config.validate()?;
         let expected = expected_shapes(config);
@@ -185,6 +241,16 @@ impl Gpt2 {
                     t.shape
                 )),
                 Some(_) => {
+                    if !options.allow_non_finite
+                        && let Some((index, value)) = first_non_finite(&t.shape, &t.data)
+                    {
+                        return Err(Error::NonFinite {
+                            path: path.to_path_buf(),
+                            tensor: name,
+                            index,
+                            value,
+                        });
+                    }
                     if tensors.insert(key.clone(), t).is_some() {
                         problems.push(format!(
                             "tensor {key} appears twice (with and without the transformer. prefix)"
@@ -328,13 +394,13 @@ impl Gpt2 {
     /// Writes `config.json` and `model.safetensors` into `dir` (created if needed), in the
     /// Hugging Face layout that `transformers` and [`crate::load`] read.
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Write {
             path: dir.to_path_buf(),
             source,
         })?;
         let cfg = dir.join("config.json");
         std::fs::write(&cfg, self.config.to_hf_json())
-            .map_err(|source| Error::Io { path: cfg, source })?;
+            .map_err(|source| Error::Write { path: cfg, source })?;
         self.save_safetensors(&dir.join("model.safetensors"))
     }
 
@@ -393,5 +459,9 @@ pub fn write_safetensors_as(
         .collect::<Result<Vec<_>>>()?;
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| invalid(e.to_string()))
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| invalid(e.to_string()))?;
+    std::fs::write(path, bytes).map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }

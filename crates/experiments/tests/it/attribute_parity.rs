@@ -106,6 +106,23 @@ fn attributions_match_inseq_on_every_backend() {
             let agg = &want[&format!("{name}.aggregated")];
             let (d, _) = compare(&got.aggregate(Aggregation::L2NormSumOne), &agg.data);
             assert!(d <= tol, "{kind} {name}: aggregated diff {d}");
+            // Inseq's step score of a contrastive difference runs the foil with its own prefix
+            // (" a" at step 1, where the target has " the"), not the target's.
+            if let Some(steps) = want.get(&format!("{name}.step_scores")) {
+                assert_ne!(foil[0], target[0], "the prefixes must differ at step 1");
+                for (s, (&g, &w)) in got.step_scores.iter().zip(&steps.data).enumerate() {
+                    let d = (g - w).abs();
+                    assert!(
+                        d <= 1e-4 * w.abs().max(1e-3),
+                        "{kind} {name}: step {s} score {g} vs Inseq's {w}"
+                    );
+                }
+                assert_eq!(got.step_scores[0], got.attributed_values[0]);
+                assert!(
+                    (got.step_scores[1] - got.attributed_values[1]).abs() > 1e-6,
+                    "{name}: the foil's own prefix must change step 1's score"
+                );
+            }
         }
     }
 }
@@ -125,7 +142,7 @@ fn integrated_gradients_are_complete_at_64_steps() {
             .function(function);
         let a = attribute(&model, &input, &options).unwrap();
         for step in 0..target.len() {
-            let f_x = f64::from(a.step_scores[step]);
+            let f_x = f64::from(a.attributed_values[step]);
             let f_b = f64::from(baseline_score(&model, &input, &options, step).unwrap());
             let total = a.step_total(step);
             let gap = f_x - f_b;
@@ -157,7 +174,7 @@ fn layer_integrated_gradients_are_complete_at_64_steps() {
         let options = AttributeOptions::new(method, 0).function(AttributedFn::Logit);
         let a = attribute(&model, &input, &options).unwrap();
         for step in 0..target.len() {
-            let f_x = f64::from(a.step_scores[step]);
+            let f_x = f64::from(a.attributed_values[step]);
             let f_b = f64::from(baseline_score(&model, &input, &options, step).unwrap());
             let (total, gap) = (a.step_total(step), f_x - f_b);
             assert!(gap.abs() > 1e-6, "{point}: no gap");

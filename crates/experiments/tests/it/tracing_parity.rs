@@ -104,6 +104,41 @@ fn causal_traces_match_the_rome_reference_on_every_backend() {
                 assert!(spread > 1e-3, "{kind}: prompt {i} {:?} is flat", table.kind);
             }
             traces.push(trace);
+            // ROME's default window (10) on this 2-layer model: clipped at the model's ends,
+            // every column restores both layers, as ROME's own loop does.
+            if kind != BackendKind::Wgpu {
+                let wide = TraceConfig {
+                    window: json["wide_window"].as_u64().unwrap() as usize,
+                    ..config.clone()
+                };
+                assert_eq!(wide.window, TraceConfig::default().window);
+                let kinds = [TraceKind::Mlp, TraceKind::Attn];
+                let trace = causal_trace(&lm.model, &prompt, &kinds, &wide, &noise).unwrap();
+                for table in &trace.tables {
+                    let w = &want[&format!("{}.w10.{i}", table.kind.name())];
+                    let d = max_diff(&table.scores, &w.data);
+                    assert!(
+                        d <= 1e-4,
+                        "{kind}: prompt {i} {:?} window 10: {d}",
+                        table.kind
+                    );
+                    let layers: Vec<[usize; 2]> = json["wide_window_layers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| {
+                            let c: Vec<usize> = c
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|l| l.as_u64().unwrap() as usize)
+                                .collect();
+                            [c[0], c[c.len() - 1] + 1]
+                        })
+                        .collect();
+                    assert_eq!(table.column_layers, layers, "{:?}", table.kind);
+                }
+            }
         }
         if n == prompts.len() {
             for kind in TraceKind::ALL {
@@ -153,15 +188,15 @@ fn tracing_input_errors_are_clear() {
     let d = lm.model.config.n_embd;
     let sub = prompt.subject_range.len();
     let noise = burn::tensor::Tensor::<3>::zeros([10, sub, d], &device);
-    let wide = TraceConfig {
-        window: 3,
+    let zero = TraceConfig {
+        window: 0,
         ..TraceConfig::default()
     };
-    let err = causal_trace(&lm.model, &prompt, &[TraceKind::Mlp], &wide, &noise)
+    let err = causal_trace(&lm.model, &prompt, &[TraceKind::Mlp], &zero, &noise)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("`window` = 3: a restoration window must fit the model's 2 layers"),
+        err.contains("`window` = 0: a restoration window of at least 1 layer"),
         "{err}"
     );
     let ok = TraceConfig {

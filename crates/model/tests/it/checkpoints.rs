@@ -243,3 +243,90 @@ fn prompts_longer_than_the_context_and_empty_prompts_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn non_finite_weights_are_refused_unless_allowed() {
+    let raw = read_safetensors(&tiny_dir().join("model.safetensors")).unwrap();
+    for (tensor, at, value, index) in [
+        (
+            "transformer.h.1.mlp.c_fc.weight",
+            3 * 256 + 7,
+            f32::NAN,
+            "[3, 7]",
+        ),
+        (
+            "transformer.wte.weight",
+            5 * 64 + 2,
+            f32::INFINITY,
+            "[5, 2]",
+        ),
+        ("transformer.ln_f.bias", 9, f32::NEG_INFINITY, "[9]"),
+    ] {
+        let mut bad = raw.clone();
+        bad.get_mut(tensor).unwrap().data[at] = value;
+        let d = tiny_copy();
+        write_safetensors(&bad, &d.path().join("model.safetensors")).unwrap();
+        let err = err_of(d.path());
+        assert!(
+            err.contains(&format!("tensor {tensor} holds {value} at index {index}"))
+                && err.contains("--allow-non-finite"),
+            "{tensor}: {err}"
+        );
+        // The opt-out loads it as it is, for people who study broken checkpoints.
+        let source = burnlens_model::ModelSource::Dir(d.path().to_path_buf());
+        let options = burnlens_model::LoadOptions {
+            allow_non_finite: true,
+        };
+        let lm = burnlens_model::load_from_with(&source, &Device::flex(), options).unwrap();
+        let logits = lm
+            .model
+            .logits(&TokenBatch::single(&[5, 6]).unwrap())
+            .unwrap();
+        let host = logits
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(host.iter().any(|x| !x.is_finite()), "{tensor}");
+    }
+}
+
+#[test]
+fn a_file_or_a_pickle_checkpoint_as_model_says_what_to_give_instead() {
+    let err = err_of(&tiny_dir().join("config.json"));
+    assert!(
+        err.contains("config.json") && err.contains("is a file; give the directory"),
+        "{err}"
+    );
+    let d = tiny_copy();
+    std::fs::rename(
+        d.path().join("model.safetensors"),
+        d.path().join("pytorch_model.bin"),
+    )
+    .unwrap();
+    let err = err_of(d.path());
+    assert!(
+        err.contains("pytorch_model.bin")
+            && err.contains("pickle checkpoints are refused")
+            && err.contains("save_pretrained"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_out_of_range_is_refused_before_the_weights_are_read() {
+    let d = tiny_copy();
+    let path = d.path().join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let layers = v["n_layer"].as_u64().unwrap();
+    let huge = text.replacen(
+        &format!("\"n_layer\": {layers}"),
+        "\"n_layer\": 1000000000",
+        1,
+    );
+    assert_ne!(huge, text);
+    std::fs::write(&path, huge).unwrap();
+    let err = err_of(d.path());
+    assert!(err.contains("n_layer = 1000000000"), "{err}");
+}
