@@ -115,6 +115,25 @@ pub fn run(a: AttributeArgs) -> Result<()> {
             "unknown --function {other:?}: probability, log_probability, logit, contrast_prob_diff, contrast_logits_diff or kl_divergence"
         ),
     };
+    if a.foil.is_some()
+        && !matches!(
+            function,
+            AttributedFn::ContrastProbDiff | AttributedFn::ContrastLogitsDiff
+        )
+    {
+        bail!(
+            "--foil is used only by --function contrast_prob_diff or contrast_logits_diff; \
+             with --function {} it would be ignored",
+            a.function
+        );
+    }
+    if a.contrast_prompt.is_some() && function != AttributedFn::KlDivergence {
+        bail!(
+            "--contrast-prompt is used only by --function kl_divergence; with --function {} it \
+             would be ignored",
+            a.function
+        );
+    }
     let normalize = match a.normalize.as_str() {
         "sum" => Aggregation::L2NormSumOne,
         "max" => Aggregation::L2NormMaxOne,

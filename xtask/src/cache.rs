@@ -32,9 +32,7 @@ pub struct CacheArgs {
 /// Caches the hook points the patterns name.
 pub fn run(a: CacheArgs) -> Result<()> {
     // The output file's folder is checked before the work, and a write failure is reported as one.
-    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::models::prepare_out_dir(dir).context("--out")?;
-    }
+    crate::models::check_out_file("--out", &a.out)?;
     let (mut lm, _) = open(&a.model)?;
     if a.processed {
         lm.model = lm

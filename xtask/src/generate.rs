@@ -1,8 +1,9 @@
 //! `cargo xtask generate`: continue a prompt (greedy, sampling or beam search).
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burnlens_model::generate::EarlyStopping;
 use burnlens_model::{GenerationConfig, Strategy};
 use clap::Args;
@@ -53,10 +54,21 @@ pub struct GenerateArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also write the sequences as JSON to this file (`-` for stdout): each one's token ids,
+    /// text and score (docs/RESULTS.md).
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 /// Generates and prints the continuations.
 pub fn run(a: GenerateArgs) -> Result<()> {
+    if let Some(path) = a
+        .json
+        .as_deref()
+        .filter(|p| *p != std::path::Path::new("-"))
+    {
+        crate::models::check_out_file("--json", path)?;
+    }
     let (lm, _) = open(&a.model)?;
     let prompt = lm.tokenizer.encode(&a.prompt, a.model.prepend_bos)?;
     let strategy = if let Some(num_beams) = a.num_beams {
@@ -98,15 +110,47 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let t = Instant::now();
     let out = lm.model.generate(&prompt, &cfg)?;
     spinner.finish_and_clear();
-    eprintln!("generated in {:.2?}", t.elapsed());
+    let seconds = t.elapsed().as_secs_f64();
+    eprintln!("generated in {seconds:.2}s");
+    let mut sequences = Vec::with_capacity(out.len());
     for (i, g) in out.iter().enumerate() {
         let text = lm.tokenizer.decode(&g.tokens)?;
-        println!(
-            "[{i}] score {:.4}{}",
-            g.score,
-            if g.finished { " (eos)" } else { "" }
-        );
-        println!("{}{}", a.prompt, text);
+        if a.json.as_deref() != Some(std::path::Path::new("-")) {
+            println!(
+                "[{i}] score {:.4}{}",
+                g.score,
+                if g.finished { " (eos)" } else { "" }
+            );
+            println!("{}{}", a.prompt, text);
+        }
+        sequences.push(serde_json::json!({
+            "tokens": g.tokens,
+            "text": text,
+            "score": g.score,
+            "finished": g.finished,
+        }));
+    }
+    if let Some(path) = &a.json {
+        let json = serde_json::json!({
+            "experiment": "generate",
+            "model": a.model.name(),
+            "prompt": a.prompt,
+            "prompt_tokens": prompt,
+            "strategy": format!("{:?}", cfg.strategy),
+            "max_new_tokens": cfg.max_new_tokens,
+            "frequency_penalty": cfg.frequency_penalty,
+            "eos_token_id": cfg.eos_token_id,
+            "seed": cfg.seed,
+            "sequences": sequences,
+            "seconds_total": seconds,
+        });
+        let text = serde_json::to_string_pretty(&json)?;
+        if path == std::path::Path::new("-") {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text)
+                .with_context(|| format!("--json: writing {}", path.display()))?;
+        }
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ pub struct LogitsArgs {
 
 /// Writes the logits and the top predictions.
 pub fn run(a: LogitsArgs) -> Result<()> {
+    crate::models::check_out_file("--out", &a.out.with_extension("json"))?;
     let (lm, backend) = open(&a.model)?;
     let ids = lm.tokenizer.encode(&a.prompt, a.model.prepend_bos)?;
     let logits = lm.model.logits(&TokenBatch::single(&ids)?)?;
@@ -53,9 +54,6 @@ pub fn run(a: LogitsArgs) -> Result<()> {
             }))
         })
         .collect::<Result<_>>()?;
-    if let Some(parent) = a.out.parent() {
-        std::fs::create_dir_all(parent).ok();
-    }
     let npy = a.out.with_extension("npy");
     npy::write_f32(&npy, &[t, v], &data)?;
     let json = serde_json::json!({

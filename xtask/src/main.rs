@@ -45,41 +45,60 @@ struct Cli {
     command: Command,
 }
 
+// Negative numbers are values (`--noise-level -1` is refused for being negative, not taken
+// for an unknown option), in every command.
 #[derive(Subcommand)]
 enum Command {
     /// Continue a prompt (greedy, sampling or beam search).
+    #[command(allow_negative_numbers = true)]
     Generate(generate::GenerateArgs),
     /// Write a prompt's token ids, string tokens, top-k predictions (JSON) and full logits (.npy).
+    #[command(allow_negative_numbers = true)]
     Logits(logits::LogitsArgs),
     /// Regenerate the fixtures that Rust makes.
+    #[command(allow_negative_numbers = true)]
     Fixtures(fixtures::FixturesArgs),
     /// Run a prompt and save hook activations (TransformerLens names) as safetensors.
+    #[command(allow_negative_numbers = true)]
     Cache(cache::CacheArgs),
     /// Activation patching sweeps on a clean/corrupted pair: result.json, SVG heatmaps, index.html.
+    #[command(allow_negative_numbers = true)]
     Patch(patch::PatchArgs),
     /// ROME's causal tracing of a prompt or a file of facts: result.json, SVG heatmaps, index.html.
+    #[command(allow_negative_numbers = true)]
     Trace(trace::TraceArgs),
     /// Gradient attribution of a continuation to its prompt (saliency, input x gradient, IG).
+    #[command(allow_negative_numbers = true)]
     Attribute(attribute::AttributeArgs),
     /// Layer gradient x activation in every block over a file of facts, by ROME's token groups.
+    #[command(allow_negative_numbers = true)]
     AttributeLayers(layers::LayersArgs),
     /// The logit lens of a prompt: top tokens per layer and position, an answer across layers.
+    #[command(allow_negative_numbers = true)]
     Lens(lens::LensArgs),
     /// The token(s) that, prepended to a target string, minimise its perplexity.
+    #[command(allow_negative_numbers = true)]
     Prepend(prepend::PrependArgs),
     /// A steering vector from two prompts, and generation with and without it.
+    #[command(allow_negative_numbers = true)]
     Steer(steer::SteerArgs),
     /// Attention-head analysis over a text file: concentration ranking and one head's patterns.
+    #[command(allow_negative_numbers = true)]
     Heads(heads::HeadsArgs),
     /// Candidates at every position, pool similarity, and embedding swaps or noise.
+    #[command(allow_negative_numbers = true)]
     Probe(probe::ProbeArgs),
     /// Circuit discovery on the edge graph (EAP, EAP-IG, ACDC): result.json, diagram, index.html.
+    #[command(allow_negative_numbers = true)]
     Circuit(circuit::CircuitArgs),
     /// Train the model organism (planted facts, in-context retrieval), or evaluate it (--eval).
+    #[command(allow_negative_numbers = true)]
     Organism(organism::OrganismArgs),
     /// ROME edits of CounterFact cases (edit, evaluate, revert), with ROME's scores.
+    #[command(allow_negative_numbers = true)]
     Rome(rome::RomeArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
+    #[command(allow_negative_numbers = true)]
     Run(recipe::RunArgs),
 }
 
@@ -99,7 +118,7 @@ fn main() -> Result<()> {
 fn dispatch(command: Command) -> Result<()> {
     // Output paths are checked before the work starts, not after an hour of it.
     if let Some(out) = out_dir(&command) {
-        models::prepare_out_dir(&out)?;
+        models::prepare_out_dir("--out", &out)?;
     }
     match command {
         Command::Generate(a) => generate::run(a),

@@ -69,22 +69,45 @@ pub fn cache_dir() -> Result<PathBuf> {
         })
 }
 
-/// Creates `dir` and checks that a file can be written into it, before any work is done.
+/// Creates `dir`, the output directory given by `option`, and checks that a file can be
+/// written into it, before any work is done.
 ///
 /// # Errors
-/// Naming `--out` and the directory, with the system's reason.
-pub fn prepare_out_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the output directory --out {}", dir.display()))?;
+/// Naming `option` and the directory, with the system's reason.
+pub fn prepare_out_dir(option: &str, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the output directory {option} {}",
+            dir.display()
+        )
+    })?;
     let probe = dir.join(".burnlens-write-check");
     std::fs::write(&probe, b"").with_context(|| {
         format!(
-            "cannot write into the output directory --out {}",
+            "cannot write into the output directory {option} {}",
             dir.display()
         )
     })?;
     std::fs::remove_file(&probe).ok();
     Ok(())
+}
+
+/// Checks, before any work is done, that the file `path` given by `option` can be written: its
+/// folder is created and written into.
+///
+/// # Errors
+/// As [`prepare_out_dir`], or when `path` is an existing directory.
+pub fn check_out_file(option: &str, path: &Path) -> Result<()> {
+    if path.is_dir() {
+        anyhow::bail!(
+            "{option} {} is a directory; give a file name",
+            path.display()
+        );
+    }
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => prepare_out_dir(option, dir),
+        None => prepare_out_dir(option, Path::new(".")),
+    }
 }
 
 /// Loads `args.model` on `args.backend`, saying what was loaded on stderr.

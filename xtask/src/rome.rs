@@ -109,6 +109,16 @@ fn case_fluency(
 /// Runs `cargo xtask rome`.
 pub fn run(a: RomeArgs) -> Result<()> {
     let started = std::time::Instant::now();
+    let stats_dir = match &a.stats_dir {
+        Some(d) => d.clone(),
+        None => crate::models::cache_dir()
+            .context("choosing where ROME's second moments are cached (--stats-dir)")?
+            .join("stats"),
+    };
+    crate::models::prepare_out_dir("--stats-dir", &stats_dir)?;
+    if let Some(dir) = &a.save_edited {
+        crate::models::prepare_out_dir("--save-edited", dir)?;
+    }
     let (mut lm, backend) = open(&a.model)?;
     let tok = lm.tokenizer.clone();
     let n_layer = lm.model.config.n_layer;
@@ -170,12 +180,6 @@ pub fn run(a: RomeArgs) -> Result<()> {
         "second moment: texts",
     );
     let key = format!("{}", lm.dir.display());
-    let stats_dir = match &a.stats_dir {
-        Some(d) => d.clone(),
-        None => crate::models::cache_dir()
-            .context("choosing where ROME's second moments are cached (--stats-dir)")?
-            .join("stats"),
-    };
     let (stats, stats_path) = second_moment_cached(
         &lm.model,
         &key,

@@ -382,6 +382,14 @@ fn check_input(model: &Gpt2, input: &AttributionInput, options: &AttributeOption
                     .into(),
             })
         }
+        (false, Some(f)) => Err(Error::BadOption {
+            option: "foil",
+            value: format!("{f:?}"),
+            expected: format!(
+                "no foil with {function:?}, which does not use one (a foil is for \
+                 ContrastProbDiff, ContrastLogitsDiff or KlDivergence)"
+            ),
+        }),
         _ => Ok(()),
     }
 }
@@ -765,6 +773,15 @@ pub fn layer_sweep(
         return Err(Error::MissingFoil {
             function: format!("{function:?}"),
             what: "a foil token",
+        });
+    }
+    if function.is_contrastive() && foil == Some(target) {
+        return Err(Error::BadOption {
+            option: "foil",
+            value: target.to_string(),
+            expected: "a token other than the target: with the foil equal to the target the \
+                       contrastive difference, and so every column, is 0"
+                .into(),
         });
     }
     let n_layers = model.config.n_layer;

@@ -81,7 +81,10 @@ fn attributions_match_inseq_on_every_backend() {
             } else {
                 &foil
             };
-            let input = AttributionInput::new(&prompt, &target).foil(contrast);
+            let mut input = AttributionInput::new(&prompt, &target);
+            if function.is_contrastive() {
+                input = input.foil(contrast);
+            }
             let options = AttributeOptions::new(method, baseline).function(function);
             let got = attribute(&model, &input, &options).unwrap();
             let raw = &want[&format!("{name}.raw")];
@@ -238,6 +241,15 @@ fn bad_requests_are_clear_errors() {
     assert!(e.contains("target token id 641 is out of range"), "{e}");
     let e = err(&[5], Some(&[4000]), AttributedFn::ContrastProbDiff);
     assert!(e.contains("foil token id 4000 is out of range"), "{e}");
+    // A foil equal to the target makes every attribution 0; a foil the function does not use
+    // would be dropped without a word.
+    let e = err(&[5, 6], Some(&[5, 6]), AttributedFn::ContrastProbDiff);
+    assert!(
+        e.contains("`foil`") && e.contains("other than the target"),
+        "{e}"
+    );
+    let e = err(&[5], Some(&[7]), AttributedFn::Probability);
+    assert!(e.contains("no foil with Probability"), "{e}");
     // A baseline score exists for the integrated methods only, and for a step of the target.
     let input = AttributionInput::new(&p, &[5]);
     let e = baseline_score(
@@ -268,6 +280,12 @@ fn layer_sweep_columns_are_the_per_layer_attributions() {
         (TokenReduce::Sum, burnlens_model::HookKind::MlpOut),
         (TokenReduce::L2Norm, burnlens_model::HookKind::AttnOut),
     ] {
+        let same = layer_sweep(&model, &prompt, target, Some(target), f, kind, reduce);
+        let e = same.unwrap_err().to_string();
+        assert!(
+            e.contains("`foil`") && e.contains("other than the target"),
+            "{e}"
+        );
         let table = layer_sweep(&model, &prompt, target, Some(foil), f, kind, reduce).unwrap();
         let n = model.config.n_layer;
         assert_eq!(table.len(), prompt.len() * n);

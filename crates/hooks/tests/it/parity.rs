@@ -464,6 +464,25 @@ fn cache_round_trips_through_safetensors_with_transformer_lens_names() {
     assert_eq!(cache.memory_bytes(), bytes);
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("cache.safetensors");
+    // A write failure is a write error naming the file (it used to read "invalid safetensors
+    // file"), and a missing cache file is named as the activation cache.
+    let blocked = tmp.path().join("a-file");
+    std::fs::write(&blocked, b"").unwrap();
+    let err = cache
+        .save(&blocked.join("cache.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot write") && err.contains("a-file"),
+        "{err}"
+    );
+    let err = ActivationCache::load(&tmp.path().join("none.safetensors"), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("none.safetensors") && err.contains("activation cache"),
+        "{err}"
+    );
     cache.save(&path).unwrap();
     let raw = read_safetensors(&path).unwrap();
     assert!(raw.contains_key("blocks.0.attn.hook_pattern"));
