@@ -114,7 +114,15 @@ pub fn run(a: CircuitArgs) -> Result<()> {
             String::new()
         }
     );
-    let options = CircuitOptions::default().metric(metric).ablation(ablation);
+    let bar = crate::progress::bar(
+        0,
+        "circuit [{bar:40}] {pos}/{len} ({eta})",
+        &format!("circuit ({})", a.method),
+    );
+    let options = CircuitOptions::default()
+        .metric(metric)
+        .ablation(ablation)
+        .observer(crate::progress::observer(&bar));
     let run = CircuitRun::new(&lm.model, &task, &options)?;
     let graph = run.graph().clone();
     let (scores, circuit, kept) = match a.method.as_str() {
@@ -150,6 +158,7 @@ pub fn run(a: CircuitArgs) -> Result<()> {
     } else {
         run.faithfulness_curve(&scores, &log_steps(graph.len()))?
     };
+    bar.finish_and_clear();
     let ranked = scores.ranked(&graph);
     let edges: Vec<serde_json::Value> = ranked
         .iter()

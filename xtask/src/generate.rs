@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use burnlens_model::generate::EarlyStopping;
 use burnlens_model::{GenerationConfig, Strategy};
 use clap::Args;
-use indicatif::ProgressBar;
 
 use crate::models::{ModelArgs, open};
 
@@ -104,7 +103,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         },
         seed: a.seed,
     };
-    let spinner = ProgressBar::new_spinner()
+    let spinner = crate::progress::bar(0, "{spinner} {msg} ({elapsed})", "generate")
         .with_message(format!("generating up to {} tokens", a.max_new_tokens));
     spinner.enable_steady_tick(std::time::Duration::from_millis(100));
     let t = Instant::now();

@@ -9,6 +9,8 @@ mod circuit;
 #[cfg(test)]
 mod features;
 mod fixtures;
+#[cfg(test)]
+mod fuzz;
 mod generate;
 mod heads;
 #[cfg(test)]

@@ -102,7 +102,9 @@ impl Gpt2Config {
 
     /// Width of the MLP's hidden layer.
     pub fn d_mlp(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        // Saturating: an absurd n_embd is refused by `validate`, not an overflow here (the
+        // fuzzer found n_embd = 8·10^18).
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     /// Checks the internal consistency of the shapes.
@@ -114,28 +116,6 @@ impl Gpt2Config {
                 expected,
             })
         };
-        if self.n_layer == 0 {
-            return bad("n_layer", 0, "at least 1");
-        }
-        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
-            return bad("n_head", self.n_head, "a positive divisor of n_embd");
-        }
-        if self.vocab_size == 0 {
-            return bad("vocab_size", 0, "at least 1");
-        }
-        if self.n_positions == 0 {
-            return bad("n_positions", 0, "at least 1");
-        }
-        if self.n_inner == Some(0) {
-            return bad("n_inner", 0, "positive, or null for 4 * n_embd");
-        }
-        if !self.layer_norm_epsilon.is_finite() || self.layer_norm_epsilon <= 0.0 {
-            return Err(Error::UnsupportedConfig {
-                key: "layer_norm_epsilon",
-                value: self.layer_norm_epsilon.to_string(),
-                expected: "a positive, finite number",
-            });
-        }
         // Sane ranges, checked before anything is allocated: a typo such as n_layer = 10^9
         // is an error here, not an hour spent building a map of a billion layers' tensors.
         for (key, value, max, expected) in [
@@ -159,6 +139,31 @@ impl Gpt2Config {
             if value > max {
                 return bad(key, value, expected);
             }
+        }
+        if self.n_layer == 0 {
+            return bad("n_layer", 0, "at least 1");
+        }
+        if self.n_embd == 0 {
+            return bad("n_embd", 0, "at least 1");
+        }
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
+            return bad("n_head", self.n_head, "a positive divisor of n_embd");
+        }
+        if self.vocab_size == 0 {
+            return bad("vocab_size", 0, "at least 1");
+        }
+        if self.n_positions == 0 {
+            return bad("n_positions", 0, "at least 1");
+        }
+        if self.n_inner == Some(0) {
+            return bad("n_inner", 0, "positive, or null for 4 * n_embd");
+        }
+        if !self.layer_norm_epsilon.is_finite() || self.layer_norm_epsilon <= 0.0 {
+            return Err(Error::UnsupportedConfig {
+                key: "layer_norm_epsilon",
+                value: self.layer_norm_epsilon.to_string(),
+                expected: "a positive, finite number",
+            });
         }
         for (key, id) in [
             ("bos_token_id", self.bos_token_id),
@@ -519,6 +524,15 @@ mod tests {
                     "\"n_embd\": 65536, \"n_head\": 16, \"n_layer\": 1024, \"n_inner\": 262144,",
                 ),
                 "at most 2^40 parameters",
+            ),
+            (
+                swap("\"n_embd\": 768,", "\"n_embd\": 0,"),
+                "n_embd = 0: at least 1",
+            ),
+            // Found by the fuzzer: 4 * n_embd overflowed before n_embd's range was checked.
+            (
+                swap("\"n_embd\": 768,", "\"n_embd\": 8080881342814409704,"),
+                "n_embd = 8080881342814409704: at most 65536",
             ),
             (
                 swap("\"n_positions\": 1024,", "\"n_positions\": 4000000000,"),

@@ -206,9 +206,11 @@ pub fn load_from_with(
         return Err(Error::Tokenizer {
             path: dir.clone(),
             message: format!(
-                "the tokenizer has {} tokens but the model only {} embeddings",
-                tokenizer.vocab_size(),
-                config.vocab_size
+                "the tokenizer's largest token id is {} but the model has only {} embeddings \
+                 (ids 0 to {})",
+                tokenizer.vocab_size() - 1,
+                config.vocab_size,
+                config.vocab_size - 1
             ),
         });
     }

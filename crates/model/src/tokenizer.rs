@@ -6,6 +6,7 @@
 //! token ids).
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
@@ -22,6 +23,17 @@ pub const ENDOFTEXT: &str = "<|endoftext|>";
 pub struct Gpt2Tokenizer {
     inner: Tokenizer,
     source: PathBuf,
+    /// One more than the largest token id.
+    id_bound: usize,
+}
+
+/// One more than the largest id in `inner`'s vocabulary (special tokens included).
+fn id_bound(inner: &Tokenizer) -> usize {
+    inner
+        .get_vocab(true)
+        .values()
+        .max()
+        .map_or(0, |&id| id as usize + 1)
 }
 
 impl std::fmt::Debug for Gpt2Tokenizer {
@@ -59,11 +71,23 @@ impl Gpt2Tokenizer {
                 what: "the tokenizer (tokenizer.json)",
             });
         }
-        let inner = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let bad = |message: String| Error::Tokenizer {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        // tokenizers 0.23 panics (`expect("Helper")`) on some malformed decoder sections
+        // instead of returning an error (found by the fuzzer, xtask/src/fuzz.rs): JSON syntax
+        // is checked here first, and a panic on valid JSON is caught and reported as an error.
+        serde_json::from_str::<serde_json::Value>(text).map_err(|e| bad(e.to_string()))?;
+        let inner = std::panic::catch_unwind(|| Tokenizer::from_str(text))
+            .map_err(|_| {
+                bad("the tokenizers crate could not read it (a malformed section)".into())
+            })?
+            .map_err(|e| bad(e.to_string()))?;
         Ok(Self {
+            id_bound: id_bound(&inner),
             inner,
             source: path.to_path_buf(),
         })
@@ -98,6 +122,7 @@ impl Gpt2Tokenizer {
             .add_special_tokens([AddedToken::from(ENDOFTEXT, true)])
             .map_err(err)?;
         Ok(Self {
+            id_bound: id_bound(&inner),
             inner,
             source: vocab.to_path_buf(),
         })
@@ -145,6 +170,7 @@ impl Gpt2Tokenizer {
             .add_special_tokens([AddedToken::from(ENDOFTEXT, true)])
             .map_err(err)?;
         Ok(Self {
+            id_bound: id_bound(&inner),
             inner,
             source: PathBuf::from("<trained>"),
         })
@@ -153,6 +179,7 @@ impl Gpt2Tokenizer {
     /// Wraps an existing `tokenizers` tokenizer.
     pub fn from_tokenizer(inner: Tokenizer) -> Self {
         Self {
+            id_bound: id_bound(&inner),
             inner,
             source: PathBuf::from("<in memory>"),
         }
@@ -163,9 +190,11 @@ impl Gpt2Tokenizer {
         &self.inner
     }
 
-    /// Number of tokens, special tokens included.
+    /// The number of embeddings a model needs for this tokenizer: one more than its largest
+    /// token id, special tokens included (for a well-formed vocabulary, the number of tokens;
+    /// a vocabulary with gaps in its ids needs more).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.id_bound
     }
 
     /// The id of `<|endoftext|>`, if the vocabulary has it.
@@ -180,13 +209,27 @@ impl Gpt2Tokenizer {
         }
     }
 
+    /// Runs a call into the `tokenizers` crate, turning its panics into an error naming this
+    /// tokenizer's file: tokenizers 0.23 indexes out of bounds on some malformed (but
+    /// loadable) normalizers and merges instead of returning an error (found by the fuzzer,
+    /// xtask/src/fuzz.rs).
+    fn guarded<T>(&self, doing: &str, f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .map_err(|_| {
+                self.err(format!(
+                    "the tokenizers crate failed while {doing} (a malformed tokenizer file?)"
+                ))
+            })?
+            .map_err(|e| self.err(e))
+    }
+
     /// Token ids of `text`, with `<|endoftext|>` first when `prepend_bos`.
     ///
     /// # Errors
     /// [`Error::EmptyPrompt`] when the result has no token; a tokenizer error when BOS is
     /// asked for and the vocabulary has no `<|endoftext|>`.
     pub fn encode(&self, text: &str, prepend_bos: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        let enc = self.guarded("encoding", || self.inner.encode(text, false))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if prepend_bos {
             ids.push(self.endoftext_id().ok_or_else(|| {
@@ -222,7 +265,7 @@ impl Gpt2Tokenizer {
             .filter(|_| !substring.is_empty())
             .ok_or_else(not_found)?;
         let end = start + substring.len();
-        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        let enc = self.guarded("encoding", || self.inner.encode(text, false))?;
         let offset = usize::from(prepend_bos);
         let covering: Vec<usize> = enc
             .get_offsets()
@@ -258,14 +301,14 @@ impl Gpt2Tokenizer {
     /// Text of a sequence of ids (special tokens kept).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.check_ids(ids)?;
-        self.inner.decode(ids, false).map_err(|e| self.err(e))
+        self.guarded("decoding", || self.inner.decode(ids, false))
     }
 
     /// Each token decoded on its own, as TransformerLens's `to_str_tokens` does.
     pub fn str_tokens(&self, ids: &[u32]) -> Result<Vec<String>> {
         self.check_ids(ids)?;
         ids.iter()
-            .map(|&id| self.inner.decode(&[id], false).map_err(|e| self.err(e)))
+            .map(|&id| self.guarded("decoding", || self.inner.decode(&[id], false)))
             .collect()
     }
 

@@ -669,6 +669,27 @@ fn progress_is_reported_in_plain_lines_when_stderr_is_not_a_terminal() {
         "no progress line:\n{}",
         ran.stderr
     );
+    let ran = xtask_in(
+        tmp.path(),
+        &[
+            "circuit",
+            "--method",
+            "eap-ig",
+            "--dual",
+            "retrieval",
+            "--n",
+            "8",
+            "--out",
+            "c",
+        ],
+        &fast,
+    );
+    ran.succeeds();
+    assert!(
+        ran.stderr.contains("circuit (eap-ig): "),
+        "no progress line:\n{}",
+        ran.stderr
+    );
 }
 
 #[test]

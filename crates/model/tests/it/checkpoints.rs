@@ -330,3 +330,26 @@ fn a_config_out_of_range_is_refused_before_the_weights_are_read() {
     let err = err_of(d.path());
     assert!(err.contains("n_layer = 1000000000"), "{err}");
 }
+
+#[test]
+fn a_tokenizer_with_ids_beyond_the_embeddings_is_refused() {
+    // A vocabulary with a gap: as many tokens as embeddings, but one id past them (the
+    // fuzzer's find: counting tokens let it through, and its id then had no embedding).
+    let d = tiny_copy();
+    let path = d.path().join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+    let (last, _) = vocab
+        .iter()
+        .max_by_key(|(_, id)| id.as_u64().unwrap())
+        .map(|(k, id)| (k.clone(), id.clone()))
+        .unwrap();
+    vocab.insert(last, 5000.into());
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let err = err_of(d.path());
+    assert!(
+        err.contains("largest token id is 5000") && err.contains("641 embeddings"),
+        "{err}"
+    );
+}
