@@ -1,5 +1,5 @@
 //! Fuzzing the front end: every reader of a user's file (config.json, safetensors headers,
-//! tokenizer files, the facts / pairs / CounterFact / CSV / JSONL / text readers and recipes)
+//! tokenizer.json and vocab.json + merges.txt, the facts / pairs / CounterFact / CSV / JSONL / text readers and recipes)
 //! is fed valid files mutated by `proptest` — bytes flipped, inserted, deleted, repeated or cut,
 //! and JSON or TOML values replaced by hostile ones (NaN-like strings, 2^64, negative and huge
 //! numbers, wrong types, deep nesting, a byte-order mark). A reader may refuse a file with an
@@ -529,6 +529,79 @@ mod tests {
                 Ok(true)
             },
         );
+        assert_both(&t);
+    }
+
+    /// `vocab.json` and `merges.txt` as GPT-2's original release ships them, made from the
+    /// tiny fixture's tokenizer.json (each case mutates one of the two; the other is this).
+    fn vocab_and_merges_dir() -> &'static Path {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        DIR.get_or_init(|| {
+            let text =
+                std::fs::read_to_string(repo_root().join("fixtures/tiny-gpt2/tokenizer.json"))
+                    .unwrap();
+            let tok: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let vocab = tok["model"]["vocab"].to_string();
+            std::fs::write(dir.path().join("vocab.json"), vocab).unwrap();
+            let mut merges = String::from("#version: 0.2\n");
+            for pair in tok["model"]["merges"].as_array().unwrap() {
+                merges += &format!(
+                    "{} {}\n",
+                    pair[0].as_str().unwrap(),
+                    pair[1].as_str().unwrap()
+                );
+            }
+            std::fs::write(dir.path().join("merges.txt"), merges).unwrap();
+            dir
+        })
+        .path()
+    }
+
+    #[test]
+    fn vocab_json_and_merges_txt() {
+        let dir = vocab_and_merges_dir();
+        let seeds = [
+            (
+                dir.join("vocab.json"),
+                std::fs::read(dir.join("vocab.json")).unwrap(),
+                Syntax::Json,
+            ),
+            (
+                dir.join("merges.txt"),
+                std::fs::read(dir.join("merges.txt")).unwrap(),
+                Syntax::Bytes,
+            ),
+        ];
+        // The unmutated pair loads and encodes as tokenizer.json does.
+        let plain = Gpt2Tokenizer::from_vocab_merges(&seeds[0].0, &seeds[1].0).unwrap();
+        let json = Gpt2Tokenizer::from_file(&repo_root().join("fixtures/tiny-gpt2/tokenizer.json"))
+            .unwrap();
+        let text = "Jessop Emma lives in Paris, the city of";
+        assert_eq!(
+            plain.encode(text, false).unwrap(),
+            json.encode(text, false).unwrap()
+        );
+        let t = fuzz("vocab.json + merges.txt", &seeds, |p| {
+            let dir = vocab_and_merges_dir();
+            let loaded = if p.ends_with("vocab.json") {
+                Gpt2Tokenizer::from_vocab_merges(p, &dir.join("merges.txt"))
+            } else {
+                Gpt2Tokenizer::from_vocab_merges(&dir.join("vocab.json"), p)
+            };
+            let Ok(tok) = loaded else {
+                return Ok(false);
+            };
+            if let Ok(ids) = tok.encode("Jessop Emma lives in Paris, the city of", false)
+                && let Some(id) = ids.iter().find(|&&i| i as usize >= tok.vocab_size())
+            {
+                return Err(format!(
+                    "token id {id} beyond the vocabulary {}",
+                    tok.vocab_size()
+                ));
+            }
+            Ok(true)
+        });
         assert_both(&t);
     }
 

@@ -111,9 +111,17 @@ impl Gpt2Tokenizer {
             path: vocab.to_path_buf(),
             message: e.to_string(),
         };
-        let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
-            .build()
-            .map_err(err)?;
+        // As in `from_file`, a panic of the tokenizers crate on a malformed file is an error.
+        let bpe = std::panic::catch_unwind(|| {
+            BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy()).build()
+        })
+        .map_err(|_| Error::Tokenizer {
+            path: merges.to_path_buf(),
+            message: "the tokenizers crate could not build the BPE from it and the vocabulary \
+                      (a malformed merge?)"
+                .into(),
+        })?
+        .map_err(err)?;
         let mut inner = Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
