@@ -1,9 +1,10 @@
 //! Fuzzing the front end: every reader of a user's file (config.json, safetensors headers,
 //! tokenizer.json and vocab.json + merges.txt, the facts / pairs / CounterFact / CSV / JSONL /
 //! text readers and recipes) is fed valid files mutated by `proptest` — bytes flipped,
-//! inserted, deleted, repeated or cut, and JSON or TOML values replaced by hostile ones (NaN-like strings, 2^64, negative and huge
-//! numbers, wrong types, deep nesting, a byte-order mark). A reader may refuse a file with an
-//! error; it must not panic, hang, or accept something it then cannot use.
+//! inserted, deleted, repeated or cut, and JSON or TOML values replaced by hostile ones
+//! (NaN-like strings, 2^64, negative and huge numbers, wrong types, deep nesting, a byte-order
+//! mark). A reader may refuse a file with an error; it must not panic, hang, or accept
+//! something it then cannot use.
 //!
 //! `BURNLENS_FUZZ_CASES` sets the cases per target (default 1000, what the test command runs);
 //! docs/FUZZING.md records a long run. Each target prints a line: cases, accepted, refused,
