@@ -61,11 +61,9 @@ pub struct GenerateArgs {
 
 /// Generates and prints the continuations.
 pub fn run(a: GenerateArgs) -> Result<()> {
-    if let Some(path) = a
-        .json
-        .as_deref()
-        .filter(|p| *p != std::path::Path::new("-"))
-    {
+    // `--json -` writes the JSON, and only the JSON, to stdout.
+    let to_stdout = a.json.as_deref() == Some(std::path::Path::new("-"));
+    if let Some(path) = a.json.as_deref().filter(|_| !to_stdout) {
         crate::models::check_out_file("--json", path)?;
     }
     let (lm, _) = open(&a.model)?;
@@ -114,7 +112,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let mut sequences = Vec::with_capacity(out.len());
     for (i, g) in out.iter().enumerate() {
         let text = lm.tokenizer.decode(&g.tokens)?;
-        if a.json.as_deref() != Some(std::path::Path::new("-")) {
+        if !to_stdout {
             println!(
                 "[{i}] score {:.4}{}",
                 g.score,
@@ -144,7 +142,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             "seconds_total": seconds,
         });
         let text = serde_json::to_string_pretty(&json)?;
-        if path == std::path::Path::new("-") {
+        if to_stdout {
             println!("{text}");
         } else {
             std::fs::write(path, text)

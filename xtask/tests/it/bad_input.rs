@@ -626,70 +626,61 @@ fn the_default_window_runs_on_a_two_layer_model_clipped_as_rome_clips_it() {
 fn progress_is_reported_in_plain_lines_when_stderr_is_not_a_terminal() {
     let tmp = tempfile::tempdir().unwrap();
     let fast = [("BURNLENS_PROGRESS_SECS", "0.002")];
-    let ran = xtask_in(
-        tmp.path(),
-        &[
-            "trace",
-            "--prompt",
-            "Jessop Emma lives in",
-            "--subject",
-            "Jessop Emma",
-            "--out",
-            "t",
-        ],
-        &fast,
-    );
-    ran.succeeds();
-    assert!(
-        ran.stderr.contains("elapsed"),
-        "no progress line:\n{}",
-        ran.stderr
-    );
-    // attribute used to show no progress at all.
-    let ran = xtask_in(
-        tmp.path(),
-        &[
-            "attribute",
-            "--prompt",
-            "Jessop Emma lives in",
-            "--max-new-tokens",
-            "3",
-            "--method",
-            "integrated_gradients",
-            "--steps",
-            "200",
-            "--out",
-            "a",
-        ],
-        &fast,
-    );
-    ran.succeeds();
-    assert!(
-        ran.stderr.contains("elapsed"),
-        "no progress line:\n{}",
-        ran.stderr
-    );
-    let ran = xtask_in(
-        tmp.path(),
-        &[
-            "circuit",
-            "--method",
-            "eap-ig",
-            "--dual",
-            "retrieval",
-            "--n",
-            "8",
-            "--out",
-            "c",
-        ],
-        &fast,
-    );
-    ran.succeeds();
-    assert!(
-        ran.stderr.contains("circuit (eap-ig): "),
-        "no progress line:\n{}",
-        ran.stderr
-    );
+    let prompt = "Jessop Emma lives in";
+    let runs: &[(&[&str], &str)] = &[
+        (
+            &[
+                "trace",
+                "--prompt",
+                prompt,
+                "--subject",
+                "Jessop Emma",
+                "--out",
+                "t",
+            ],
+            "elapsed",
+        ),
+        // attribute used to show no progress at all.
+        (
+            &[
+                "attribute",
+                "--prompt",
+                prompt,
+                "--max-new-tokens",
+                "3",
+                "--method",
+                "integrated_gradients",
+                "--steps",
+                "200",
+                "--out",
+                "a",
+            ],
+            "elapsed",
+        ),
+        (
+            &[
+                "circuit",
+                "--method",
+                "eap-ig",
+                "--dual",
+                "retrieval",
+                "--n",
+                "8",
+                "--out",
+                "c",
+            ],
+            "circuit (eap-ig): ",
+        ),
+    ];
+    for (args, line) in runs {
+        let ran = xtask_in(tmp.path(), args, &fast);
+        ran.succeeds();
+        assert!(
+            ran.stderr.contains(line),
+            "{args:?}: no progress line:\n{}",
+            ran.stderr
+        );
+    }
 }
 
 #[test]
