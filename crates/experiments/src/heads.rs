@@ -3,16 +3,20 @@
 //! visible tokens is a multiple of 2), with the top-N and bottom-N multiples, the top for a
 //! given token, seeded random samples above average, and how concentrated each head is.
 //!
+//! The same pass scores every head with TransformerLens's head detectors
+//! ([`crate::HeadPattern`]: previous-token, duplicate-token, induction, `k` back), averaged over
+//! the texts as TransformerLens averages a list of sequences.
+//!
 //! Texts are scanned one forward pass at a time by a hook set that reduces each layer's
 //! `attn.hook_pattern` into bounded per-head summaries as the forward produces it and keeps
 //! nothing else, so memory does not grow with the number of texts.
 
-use burn::tensor::Tensor;
-use burnlens_model::{Gpt2, HookPoint, Hooks, TokenBatch};
+use burnlens_model::{Gpt2, TokenBatch};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::detect::{DetectOptions, Detector, HeadPattern, OnPattern};
 use crate::error::{Error, Result};
 
 /// What to collect per head.
@@ -27,6 +31,10 @@ pub struct HeadScanOptions {
     pub token: Option<u32>,
     /// Seed of the random samples above average.
     pub seed: u64,
+    /// The head detectors to score every head with (TransformerLens's three by default).
+    pub detectors: Vec<HeadPattern>,
+    /// Their options (TransformerLens's defaults: the "mul" measure, nothing excluded).
+    pub detect: DetectOptions,
 }
 
 impl Default for HeadScanOptions {
@@ -36,6 +44,8 @@ impl Default for HeadScanOptions {
             suppress_first: false,
             token: None,
             seed: 0,
+            detectors: HeadPattern::STANDARD.to_vec(),
+            detect: DetectOptions::default(),
         }
     }
 }
@@ -160,6 +170,10 @@ pub struct HeadScan {
     heads: Vec<HeadState>,
     texts: Vec<Vec<u32>>,
     rng: StdRng,
+    /// Per detector, the sum over scored texts of every head's score.
+    detector_sums: Vec<Vec<f64>>,
+    /// Texts the detectors scored (those of at least 2 tokens with attention left to score).
+    detector_texts: usize,
 }
 
 impl HeadScan {
@@ -168,6 +182,8 @@ impl HeadScan {
         let (n_layers, n_heads) = (model.config.n_layer, model.config.n_head);
         Self {
             rng: StdRng::seed_from_u64(options.seed),
+            detector_sums: vec![vec![0.0; n_layers * n_heads]; options.detectors.len()],
+            detector_texts: 0,
             options,
             n_layers,
             n_heads,
@@ -194,14 +210,58 @@ impl HeadScan {
     /// An empty or too long text, and forward errors.
     pub fn add(&mut self, model: &Gpt2, ids: &[u32]) -> Result<()> {
         let text = self.texts.len();
-        let mut hooks = PatternSink {
-            scan: self,
-            text,
-            ids,
-        };
+        let detector = (ids.len() >= 2 && !self.options.detectors.is_empty()).then(|| {
+            Detector::new(
+                self.n_layers,
+                self.n_heads,
+                ids,
+                &self.options.detectors,
+                self.options.detect,
+            )
+        });
+        let mut detector = detector;
+        let mut hooks = OnPattern(|layer, pattern: &[f32], t| {
+            self.absorb(layer, text, ids, pattern, t);
+            if let Some(d) = detector.as_mut() {
+                d.absorb(layer, pattern);
+            }
+        });
         model.forward(&TokenBatch::single(ids)?, None, &mut hooks)?;
+        if let Some(scores) = detector.and_then(Detector::finish) {
+            for (sum, table) in self.detector_sums.iter_mut().zip(scores) {
+                for (a, b) in sum.iter_mut().zip(table) {
+                    *a += f64::from(b);
+                }
+            }
+            self.detector_texts += 1;
+        }
         self.texts.push(ids.to_vec());
         Ok(())
+    }
+
+    /// Every head's score for each of the options' detectors, averaged over the texts scored
+    /// so far (texts of one token, or with nothing left after the exclusions, are not scored):
+    /// `(pattern, [n_layers × n_heads])`, or empty tables when no text was scored.
+    pub fn detector_scores(&self) -> Vec<(HeadPattern, Vec<f32>)> {
+        let n = self.detector_texts as f64;
+        self.options
+            .detectors
+            .iter()
+            .zip(&self.detector_sums)
+            .map(|(p, sum)| {
+                let table = if self.detector_texts == 0 {
+                    Vec::new()
+                } else {
+                    sum.iter().map(|x| (x / n) as f32).collect()
+                };
+                (*p, table)
+            })
+            .collect()
+    }
+
+    /// Texts the detectors scored.
+    pub fn detector_texts(&self) -> usize {
+        self.detector_texts
     }
 
     fn absorb(&mut self, layer: usize, text: usize, ids: &[u32], pattern: &[f32], t: usize) {
@@ -305,35 +365,5 @@ impl HeadScan {
             .collect();
         out.sort_by(|a, b| b.2.total_cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
         out
-    }
-}
-
-/// The hook set of one scanned text: reduces each layer's pattern as it is produced.
-struct PatternSink<'a> {
-    scan: &'a mut HeadScan,
-    text: usize,
-    ids: &'a [u32],
-}
-
-impl Hooks for PatternSink<'_> {
-    fn is_active(&self, point: HookPoint) -> bool {
-        matches!(point, HookPoint::Pattern(_))
-    }
-
-    fn hook3(&mut self, _point: HookPoint, act: Tensor<3>) -> burnlens_model::Result<Tensor<3>> {
-        Ok(act)
-    }
-
-    fn hook4(&mut self, point: HookPoint, act: Tensor<4>) -> burnlens_model::Result<Tensor<4>> {
-        if let HookPoint::Pattern(layer) = point {
-            let [_, _, t, _] = act.dims();
-            let host: Vec<f32> = act
-                .to_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("float pattern");
-            self.scan.absorb(layer, self.text, self.ids, &host, t);
-        }
-        Ok(act)
     }
 }

@@ -12,6 +12,7 @@ pub mod attribute;
 pub mod attribution;
 pub mod circuit;
 pub mod counterfact;
+pub mod detect;
 mod engine;
 pub mod error;
 pub mod heads;
@@ -33,6 +34,9 @@ pub use attribution::{attribution_patch, pearson};
 pub use counterfact::{
     CaseScores, CounterFactSummary, EditCase, TargetNll, case_scores, fluency, harmonic_mean,
     ngram_entropy, summarize, target_nlls,
+};
+pub use detect::{
+    DetectOptions, ErrorMeasure, HeadPattern, detect_heads, detect_heads_many, similarity_score,
 };
 pub use engine::Engine;
 pub use error::{Error, Result};

@@ -97,6 +97,7 @@ fn head_scan_matches_brute_force_and_stays_bounded() {
                 suppress_first: suppress,
                 token: Some(token),
                 seed: 5,
+                ..HeadScanOptions::default()
             };
             let mut scan = HeadScan::new(&model, opts);
             for ids in &batch {
