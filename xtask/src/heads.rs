@@ -1,15 +1,18 @@
 //! `cargo xtask heads`: attention-head analysis over a text file, streamed one text at a time:
-//! heads ranked by concentration, and for one head the top / bottom multiples of the row
-//! average with their context, the top for a token and random samples above average; a
-//! terminal table, result.json and index.html, plus the prompt that asks a language model to
-//! describe the head.
+//! every head scored by TransformerLens's head detectors (previous-token, duplicate-token,
+//! induction, and `back_K`), heads ranked by concentration, and for one head the top / bottom
+//! multiples of the row average with their context, the top for a token and random samples
+//! above average; a terminal table, result.json and index.html, plus the prompt that asks a
+//! language model to describe the head.
 
 use std::fmt::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burnlens_datasets::read_texts;
-use burnlens_experiments::{AttentionHit, HeadScan, HeadScanOptions};
+use burnlens_experiments::{
+    AttentionHit, DetectOptions, ErrorMeasure, HeadPattern, HeadScan, HeadScanOptions,
+};
 use burnlens_model::Gpt2Tokenizer;
 use clap::Args;
 
@@ -49,6 +52,27 @@ pub struct HeadsArgs {
     /// Seed of the random samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Head detectors to score every head with: TransformerLens's previous_token,
+    /// duplicate_token and induction, and back_K (a head attending K tokens back).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "previous_token,duplicate_token,induction,back_2,back_3",
+        value_parser = parse_pattern
+    )]
+    pub detect: Vec<HeadPattern>,
+    /// Leave the attention to the first token out of the detector scores (TransformerLens's
+    /// `exclude_bos`).
+    #[arg(long)]
+    pub exclude_bos: bool,
+    /// Leave each token's attention to itself out of the detector scores
+    /// (`exclude_current_token`).
+    #[arg(long)]
+    pub exclude_current_token: bool,
+    /// The detectors' error measure: mul (the share of attention on the pattern,
+    /// TransformerLens's default) or abs (1 − mean absolute difference).
+    #[arg(long, default_value = "mul", value_parser = ["mul", "abs"])]
+    pub measure: String,
     /// An OpenAI-compatible endpoint (e.g. `https://api.openai.com/v1`) to ask for a
     /// description of the head; also `BURNLENS_LLM_URL`. The key comes from
     /// `BURNLENS_LLM_API_KEY` or `OPENAI_API_KEY`. Without one, the prompt is printed.
@@ -105,6 +129,16 @@ pub fn run(a: HeadsArgs) -> Result<()> {
             suppress_first: a.suppress_first,
             token,
             seed: a.seed,
+            detectors: a.detect.clone(),
+            detect: DetectOptions {
+                exclude_bos: a.exclude_bos,
+                exclude_current_token: a.exclude_current_token,
+                measure: if a.measure == "abs" {
+                    ErrorMeasure::Abs
+                } else {
+                    ErrorMeasure::Mul
+                },
+            },
         },
     );
     let bar = crate::progress::bar(
@@ -130,6 +164,64 @@ pub fn run(a: HeadsArgs) -> Result<()> {
         );
     }
     let ranking = scan.ranking();
+    let n_heads = lm.model.config.n_head;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut detectors = Vec::new();
+    let mut detector_html = String::new();
+    if scan.detector_texts() > 0 {
+        println!(
+            "head detectors over {} texts ({}):",
+            scan.detector_texts(),
+            a.measure
+        );
+        let _ = writeln!(
+            detector_html,
+            "<h2>Head detectors</h2>\n<p>TransformerLens's detection patterns (back_K: attends K tokens back), \"{}\" measure, averaged over {} texts.</p>\n<table border=\"1\" cellpadding=\"4\"><tr><th>detector</th><th>best head</th><th>score</th><th>runner-up</th></tr>",
+            escape(&a.measure),
+            scan.detector_texts()
+        );
+        let mut svgs = String::new();
+        for (pattern, table) in scan.detector_scores() {
+            let mut order: Vec<usize> = (0..table.len()).collect();
+            order.sort_by(|&x, &y| table[y].total_cmp(&table[x]));
+            let name = |i: usize| format!("L{}H{}", i / n_heads, i % n_heads);
+            println!(
+                "  {pattern:<16} best {} {:.3}, then {} {:.3}",
+                name(order[0]),
+                table[order[0]],
+                name(order[1.min(order.len() - 1)]),
+                table[order[1.min(order.len() - 1)]]
+            );
+            let _ = writeln!(
+                detector_html,
+                "<tr><td>{pattern}</td><td>{}</td><td>{:.3}</td><td>{} ({:.3})</td></tr>",
+                name(order[0]),
+                table[order[0]],
+                name(order[1.min(order.len() - 1)]),
+                table[order[1.min(order.len() - 1)]]
+            );
+            let file = format!("detector_{pattern}.svg");
+            let rows: Vec<String> = (0..lm.model.config.n_layer)
+                .map(|l| format!("L{l}"))
+                .collect();
+            let cols: Vec<String> = (0..n_heads).map(|h| format!("H{h}")).collect();
+            std::fs::write(
+                a.out.join(&file),
+                crate::report::heatmap_svg(&format!("{pattern} score"), &rows, &cols, &table),
+            )?;
+            let _ = writeln!(
+                svgs,
+                "<figure><img src=\"{file}\" alt=\"{pattern}\"></figure>"
+            );
+            detectors.push(serde_json::json!({
+                "pattern": pattern.to_string(),
+                "scores": table.chunks(n_heads).collect::<Vec<_>>(),
+                "best": {"layer": order[0] / n_heads, "head": order[0] % n_heads, "score": table[order[0]]},
+            }));
+        }
+        detector_html.push_str("</table>\n");
+        detector_html.push_str(&svgs);
+    }
     let (layer, head) = match (a.layer, a.head) {
         (Some(l), Some(h)) => (l, h),
         _ => (ranking[0].0, ranking[0].1),
@@ -176,6 +268,7 @@ pub fn run(a: HeadsArgs) -> Result<()> {
         html.push_str("</table>\n");
         json_lists.insert(name.replace(' ', "_"), serde_json::Value::Array(entries));
     }
+    html.push_str(&detector_html);
     html.push_str("<h2>Heads by concentration</h2>\n<table border=\"1\" cellpadding=\"4\"><tr><th>head</th><th>mean max multiple</th><th>mean entropy</th></tr>\n");
     for (l, h, m, e) in &ranking {
         let _ = writeln!(
@@ -197,7 +290,6 @@ pub fn run(a: HeadsArgs) -> Result<()> {
         );
     }
     prompt.push_str("\nIn one or two sentences, what does this head do?\n");
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     std::fs::write(a.out.join("describe_prompt.txt"), &prompt)?;
     let description = match ChatEndpoint::from_flags(a.llm_url.as_deref(), &a.llm_model) {
         Some(endpoint) => {
@@ -224,10 +316,18 @@ description ({}): {d}",
             "layer": layer, "head": head, "rows": report.rows,
             "mean_max_multiple": report.mean_max_multiple, "mean_entropy": report.mean_entropy,
             "lists": json_lists,
+            "detectors": detectors, "detector_texts": scan.detector_texts(),
+            "detect_options": {"measure": a.measure, "exclude_bos": a.exclude_bos, "exclude_current_token": a.exclude_current_token},
             "ranking": ranking.iter().map(|(l, h, m, e)| serde_json::json!({"layer": l, "head": h, "mean_max_multiple": m, "mean_entropy": e})).collect::<Vec<_>>(),
             "describe_prompt": prompt, "description": description,
             "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
     crate::report::write_files(&a.out, &result, &html, "describe_prompt.txt")
+}
+
+/// A head detector's name (`previous_token`, `duplicate_token`, `induction`, `back_K`).
+fn parse_pattern(s: &str) -> Result<HeadPattern, String> {
+    s.parse()
+        .map_err(|e: burnlens_experiments::Error| e.to_string())
 }

@@ -1,16 +1,17 @@
-//! `cargo xtask patch`: activation patching sweeps on a clean/corrupted pair, with optional
-//! attribution patching beside them.
+//! `cargo xtask patch`: activation patching sweeps on a clean/corrupted pair or a file of
+//! pairs (the metric the mean over the batch), with optional attribution patching beside them.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burnlens_datasets::{PairOptions, PromptPair, tokenize_pairs};
+use burnlens_datasets::{PairOptions, PromptPair, TokenizedPairs, load_pairs, tokenize_pairs};
 use burnlens_experiments::{
     NormalizedLogitDiff, PatchIndex, PatchOptions, Sweep, attribution_patch, patch_sweep_with,
     pearson,
 };
 use burnlens_hooks::{Selector, run_with_cache};
+use burnlens_model::{Gpt2Tokenizer, PaddingSide};
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
@@ -21,17 +22,26 @@ pub struct PatchArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// The clean prompt.
-    #[arg(long, value_parser = crate::checks::text)]
-    clean: String,
+    #[arg(long, value_parser = crate::checks::text, required_unless_present = "pairs")]
+    clean: Option<String>,
     /// The corrupted prompt (must tokenize to the clean prompt's length).
-    #[arg(long, value_parser = crate::checks::text)]
-    corrupted: String,
+    #[arg(long, value_parser = crate::checks::text, required_unless_present = "pairs")]
+    corrupted: Option<String>,
     /// The clean answer (one token, e.g. " Paris").
-    #[arg(long, value_parser = crate::checks::text)]
-    answer: String,
+    #[arg(long, value_parser = crate::checks::text, required_unless_present = "pairs")]
+    answer: Option<String>,
     /// The foil (one token).
-    #[arg(long, value_parser = crate::checks::text)]
-    foil: String,
+    #[arg(long, value_parser = crate::checks::text, required_unless_present = "pairs")]
+    foil: Option<String>,
+    /// A file of prompt pairs instead of one (.json / .jsonl / .csv with clean, corrupted,
+    /// answer, foil). Pairs whose clean and corrupted prompts tokenize to different lengths,
+    /// or whose answer or foil is not one token, are dropped and listed; the rest are
+    /// left-padded into one batch, and the metric is the batch's mean logit difference.
+    #[arg(long, conflicts_with_all = ["clean", "corrupted", "answer", "foil"])]
+    pairs: Option<PathBuf>,
+    /// At most this many pairs of --pairs (the first ones).
+    #[arg(long, requires = "pairs", value_parser = crate::checks::positive)]
+    limit: Option<usize>,
     /// Comma-separated sweeps: resid_pre, resid_mid, resid_post, attn_out, mlp_out,
     /// head_out_all_pos, head_q_all_pos, head_k_all_pos, head_v_all_pos, head_pattern_all_pos,
     /// head_out_by_pos, head_pattern_by_pos, or block_every / head_all_pos_every.
@@ -50,18 +60,44 @@ pub struct PatchArgs {
 pub fn run(a: PatchArgs) -> Result<()> {
     let started = Instant::now();
     let sweeps = Sweep::parse_list(&a.sweeps.join(","))?;
-    let (lm, backend) = open(&a.model)?;
-    let pair = PromptPair {
-        clean: a.clean.clone(),
-        corrupted: a.corrupted.clone(),
-        answer: a.answer.clone(),
-        foil: a.foil.clone(),
+    let mut pairs = match &a.pairs {
+        Some(path) => load_pairs(path)?,
+        None => vec![PromptPair {
+            clean: a.clean.clone().unwrap_or_default(),
+            corrupted: a.corrupted.clone().unwrap_or_default(),
+            answer: a.answer.clone().unwrap_or_default(),
+            foil: a.foil.clone().unwrap_or_default(),
+        }],
     };
+    if let Some(n) = a.limit {
+        pairs.truncate(n);
+    }
+    let (lm, backend) = open(&a.model)?;
+    // Left padding: every row's last real token is the last position, where the metric reads,
+    // and the model takes positions from the mask, so a padded row computes what it would
+    // alone.
     let options = PairOptions {
         prepend_bos: a.model.prepend_bos,
-        ..PairOptions::default()
+        padding: PaddingSide::Left,
     };
-    let t = tokenize_pairs(std::slice::from_ref(&pair), &lm.tokenizer, options)?;
+    let source = a
+        .pairs
+        .as_ref()
+        .map_or("the prompt pair".to_string(), |p| p.display().to_string());
+    let t = tokenize_pairs(&pairs, &lm.tokenizer, options)
+        .with_context(|| format!("tokenizing {source}"))?;
+    for d in &t.dropped {
+        eprintln!("dropped pair {} of {source}: {}", d.index, d.reason);
+    }
+    if a.pairs.is_some() {
+        eprintln!(
+            "patching {} of {} pairs in one batch of {} tokens ({} dropped)",
+            t.pairs.len(),
+            pairs.len(),
+            t.clean.seq_len(),
+            t.dropped.len()
+        );
+    }
     let (clean_logits, cache) = run_with_cache(&lm.model, &t.clean, Selector::all())?;
     // Fails early on a degenerate baseline rather than after the sweep.
     let metric = NormalizedLogitDiff::new(
@@ -72,7 +108,7 @@ pub fn run(a: PatchArgs) -> Result<()> {
     )?;
     let (clean_ld, corrupt_ld) = (metric.clean(), metric.corrupted());
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let str_tokens = lm.tokenizer.str_tokens(t.clean.row(0))?;
+    let str_tokens = position_labels(&lm.tokenizer, &t)?;
     let n_heads = lm.model.config.n_head;
     let pos_labels: Vec<String> = report::token_labels(&str_tokens);
     let attributions = if a.attribution {
@@ -138,22 +174,52 @@ pub fn run(a: PatchArgs) -> Result<()> {
         }
         results.push(entry);
     }
+    let kept: Vec<serde_json::Value> = t
+        .pairs
+        .iter()
+        .enumerate()
+        .map(|(r, p)| {
+            serde_json::json!({
+                "index": t.indices[r], "clean": p.clean, "corrupted": p.corrupted,
+                "answer": p.answer, "foil": p.foil, "clean_ids": t.clean.row(r),
+                "corrupted_ids": t.corrupted.row(r), "diff_positions": t.diff_positions[r],
+            })
+        })
+        .collect();
+    let dropped: Vec<serde_json::Value> = t
+        .dropped
+        .iter()
+        .map(|d| serde_json::json!({"index": d.index, "reason": d.reason.to_string()}))
+        .collect();
     let result = models::result(
         "activation_patching",
         &lm,
         backend,
         serde_json::json!({
-            "clean": a.clean, "corrupted": a.corrupted, "answer": a.answer, "foil": a.foil,
+            "pairs_file": a.pairs, "n_pairs": t.pairs.len(),
+            "clean": t.pairs[0].clean, "corrupted": t.pairs[0].corrupted,
+            "answer": t.pairs[0].answer, "foil": t.pairs[0].foil,
             "str_tokens": str_tokens, "clean_ids": t.clean.row(0), "corrupted_ids": t.corrupted.row(0),
+            "pairs": kept, "dropped": dropped,
             "metric": "normalized logit difference at the last position: (ld - ld_corrupted) / (ld_clean - ld_corrupted)",
             "clean_logit_diff": clean_ld, "corrupted_logit_diff": corrupt_ld,
             "sweeps": results, "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
-    let summary = format!(
-        "{:?} vs {:?}; logit difference{:?} − {:?}: clean {clean_ld:.4}, corrupted {corrupt_ld:.4}",
-        a.clean, a.corrupted, a.answer, a.foil
-    );
+    let summary = match &a.pairs {
+        Some(path) => format!(
+            "{} pairs of {} ({} dropped); mean logit difference answer − foil: clean \
+             {clean_ld:.4}, corrupted {corrupt_ld:.4}",
+            t.pairs.len(),
+            path.display(),
+            t.dropped.len()
+        ),
+        None => format!(
+            "{:?} vs {:?}; logit difference {:?} − {:?}: clean {clean_ld:.4}, corrupted \
+             {corrupt_ld:.4}",
+            t.pairs[0].clean, t.pairs[0].corrupted, t.pairs[0].answer, t.pairs[0].foil
+        ),
+    };
     report::write_report(&a.out, &result, "Activation patching", &summary, &figures)
 }
 
@@ -194,4 +260,35 @@ fn as_table(
             (rows, pos_labels.to_vec(), v)
         }
     }
+}
+
+/// Labels of the batch's positions: the first pair's clean tokens, with `<pad>` where it is
+/// padded; where pairs disagree at a position, their distinct tokens joined by `|` (up to
+/// three, then `…`), so a dataset of one template reads as its template.
+fn position_labels(tok: &Gpt2Tokenizer, t: &TokenizedPairs) -> Result<Vec<String>> {
+    let n = t.clean.seq_len();
+    let mut columns: Vec<Vec<String>> = vec![Vec::new(); n];
+    for r in 0..t.clean.batch_size() {
+        let strs = tok.str_tokens(t.clean.row(r))?;
+        for (p, s) in strs.into_iter().enumerate() {
+            let s = if !t.clean.is_real(r, p) {
+                "<pad>".to_string()
+            } else {
+                s
+            };
+            if !columns[p].contains(&s) {
+                columns[p].push(s);
+            }
+        }
+    }
+    Ok(columns
+        .into_iter()
+        .map(|c| {
+            if c.len() > 3 {
+                format!("{}|…", c[..3].join("|"))
+            } else {
+                c.join("|")
+            }
+        })
+        .collect())
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use burnlens_experiments::{SearchOptions, prepend_search};
+use burnlens_experiments::{SearchOptions, prepend_losses, prepend_search};
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
@@ -47,6 +47,12 @@ pub fn run(a: PrependArgs) -> Result<()> {
     };
     let found = prepend_search(&lm.model, &target, &options)?;
     bar.finish();
+    // What the search has to beat: the target after <|endoftext|> alone (GPT-2's document
+    // start), where a tokenizer has it.
+    let baseline = match lm.tokenizer.endoftext_id() {
+        Some(eot) => Some(prepend_losses(&lm.model, &[eot], &[], &target)?[0].exp()),
+        None => None,
+    };
     let prefix_tokens = lm.tokenizer.str_tokens(&found.prefix)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let result = models::result(
@@ -56,6 +62,9 @@ pub fn run(a: PrependArgs) -> Result<()> {
         serde_json::json!({
             "target": a.target, "target_ids": target, "batch": a.batch,
             "prefix_ids": found.prefix, "prefix_tokens": prefix_tokens, "rounds": found.rounds,
+            "baseline": baseline.map(|p| serde_json::json!({
+                "prefix": "<|endoftext|>", "perplexity": p,
+            })),
             "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
@@ -73,8 +82,11 @@ pub fn run(a: PrependArgs) -> Result<()> {
     );
     let plot = a.out.join("perplexity.svg");
     std::fs::write(&plot, svg).with_context(|| format!("writing {}", plot.display()))?;
+    let against = baseline.map_or(String::new(), |p| {
+        format!(" (after <|endoftext|> alone: {p:.3})")
+    });
     let summary = format!(
-        "The prefix {:?} ({} token(s), found greedily over the {}-token vocabulary) gives the target {:?} a perplexity of {:.3}.",
+        "The prefix {:?} ({} token(s), found greedily over the {}-token vocabulary) gives the target {:?} a perplexity of {:.3}{against}.",
         prefix_tokens.concat(),
         found.prefix.len(),
         lm.model.config.vocab_size,

@@ -4,82 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::root;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// What a run of xtask left: its exit status, stdout and stderr.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    /// Asserts that the run failed and that its stderr names every one of `parts`.
-    fn fails_naming(&self, parts: &[&str]) -> &Self {
-        assert_ne!(self.code, Some(0), "exited 0; stderr:\n{}", self.stderr);
-        for p in parts {
-            assert!(
-                self.stderr.contains(p),
-                "stderr should name {p:?}:\n{}",
-                self.stderr
-            );
-        }
-        assert!(
-            !self.stderr.contains("panicked"),
-            "a panic, not an error:\n{}",
-            self.stderr
-        );
-        self
-    }
-
-    /// Asserts that the run succeeded.
-    fn succeeds(&self) -> &Self {
-        assert_eq!(self.code, Some(0), "stderr:\n{}", self.stderr);
-        self
-    }
-}
-
-/// Runs xtask with `args` in `cwd` (with `env` set), killing it after 120 s: a hang is a
-/// failure, not a stuck test run.
-fn xtask_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(args)
-        .current_dir(cwd)
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            child.kill().ok();
-            panic!("xtask {args:?} hung (killed after 120 s)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ran {
-        code: status.code(),
-        stdout: std::fs::read_to_string(out).unwrap(),
-        stderr: std::fs::read_to_string(err).unwrap(),
-    }
-}
-
-/// Runs xtask with `args` in a fresh temporary directory.
-fn xtask(args: &[&str]) -> Ran {
-    let cwd = tempfile::tempdir().unwrap();
-    xtask_in(cwd.path(), args, &[])
-}
+use crate::{read_json, root, s, xtask, xtask_in};
 
 /// A copy of the tiny fixture in `dir`, with `edit` applied to its config.json.
 fn tiny_copy(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
@@ -106,14 +31,6 @@ fn poke_f32(path: &Path, name: &str, value: f32) {
     let start = 8 + n + header[name]["data_offsets"][0].as_u64().unwrap() as usize;
     bytes[start..start + 4].copy_from_slice(&value.to_le_bytes());
     std::fs::write(path, bytes).unwrap();
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -1,11 +1,14 @@
-//! Every shipped recipe runs, and its result.json holds a number wherever docs/RESULTS.md
-//! promises one: serde writes NaN and infinities as `null`, so a `null` that the documentation
-//! does not allow for that field is a non-finite number that got through.
+//! Every shipped recipe runs on the organism and shows its known answer (each recipe's comment
+//! says which; [`known_answer`] asserts it), and its result.json holds a number wherever
+//! docs/RESULTS.md promises one: serde writes NaN and infinities as `null`, so a `null` that
+//! the documentation does not allow for that field is a non-finite number that got through.
 
 use std::path::PathBuf;
 
 use crate::root;
 use std::process::Command;
+
+use serde_json::Value;
 
 /// The fields a command's section of docs/RESULTS.md allows to be `null`: those named (in
 /// backticks) on a table row that says `null`.
@@ -96,6 +99,7 @@ fn every_recipe_writes_a_number_wherever_results_md_promises_one() {
             "recipes/{name}.toml: null (a non-finite number?) where docs/RESULTS.md promises a \
              number: {bad:?}"
         );
+        known_answer(&name, &json);
         ran += 1;
     }
     assert_eq!(ran, 12);
@@ -117,4 +121,248 @@ fn the_null_check_sees_a_nan() {
     );
     let md = "## `cargo xtask x` — y\n| `a`, `b` | number or null | m |\n| `c` | number | n |\n";
     assert_eq!(nullable_fields(md, "x"), ["git_commit", "a", "b"]);
+}
+
+/// `v` as f64 (a number in result.json).
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"))
+}
+
+/// The numbers of a JSON array.
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(f).collect()
+}
+
+/// The index of the largest value.
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap()
+}
+
+/// The sweep called `name` of a patch result.
+fn sweep<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["sweeps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no sweep {name}"))
+}
+
+/// The organism's planted mechanism as each recipe shows it (the recipe's own comment says
+/// what it should show; docs/ORGANISM.md and crates/organism/src/plant.rs say why).
+fn known_answer(name: &str, r: &Value) {
+    match name {
+        "activation-patching" => {
+            // 11 pairs, 2 dropped by the alignment; per head over all positions: the copy
+            // head L1H0 restores everything, the two offset heads of layer 0 share the rest
+            // (the query swaps need L0H0, the statement swaps L0H1), nothing else matters.
+            assert_eq!(
+                (r["n_pairs"].as_u64(), r["dropped"].as_array().map(Vec::len)),
+                (Some(9), Some(2))
+            );
+            let heads = floats(&sweep(r, "head_out_all_pos")["values"]);
+            assert_eq!(argmax(&heads), 4, "L1H0 first: {heads:?}");
+            assert!(
+                heads[4] > 0.9 && heads[0] > 0.3 && heads[1] > 0.2,
+                "{heads:?}"
+            );
+            for (i, v) in heads.iter().enumerate() {
+                if ![0, 1, 4].contains(&i) {
+                    assert!(v.abs() < 0.05, "head {i}: {v}");
+                }
+            }
+        }
+        "attribution-patching" => {
+            // Both rank the copy head first; the linear estimate misses layer 0's heads,
+            // whose effect goes through layer 1's attention pattern (attribution patching's
+            // known blind spot for early heads), and says so with a lower correlation.
+            let s = sweep(r, "head_out_all_pos");
+            let (exact, est) = (floats(&s["values"]), floats(&s["attribution"]["values"]));
+            assert_eq!(
+                (argmax(&exact), argmax(&est)),
+                (4, 4),
+                "{exact:?} / {est:?}"
+            );
+            assert!(
+                exact[0] > 0.3 && est[0] < 0.2,
+                "L0H0: exact {}, estimate {}",
+                exact[0],
+                est[0]
+            );
+            let by_pos = f(&sweep(r, "head_out_by_pos")["attribution"]["pearson_with_exact"]);
+            assert!(by_pos > 0.8, "correlation per head and position: {by_pos}");
+        }
+        "attribute" => {
+            // "Alice is from France. Bob is from Japan. Carol is from Peru. Bob is from":
+            // the weight is on the queried statement (tokens 5-8) and the query (15-17).
+            let a = floats(&Value::Array(
+                r["attribution"].as_array().unwrap()[..18].to_vec(),
+            ));
+            let mut order: Vec<usize> = (0..a.len()).collect();
+            order.sort_by(|&x, &y| a[y].total_cmp(&a[x]));
+            for &i in &order[..3] {
+                assert!(
+                    (5..=8).contains(&i) || (15..=17).contains(&i),
+                    "top tokens {:?}: {a:?}",
+                    &order[..3]
+                );
+            }
+            let queried: f64 = a[5..=8].iter().sum();
+            for other in [&a[0..=3], &a[10..=13]] {
+                let o: f64 = other.iter().sum();
+                assert!(
+                    queried > 3.0 * o,
+                    "queried statement {queried} vs another {o}"
+                );
+            }
+        }
+        "attribute-layers" => {
+            // Peaks where causal tracing does: layer 0's MLP at the last subject token.
+            let mut best = (String::new(), 0, f64::MIN);
+            for g in r["groups"].as_array().unwrap() {
+                for (l, v) in floats(&g["aie"]).into_iter().enumerate() {
+                    if v > best.2 {
+                        best = (g["name"].as_str().unwrap().to_string(), l, v);
+                    }
+                }
+            }
+            assert_eq!(
+                (best.0.as_str(), best.1),
+                ("Last subject token", 0),
+                "{best:?}"
+            );
+        }
+        "causal-trace" => {
+            // ROME's picture: MLPs at the last subject token in the first layers, attention
+            // at the last token in the middle layers.
+            for kind in r["average_indirect_effect"].as_array().unwrap() {
+                let mut best = (String::new(), 0, f64::MIN);
+                for g in kind["groups"].as_array().unwrap() {
+                    for (l, v) in floats(&g["aie"]).into_iter().enumerate() {
+                        if v > best.2 {
+                            best = (g["name"].as_str().unwrap().to_string(), l, v);
+                        }
+                    }
+                }
+                match kind["kind"].as_str().unwrap() {
+                    "mlp" => assert!(
+                        best.0 == "Last subject token" && best.1 <= 1,
+                        "mlp {best:?}"
+                    ),
+                    "attn" => assert!(
+                        best.0 == "Last token" && (1..=2).contains(&best.1),
+                        "attn {best:?}"
+                    ),
+                    "state" => assert_eq!(best.0, "Last token", "state {best:?}"),
+                    k => panic!("unexpected kind {k}"),
+                }
+            }
+        }
+        "circuit-retrieval" => {
+            // The query's name swapped for another in-context name: the query path and the
+            // copy carry the difference (plant.rs), and they are EAP-IG's top three edges.
+            let mut edges: Vec<(String, f64)> = r["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap().to_string(),
+                        f(&e["score"]).abs(),
+                    )
+                })
+                .collect();
+            edges.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let mut top: Vec<&str> = edges[..3].iter().map(|e| e.0.as_str()).collect();
+            top.sort();
+            assert_eq!(top, ["a0.h0->a1.h0<q>", "a1.h0->logits", "input->a0.h0<v>"]);
+            let at10 = r["faithfulness"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["n_edges"].as_u64().unwrap() <= 10)
+                .map(|p| f(&p["value"]))
+                .fold(f64::MIN, f64::max);
+            assert!(at10 >= 0.8, "faithfulness of at most 10 edges: {at10}");
+        }
+        "heads" => {
+            // plant.rs: L0H0 attends two back, L0H1 three back.
+            let best = |p: &str| {
+                let d = r["detectors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|d| d["pattern"] == p)
+                    .unwrap_or_else(|| panic!("no detector {p}"));
+                (
+                    d["best"]["layer"].as_u64().unwrap(),
+                    d["best"]["head"].as_u64().unwrap(),
+                )
+            };
+            assert_eq!(best("back_2"), (0, 0));
+            assert_eq!(best("back_3"), (0, 1));
+        }
+        "logit-lens" => {
+            // " Paris" at the last position: far down at the embeddings, top after the last
+            // block; at the subject's last token (" Emma") already top entering block 2.
+            let positions = r["positions"].as_array().unwrap();
+            let ranks = |p: &Value| -> Vec<u64> {
+                p["answer_rank"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap())
+                    .collect()
+            };
+            let last = ranks(positions.last().unwrap());
+            assert!(last[0] > 100 && *last.last().unwrap() == 0, "{last:?}");
+            assert_eq!(positions[1]["token"], " Emma");
+            assert_eq!(r["readouts"][2], "2_pre");
+            assert_eq!(ranks(&positions[1])[2], 0, "{:?}", ranks(&positions[1]));
+        }
+        "prepend-search" => {
+            // " Emma lives in Paris.": of the five "… Emma", Jessop Emma lives in Paris.
+            let prefix: Vec<&str> = r["prefix_tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
+            assert!(prefix.last().unwrap().ends_with("Jessop"), "{prefix:?}");
+            let found = f(&r["rounds"].as_array().unwrap().last().unwrap()["perplexity"]);
+            let baseline = f(&r["baseline"]["perplexity"]);
+            assert!(found < baseline / 2.0, "{found} vs {baseline}");
+        }
+        "probe" => {
+            // Swapping "Holloway" and "Yardley" swaps the two Vances' cities.
+            let edit = &r["edits"][0];
+            assert_eq!(edit["before"][0]["token"], " Warsaw");
+            assert_eq!(edit["after"][0]["token"], " Madrid");
+            assert_eq!(r["compare"]["other_pool"][0], " Madrid");
+        }
+        "rome-edit" => {
+            // ROME's edits take (efficacy and paraphrase from 0) without breaking neighbours.
+            let (pre, post) = (&r["summary"]["pre"]["mean"], &r["summary"]["post"]["mean"]);
+            assert!(
+                f(&pre["efficacy"]) <= 0.1 && f(&post["efficacy"]) >= 0.9,
+                "{pre} -> {post}"
+            );
+            assert!(f(&post["paraphrase"]) >= 0.8, "{post}");
+            assert!(f(&post["neighborhood"]) >= 0.9, "{post}");
+        }
+        "steering" => {
+            // Jessop Emma's MLP-0 fact vector swapped for Ingram Nathan's: Paris -> Nairobi.
+            let prompt = r["prompt"].as_str().unwrap();
+            let (plain, steered) = (
+                r["plain_text"].as_str().unwrap(),
+                r["steered_text"].as_str().unwrap(),
+            );
+            assert!(plain.starts_with(&format!("{prompt} Paris")), "{plain}");
+            assert!(
+                steered.starts_with(&format!("{prompt} Nairobi")),
+                "{steered}"
+            );
+        }
+        other => panic!("recipes/{other}.toml has no known answer in this test: add one"),
+    }
 }
