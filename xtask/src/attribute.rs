@@ -12,7 +12,7 @@ use burnlens_model::{GenerationConfig, Gpt2Tokenizer};
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::{self, Scale};
+use crate::report::{self, Heatmap, Page, Scale};
 
 /// Options of `cargo xtask attribute`.
 #[derive(Args)]
@@ -212,12 +212,14 @@ pub fn run(a: AttributeArgs) -> Result<()> {
     let target_tokens = tok.str_tokens(&target)?;
     let rows: Vec<String> = report::token_labels(&tokens);
     let cols: Vec<String> = report::token_labels(&target_tokens);
-    let svg = report::heatmap_svg_with(
-        &format!("{} of {} per target token", a.method, a.function),
-        &rows,
-        &cols,
-        &matrix,
-        Scale::Sequential {
+    let title = format!("{} of {} per target token", a.method, a.function);
+    let svg = Heatmap::new(&title, &rows, &cols, &matrix)
+        .axes(
+            "target token (attributed step)",
+            "source token",
+            "share of the step's attribution",
+        )
+        .scale(Scale::Sequential {
             low: 0.0,
             high: matrix
                 .iter()
@@ -225,9 +227,8 @@ pub fn run(a: AttributeArgs) -> Result<()> {
                 .filter(|v| v.is_finite())
                 .fold(1e-6, f32::max),
             rgb: (0xb3, 0x00, 0x00),
-        },
-    );
-    std::fs::write(a.out.join("attribution.svg"), svg)?;
+        })
+        .svg();
     let mut result = models::result(
         "feature_attribution",
         &lm,
@@ -246,11 +247,15 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         result["raw"] = serde_json::json!(attr.raw);
         result["raw_shape"] = serde_json::json!([attr.tokens.len(), attr.n_steps, attr.d_model]);
     }
-    report::write_report(
-        &a.out,
-        &result,
+    let mut page = Page::new(
         "Feature attribution",
         &format!("{:?} → {:?}", a.prompt, target_tokens.concat()),
-        &[("attribution".to_string(), "attribution.svg".to_string())],
-    )
+    );
+    page.section("Attribution of each target token to the tokens before it")
+        .note(
+            "Each column is one generation step: the L2 norm of each source token's \
+             attribution, normalised per step (empty cells: tokens after the step).",
+        )
+        .figure("attribution", "attribution.svg", svg);
+    page.write(&a.out, &result, "")
 }

@@ -16,7 +16,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::{Series, escape, index_html_with, line_plot_svg, write_files};
+use crate::report::{Page, Series, escape, line_plot_svg};
 
 /// Options of `cargo xtask circuit`.
 #[derive(Args)]
@@ -190,11 +190,13 @@ pub fn run(a: CircuitArgs) -> Result<()> {
         }),
     );
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    std::fs::write(
-        a.out.join("circuit.svg"),
+    let mut page = Page::new("Circuit", "");
+    let section = page.section("The circuit and its faithfulness");
+    section.figure(
+        "The circuit",
+        "circuit.svg",
         diagram(&graph, &circuit, &scores),
-    )?;
-    let mut figures = vec![("The circuit".to_string(), "circuit.svg".to_string())];
+    );
     if faithfulness.len() > 1 {
         let values: Vec<f32> = faithfulness.iter().map(|p| p.value).collect();
         let svg = line_plot_svg(
@@ -207,8 +209,7 @@ pub fn run(a: CircuitArgs) -> Result<()> {
                 band: &[],
             }],
         );
-        std::fs::write(a.out.join("faithfulness.svg"), svg)?;
-        figures.push(("Faithfulness curve".into(), "faithfulness.svg".into()));
+        section.figure("Faithfulness curve", "faithfulness.svg", svg);
     }
     let summary = format!(
         "{} on {} pairs ({:?} metric, {:?} ablation): a circuit of {} edges, faithfulness {:.3} (clean {:.4}, ablated {:.4}).",
@@ -221,32 +222,23 @@ pub fn run(a: CircuitArgs) -> Result<()> {
         run.clean_metric(),
         run.ablated_metric()
     );
-    let top: Vec<(String, f32, bool)> = ranked
+    let top: Vec<Vec<String>> = ranked
         .iter()
         .take(20)
-        .map(|s| (s.edge.to_string(), s.score, circuit.contains(s.index)))
+        .map(|s| {
+            vec![
+                s.edge.to_string(),
+                format!("{:.4}", s.score),
+                if circuit.contains(s.index) { "yes" } else { "" }.to_string(),
+            ]
+        })
         .collect();
-    let html = index_html_with("Circuit", &summary, &figures, &top_table(&top));
-    write_files(&a.out, &result, &html, &format!("{} SVGs", figures.len()))?;
+    page.section("Top edges")
+        .table(&["edge", "score", "in circuit"], &top);
+    page.summary(&summary);
+    page.write(&a.out, &result, "")?;
     eprintln!("{summary}");
     Ok(())
-}
-
-/// The table of the top edges under the figures of index.html.
-fn top_table(top: &[(String, f32, bool)]) -> String {
-    let mut s = String::from(
-        "<h2>Top edges</h2>\n<table border=\"1\" cellpadding=\"4\"><tr><th>edge</th><th>score</th><th>in circuit</th></tr>\n",
-    );
-    for (name, score, inside) in top {
-        let _ = writeln!(
-            s,
-            "<tr><td>{}</td><td>{score:.4}</td><td>{}</td></tr>",
-            escape(name),
-            if *inside { "yes" } else { "" }
-        );
-    }
-    s.push_str("</table>\n");
-    s
 }
 
 /// The circuit drawn by layer: `input` at the bottom, `logits` at the top, each layer's heads

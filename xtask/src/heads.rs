@@ -13,12 +13,13 @@ use burnlens_datasets::read_texts;
 use burnlens_experiments::{
     AttentionHit, DetectOptions, ErrorMeasure, HeadPattern, HeadScan, HeadScanOptions,
 };
-use burnlens_model::Gpt2Tokenizer;
+use burnlens_hooks::{Selector, run_with_cache};
+use burnlens_model::{Gpt2Tokenizer, HookKind, HookPoint, TokenBatch};
 use clap::Args;
 
 use crate::llm::ChatEndpoint;
 use crate::models::{self, ModelArgs, open};
-use crate::report::escape;
+use crate::report::{HeadView, Heatmap, Page, Scale, attention_view, escape};
 
 /// Options of `cargo xtask heads`.
 #[derive(Args)]
@@ -166,52 +167,65 @@ pub fn run(a: HeadsArgs) -> Result<()> {
     let ranking = scan.ranking();
     let n_heads = lm.model.config.n_head;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let (layer, head) = match (a.layer, a.head) {
+        (Some(l), Some(h)) => (l, h),
+        _ => (ranking[0].0, ranking[0].1),
+    };
+    let n_layers = lm.model.config.n_layer;
+    if layer >= n_layers || head >= n_heads {
+        bail!(
+            "--layer {layer} --head {head} is outside the model: it has {n_layers} layers of \
+             {n_heads} heads"
+        );
+    }
+    let mut page = Page::new(&format!("Attention heads over {} texts", texts.len()), "");
     let mut detectors = Vec::new();
-    let mut detector_html = String::new();
     if scan.detector_texts() > 0 {
         println!(
             "head detectors over {} texts ({}):",
             scan.detector_texts(),
             a.measure
         );
-        let _ = writeln!(
-            detector_html,
-            "<h2>Head detectors</h2>\n<p>TransformerLens's detection patterns (back_K: attends K tokens back), \"{}\" measure, averaged over {} texts.</p>\n<table border=\"1\" cellpadding=\"4\"><tr><th>detector</th><th>best head</th><th>score</th><th>runner-up</th></tr>",
-            escape(&a.measure),
+        let section = page.section("Head detectors");
+        section.note(&format!(
+            "TransformerLens's detection patterns (back_K: attends K tokens back), \"{}\" \
+             measure, averaged over {} texts.",
+            a.measure,
             scan.detector_texts()
-        );
-        let mut svgs = String::new();
+        ));
+        let name = |i: usize| format!("L{}H{}", i / n_heads, i % n_heads);
+        let rows: Vec<String> = (0..n_layers).map(|l| format!("L{l}")).collect();
+        let cols: Vec<String> = (0..n_heads).map(|h| format!("H{h}")).collect();
+        let mut table_rows = Vec::new();
         for (pattern, table) in scan.detector_scores() {
             let mut order: Vec<usize> = (0..table.len()).collect();
             order.sort_by(|&x, &y| table[y].total_cmp(&table[x]));
-            let name = |i: usize| format!("L{}H{}", i / n_heads, i % n_heads);
+            let second = order[1.min(order.len() - 1)];
             println!(
                 "  {pattern:<16} best {} {:.3}, then {} {:.3}",
                 name(order[0]),
                 table[order[0]],
-                name(order[1.min(order.len() - 1)]),
-                table[order[1.min(order.len() - 1)]]
+                name(second),
+                table[second]
             );
-            let _ = writeln!(
-                detector_html,
-                "<tr><td>{pattern}</td><td>{}</td><td>{:.3}</td><td>{} ({:.3})</td></tr>",
+            table_rows.push(vec![
+                pattern.to_string(),
                 name(order[0]),
-                table[order[0]],
-                name(order[1.min(order.len() - 1)]),
-                table[order[1.min(order.len() - 1)]]
-            );
-            let file = format!("detector_{pattern}.svg");
-            let rows: Vec<String> = (0..lm.model.config.n_layer)
-                .map(|l| format!("L{l}"))
-                .collect();
-            let cols: Vec<String> = (0..n_heads).map(|h| format!("H{h}")).collect();
-            std::fs::write(
-                a.out.join(&file),
-                crate::report::heatmap_svg(&format!("{pattern} score"), &rows, &cols, &table),
-            )?;
-            let _ = writeln!(
-                svgs,
-                "<figure><img src=\"{file}\" alt=\"{pattern}\"></figure>"
+                format!("{:.3}", table[order[0]]),
+                format!("{} ({:.3})", name(second), table[second]),
+            ]);
+            let title = format!("{pattern} score");
+            section.figure(
+                &pattern.to_string(),
+                &format!("detector_{pattern}.svg"),
+                Heatmap::new(&title, &rows, &cols, &table)
+                    .axes("head", "layer", "score")
+                    .scale(Scale::Sequential {
+                        low: 0.0,
+                        high: table.iter().copied().fold(1e-6, f32::max),
+                        rgb: (0x6a, 0x3d, 0x9a),
+                    })
+                    .svg(),
             );
             detectors.push(serde_json::json!({
                 "pattern": pattern.to_string(),
@@ -219,13 +233,49 @@ pub fn run(a: HeadsArgs) -> Result<()> {
                 "best": {"layer": order[0] / n_heads, "head": order[0] % n_heads, "score": table[order[0]]},
             }));
         }
-        detector_html.push_str("</table>\n");
-        detector_html.push_str(&svgs);
+        section.table(
+            &["detector", "best head", "score", "runner-up"],
+            &table_rows,
+        );
     }
-    let (layer, head) = match (a.layer, a.head) {
-        (Some(l), Some(h)) => (l, h),
-        _ => (ranking[0].0, ranking[0].1),
-    };
+    // The attention view: every head's pattern on the first text (its first 64 tokens).
+    let view_ids: Vec<u32> = scan.texts()[0].iter().copied().take(64).collect();
+    if view_ids.len() >= 2 {
+        let (_, cache) = run_with_cache(
+            &lm.model,
+            &TokenBatch::single(&view_ids)?,
+            Selector::kind(HookKind::Pattern),
+        )?;
+        let n = view_ids.len();
+        let mut views = Vec::new();
+        for l in 0..n_layers {
+            let p: Vec<f32> = cache
+                .get4(HookPoint::Pattern(l))?
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("layer {l}'s pattern: {e:?}"))?;
+            for h in 0..n_heads {
+                views.push(HeadView {
+                    label: format!("L{l}H{h}"),
+                    weights: p[h * n * n..(h + 1) * n * n].to_vec(),
+                });
+            }
+        }
+        let tokens = tok.str_tokens(&view_ids)?;
+        page.section("Attention patterns on the first text")
+            .note(
+                "Tokens coloured by the attention the destination token (outlined) pays them. \
+                 Hover a token to make it the destination, click to pin it, and choose the \
+                 head above.",
+            )
+            .html(&attention_view(
+                "attention",
+                &tokens,
+                &views,
+                layer * n_heads + head,
+            )?);
+    }
     let report = scan.report(layer, head)?;
     let lists = [
         ("top", &report.top),
@@ -237,46 +287,42 @@ pub fn run(a: HeadsArgs) -> Result<()> {
         "L{layer}H{head}: {} rows, mean max multiple {:.2}, mean entropy {:.3}",
         report.rows, report.mean_max_multiple, report.mean_entropy
     );
-    let mut html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Head L{layer}H{head}</title></head>\n<body style=\"font-family: sans-serif\">\n<h1>Attention head L{layer}H{head}</h1>\n<p>{} texts; key in [brackets], query in &lt;angle brackets&gt;; multiple = weight × visible keys.</p>\n",
-        texts.len()
-    );
+    let head_section = page.section(&format!("Head L{layer}H{head}"));
+    head_section.note(&format!(
+        "{} query rows; mean largest multiple {:.2}, mean entropy {:.3} nats. In each context \
+         the key is in [brackets] and the query in <angle brackets>; multiple = weight × \
+         visible keys.",
+        report.rows, report.mean_max_multiple, report.mean_entropy
+    ));
     let mut json_lists = serde_json::Map::new();
     for (name, hits) in lists {
         if hits.is_empty() {
             continue;
         }
         println!("\n{name}:\n{:>8}  {:>7}  context", "multiple", "weight");
-        let _ = writeln!(
-            html,
-            "<h2>{}</h2>\n<table border=\"1\" cellpadding=\"4\"><tr><th>multiple</th><th>weight</th><th>context</th></tr>",
-            escape(name)
-        );
         let mut entries = Vec::new();
+        let mut rows = Vec::new();
         for h in hits.iter() {
             let ctx = context(tok, &scan.texts()[h.text], h)?;
             println!("{:>8.2}  {:>7.4}  {ctx:?}", h.multiple, h.weight);
-            let _ = writeln!(
-                html,
-                "<tr><td>{:.2}</td><td>{:.4}</td><td><code>{}</code></td></tr>",
-                h.multiple,
-                h.weight,
-                escape(&ctx)
-            );
+            rows.push(vec![
+                format!("{:.2}", h.multiple),
+                format!("{:.4}", h.weight),
+                ctx.clone(),
+            ]);
             entries.push(serde_json::json!({"hit": h, "context": ctx}));
         }
-        html.push_str("</table>\n");
+        head_section
+            .html(&format!("<h3>{}</h3>\n", escape(name)))
+            .table(&["multiple", "weight", "context"], &rows);
         json_lists.insert(name.replace(' ', "_"), serde_json::Value::Array(entries));
     }
-    html.push_str(&detector_html);
-    html.push_str("<h2>Heads by concentration</h2>\n<table border=\"1\" cellpadding=\"4\"><tr><th>head</th><th>mean max multiple</th><th>mean entropy</th></tr>\n");
-    for (l, h, m, e) in &ranking {
-        let _ = writeln!(
-            html,
-            "<tr><td>L{l}H{h}</td><td>{m:.2}</td><td>{e:.3}</td></tr>"
-        );
-    }
-    html.push_str("</table>\n<p><a href=\"result.json\">result.json</a></p></body></html>\n");
+    let rows: Vec<Vec<String>> = ranking
+        .iter()
+        .map(|(l, h, m, e)| vec![format!("L{l}H{h}"), format!("{m:.2}"), format!("{e:.3}")])
+        .collect();
+    page.section("Heads by concentration")
+        .table(&["head", "mean max multiple", "mean entropy"], &rows);
     // The prompt a language model would be asked to describe the head with.
     let mut prompt = format!(
         "Below are examples of where attention head L{layer}H{head} of a GPT-2 model attends. In each, the token that receives the attention is in [brackets] and the token that attends is in <angle brackets>; the number is how many times more attention than average it gets.\n\n"
@@ -323,7 +369,13 @@ description ({}): {d}",
             "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
-    crate::report::write_files(&a.out, &result, &html, "describe_prompt.txt")
+    page.summary(&format!(
+        "{} texts from {}; the head detectors' best heads, the attention patterns of the first \
+         text, and head L{layer}H{head} in detail",
+        texts.len(),
+        a.texts.display()
+    ));
+    page.write(&a.out, &result, "describe_prompt.txt")
 }
 
 /// A head detector's name (`previous_token`, `duplicate_token`, `induction`, `back_K`).

@@ -12,7 +12,7 @@ use burnlens_model::HookKind;
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report;
+use crate::report::{self, Heatmap, Page};
 use burnlens_datasets::load_facts;
 
 /// Options of `cargo xtask attribute-layers`.
@@ -131,8 +131,12 @@ pub fn run(a: LayersArgs) -> Result<()> {
         a.kind,
         facts.len()
     );
-    let figures = report::group_figures(
-        &a.out,
+    let mut page = Page::new("Layer attribution over facts", &title);
+    report::group_figures(
+        page.section(&format!(
+            "Over {} facts, by ROME's token groups",
+            facts.len()
+        )),
         "groups",
         "attribution",
         &title,
@@ -140,7 +144,26 @@ pub fn run(a: LayersArgs) -> Result<()> {
         &groups,
         n_layers,
         None,
-    )?;
+    );
+    let cols: Vec<String> = (0..n_layers).map(|l| l.to_string()).collect();
+    let cases_section = page.section(&format!("Each fact ({})", facts.len()));
+    for (i, (p, t)) in prompts.iter().zip(&tables).enumerate() {
+        let rows = report::token_labels(&p.tokens);
+        let subject: Vec<usize> = p.subject_range.clone().collect();
+        let fig_title = format!(
+            "{:?} → {:?}",
+            p.text,
+            facts[i].target.as_deref().unwrap_or("")
+        );
+        cases_section.figure(
+            &format!("fact {i}"),
+            &format!("fact_{i}.svg"),
+            Heatmap::new(&fig_title, &rows, &cols, t)
+                .axes("layer", "token (subject marked)", "attribution")
+                .mark_rows(&subject)
+                .svg(),
+        );
+    }
     let result = models::result(
         "layer_attribution_sweep",
         &lm,
@@ -151,11 +174,5 @@ pub fn run(a: LayersArgs) -> Result<()> {
             "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
-    report::write_report(
-        &a.out,
-        &result,
-        "Layer attribution over facts",
-        &title,
-        &figures,
-    )
+    page.write(&a.out, &result, "")
 }

@@ -9,7 +9,7 @@ use burnlens_model::TokenBatch;
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::{self, Scale, Series};
+use crate::report::{self, Heatmap, Page, Scale, Series};
 
 /// Options of `cargo xtask lens`.
 #[derive(Args)]
@@ -59,24 +59,44 @@ pub fn lens(a: LensArgs) -> Result<()> {
     }
     let rows: Vec<String> = labels.iter().rev().cloned().collect();
     let cols: Vec<String> = report::token_labels(&tokens);
-    let svg = report::heatmap_svg_annotated(
+    let svg = Heatmap::new(
         "Logit lens: top next token at each readout (colour: its probability)",
         &rows,
         &cols,
         &values,
-        Scale::Sequential {
-            low: 0.0,
-            high: values.iter().copied().fold(1e-6, f32::max),
-            rgb: (0x08, 0x51, 0x9c),
-        },
-        Some(&texts),
-    );
-    std::fs::write(a.out.join("lens.svg"), svg)?;
-    let mut figures = vec![(
-        "top token by readout and position".to_string(),
-        "lens.svg".to_string(),
-    )];
+    )
+    .axes("position", "readout", "probability of the top token")
+    .scale(Scale::Sequential {
+        low: 0.0,
+        high: values.iter().copied().fold(1e-6, f32::max),
+        rgb: (0x08, 0x51, 0x9c),
+    })
+    .texts(&texts)
+    .svg();
+    let mut page = Page::new("Logit lens", &format!("{:?}", a.prompt));
+    let section =
+        page.section("The residual stream read out before every block and after the last");
+    section.figure("top token by readout and position", "lens.svg", svg);
     if let (Some(text), Some(last)) = (&a.answer, lens.last()) {
+        let mut answer_values = Vec::with_capacity(c * t);
+        for layer in (0..c).rev() {
+            for at in &lens {
+                answer_values.push(at.answer_prob[layer]);
+            }
+        }
+        let title = format!("p({text:?}) at each readout and position");
+        section.figure(
+            "the answer by readout and position",
+            "answer_map.svg",
+            Heatmap::new(&title, &rows, &cols, &answer_values)
+                .axes("position", "readout", "probability of the answer")
+                .scale(Scale::Sequential {
+                    low: 0.0,
+                    high: answer_values.iter().copied().fold(1e-6, f32::max),
+                    rgb: (0x00, 0x6d, 0x2c),
+                })
+                .svg(),
+        );
         let svg = report::line_plot_svg(
             &format!("p({text:?}) at the last position across readouts"),
             "readout (0 = before block 0, last = output)",
@@ -87,11 +107,7 @@ pub fn lens(a: LensArgs) -> Result<()> {
                 band: &[],
             }],
         );
-        std::fs::write(a.out.join("answer.svg"), svg)?;
-        figures.push((
-            "the answer across layers".to_string(),
-            "answer.svg".to_string(),
-        ));
+        section.figure("the answer across layers", "answer.svg", svg);
     }
     let positions: Vec<serde_json::Value> = lens
         .iter()
@@ -124,11 +140,5 @@ pub fn lens(a: LensArgs) -> Result<()> {
             "positions": positions, "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
-    report::write_report(
-        &a.out,
-        &result,
-        "Logit lens",
-        &format!("{:?}", a.prompt),
-        &figures,
-    )
+    page.write(&a.out, &result, "")
 }

@@ -102,6 +102,16 @@ enum Command {
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
     #[command(allow_negative_numbers = true)]
     Run(recipe::RunArgs),
+    /// Write DIR/index.html listing every run in DIR (command, model, date, headline figure).
+    Runs(RunsArgs),
+}
+
+/// Options of `cargo xtask runs`.
+#[derive(clap::Args)]
+struct RunsArgs {
+    /// The folder of runs (each subfolder with a result.json is one).
+    #[arg(default_value = "runs")]
+    dir: PathBuf,
 }
 
 /// Training and the experiments allocate and free tensors of a few MB at every step; glibc's
@@ -114,6 +124,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> Result<()> {
     // Paths are the user's: relative ones resolve against the current directory (no change of
     // directory); defaults that name the repository's fixtures are absolute.
+    models::set_command(models::shell_line(std::env::args().skip(1)));
     dispatch(Cli::parse().command)
 }
 
@@ -140,6 +151,11 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Organism(a) => organism::run(a),
         Command::Rome(a) => rome::run(a),
         Command::Run(a) => recipe::run(a),
+        Command::Runs(a) => {
+            let index = report::write_runs_index(&a.dir)?;
+            eprintln!("wrote {}", index.display());
+            Ok(())
+        }
     }
 }
 

@@ -143,8 +143,34 @@ pub fn git_commit() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// A command's `result.json`: the run header (`experiment`, `model`, `backend`, `git_commit`)
-/// and then `fields`, an object of the command's own results.
+static COMMAND: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Records the command line this process runs (for `result.json`'s `command`).
+pub fn set_command(line: String) {
+    *COMMAND.lock().unwrap_or_else(|e| e.into_inner()) = line;
+}
+
+/// `cargo xtask` and `args`, each quoted for a POSIX shell where it needs it.
+pub fn shell_line(args: impl IntoIterator<Item = String>) -> String {
+    let mut line = String::from("cargo xtask");
+    for a in args {
+        line.push(' ');
+        let plain = !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_=./,:@+%".contains(c));
+        if plain {
+            line.push_str(&a);
+        } else {
+            line.push('\'');
+            line.push_str(&a.replace('\'', r"'\''"));
+            line.push('\'');
+        }
+    }
+    line
+}
+
+/// A command's `result.json`: the run header (`experiment`, `model`, `backend`, `git_commit`,
+/// `command`, `created`) and then `fields`, an object of the command's own results.
 pub fn result(
     experiment: &str,
     lm: &LoadedModel,
@@ -156,6 +182,8 @@ pub fn result(
         "model": lm.dir,
         "backend": backend.name(),
         "git_commit": git_commit(),
+        "command": *COMMAND.lock().unwrap_or_else(|e| e.into_inner()),
+        "created": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     });
     if let (Some(map), serde_json::Value::Object(fields)) = (out.as_object_mut(), fields) {
         map.extend(fields);

@@ -15,7 +15,8 @@ use burnlens_model::{Gpt2Tokenizer, PaddingSide};
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
-use crate::{progress, report};
+use crate::progress;
+use crate::report::{self, Heatmap, Page};
 
 #[derive(Args)]
 pub struct PatchArgs {
@@ -124,7 +125,10 @@ pub fn run(a: PatchArgs) -> Result<()> {
         None
     };
     let mut results = Vec::new();
-    let mut figures = Vec::new();
+    let mut page = Page::new("Activation patching", "");
+    let mut diff_positions: Vec<usize> = t.diff_positions.iter().flatten().copied().collect();
+    diff_positions.sort_unstable();
+    diff_positions.dedup();
     for (k, sweep) in sweeps.iter().enumerate() {
         let name = sweep.to_string();
         let bar = crate::progress::bar(
@@ -145,13 +149,26 @@ pub fn run(a: PatchArgs) -> Result<()> {
         bar.finish();
         let seconds = sweep_start.elapsed().as_secs_f64();
         let (rows, cols, values) = as_table(&r, n_heads, &pos_labels);
-        let file = format!("{name}.svg");
-        let title = format!("{name}: normalized logit difference after patching");
-        std::fs::write(
-            a.out.join(&file),
-            report::heatmap_svg(&title, &rows, &cols, &values),
-        )?;
-        figures.push((name.clone(), file));
+        let (x, y) = axis_titles(r.sweep.index);
+        let marked = if r.sweep.index.axes().contains(&"pos") {
+            diff_positions.as_slice()
+        } else {
+            &[]
+        };
+        let section = page.section(sweep_group(sweep.index));
+        section.figure(
+            &format!("{name}: exact"),
+            &format!("{name}.svg"),
+            Heatmap::new(
+                &format!("{name}: normalized logit difference after patching"),
+                &rows,
+                &cols,
+                &values,
+            )
+            .axes(x, y, "normalized logit difference")
+            .mark_cols(marked)
+            .svg(),
+        );
         let mut entry = serde_json::json!({
             "name": name, "sweep": sweep, "axes": sweep.index.axes(), "shape": r.shape,
             "values": r.values, "seconds": seconds,
@@ -160,13 +177,19 @@ pub fn run(a: PatchArgs) -> Result<()> {
             let attr = &attr[k];
             let corr = pearson(&r.values, &attr.values);
             let (rows, cols, values) = as_table(attr, n_heads, &pos_labels);
-            let file = format!("{name}_attribution.svg");
-            let title = format!("{name}: attribution patching estimate (r = {corr:.3} with exact)");
-            std::fs::write(
-                a.out.join(&file),
-                report::heatmap_svg(&title, &rows, &cols, &values),
-            )?;
-            figures.push((format!("{name} (attribution patching)"), file));
+            section.figure(
+                &format!("{name}: attribution patching estimate"),
+                &format!("{name}_attribution.svg"),
+                Heatmap::new(
+                    &format!("{name}: attribution patching (r = {corr:.3} with exact)"),
+                    &rows,
+                    &cols,
+                    &values,
+                )
+                .axes(x, y, "estimated normalized logit difference")
+                .mark_cols(marked)
+                .svg(),
+            );
             entry["attribution"] = serde_json::json!({
                 "values": attr.values, "pearson_with_exact": corr,
                 "seconds_all_sweeps": attr_seconds,
@@ -220,7 +243,69 @@ pub fn run(a: PatchArgs) -> Result<()> {
             t.pairs[0].clean, t.pairs[0].corrupted, t.pairs[0].answer, t.pairs[0].foil
         ),
     };
-    report::write_report(&a.out, &result, "Activation patching", &summary, &figures)
+    let pairs_section = page.section(&format!(
+        "The {} pairs patched ({} dropped)",
+        t.pairs.len(),
+        t.dropped.len()
+    ));
+    pairs_section.note(
+        "Marked positions (▲) are where a kept pair's clean and corrupted tokens differ. \
+         Prompts are left-padded to one length, so every row's last token is the last position.",
+    );
+    let rows: Vec<Vec<String>> = t
+        .pairs
+        .iter()
+        .enumerate()
+        .map(|(r, p)| {
+            vec![
+                t.indices[r].to_string(),
+                p.clean.clone(),
+                p.corrupted.clone(),
+                format!("{:?} / {:?}", p.answer, p.foil),
+                format!("{:?}", t.diff_positions[r]),
+            ]
+        })
+        .collect();
+    pairs_section.table(
+        &[
+            "pair",
+            "clean",
+            "corrupted",
+            "answer / foil",
+            "differing positions",
+        ],
+        &rows,
+    );
+    if !t.dropped.is_empty() {
+        let rows: Vec<Vec<String>> = t
+            .dropped
+            .iter()
+            .map(|d| vec![d.index.to_string(), d.reason.to_string()])
+            .collect();
+        pairs_section.table(&["dropped pair", "why"], &rows);
+    }
+    page.summary(&summary);
+    page.write(&a.out, &result, "")
+}
+
+/// The section a sweep's figures go in: sweeps of one index shape side by side.
+fn sweep_group(index: PatchIndex) -> &'static str {
+    match index {
+        PatchIndex::LayerPos => "Each layer and position",
+        PatchIndex::LayerHead => "Each head, over every position",
+        PatchIndex::LayerPosHead => "Each head at each position",
+        PatchIndex::LayerHeadDestPos => "Each head at each destination position",
+    }
+}
+
+/// The x and y axis titles of a sweep's table.
+fn axis_titles(index: PatchIndex) -> (&'static str, &'static str) {
+    match index {
+        PatchIndex::LayerPos => ("position", "layer"),
+        PatchIndex::LayerHead => ("head", "layer"),
+        PatchIndex::LayerPosHead => ("position", "layer and head"),
+        PatchIndex::LayerHeadDestPos => ("destination position", "layer and head"),
+    }
 }
 
 /// A sweep's result as a 2-D table: rows are layers (or layer·head), columns positions or heads.

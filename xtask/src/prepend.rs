@@ -9,7 +9,7 @@ use burnlens_experiments::{SearchOptions, prepend_losses, prepend_search};
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::{Series, line_plot_svg, write_report};
+use crate::report::{Page, Series, line_plot_svg};
 
 /// Options of `cargo xtask prepend`.
 #[derive(Args)]
@@ -80,8 +80,7 @@ pub fn run(a: PrependArgs) -> Result<()> {
             band: &[],
         }],
     );
-    let plot = a.out.join("perplexity.svg");
-    std::fs::write(&plot, svg).with_context(|| format!("writing {}", plot.display()))?;
+
     let against = baseline.map_or(String::new(), |p| {
         format!(" (after <|endoftext|> alone: {p:.3})")
     });
@@ -93,13 +92,29 @@ pub fn run(a: PrependArgs) -> Result<()> {
         a.target,
         last.perplexity
     );
-    write_report(
-        &a.out,
-        &result,
-        "Prepend search",
-        &summary,
-        &[("Perplexity by round".into(), "perplexity.svg".into())],
-    )?;
+    let mut page = Page::new("Prepend search", &summary);
+    let rows: Vec<Vec<String>> = found
+        .rounds
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            vec![
+                (i + 1).to_string(),
+                format!(
+                    "{:?}",
+                    lm.tokenizer
+                        .str_tokens(&[r.token])
+                        .map(|t| t[0].clone())
+                        .unwrap_or_default()
+                ),
+                format!("{:.3}", r.perplexity),
+            ]
+        })
+        .collect();
+    page.section("The search, round by round")
+        .figure("perplexity by round", "perplexity.svg", svg)
+        .table(&["round", "token prepended", "target perplexity"], &rows);
+    page.write(&a.out, &result, "")?;
     eprintln!("{summary}");
     Ok(())
 }

@@ -2,7 +2,6 @@
 //! next token), the Jaccard similarity of two prompts' candidate pools, and how the prediction
 //! moves when two tokens' input embeddings are swapped or one position's embedding gets noise.
 
-use std::fmt::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -12,7 +11,7 @@ use burnlens_model::Gpt2Tokenizer;
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::escape;
+use crate::report::Page;
 
 /// Options of `cargo xtask probe`.
 #[derive(Args)]
@@ -57,6 +56,21 @@ fn named(tok: &Gpt2Tokenizer, cands: &[Candidate]) -> Result<Vec<serde_json::Val
         .collect()
 }
 
+/// Candidates as the report shows them: `" Paris" 0.912, " Rome" 0.031, …`.
+fn shown(tok: &Gpt2Tokenizer, cands: &[Candidate]) -> Result<String> {
+    let v: Vec<String> = cands
+        .iter()
+        .map(|c| {
+            Ok(format!(
+                "{:?} {:.3}",
+                tok.str_tokens(&[c.token])?[0],
+                c.prob
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(v.join(", "))
+}
+
 /// Runs `cargo xtask probe`.
 pub fn run(a: ProbeArgs) -> Result<()> {
     let started = std::time::Instant::now();
@@ -65,11 +79,8 @@ pub fn run(a: ProbeArgs) -> Result<()> {
     let ids = tok.encode(&a.prompt, a.model.prepend_bos)?;
     let tokens = tok.str_tokens(&ids)?;
     let pools = candidate_pools(&lm.model, &ids, a.top_k)?;
-    let mut html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Probe</title></head>\n<body style=\"font-family: sans-serif\">\n<h1>Candidates at every position</h1>\n<p>{}</p>\n<table border=\"1\" cellpadding=\"4\"><tr><th>position</th><th>token</th><th>actual next (rank)</th><th>top {}</th></tr>\n",
-        escape(&a.prompt),
-        a.top_k
-    );
+    let mut page = Page::new("Probe", &format!("{:?}", a.prompt));
+    let mut rows = Vec::new();
     let mut positions = Vec::new();
     for p in &pools {
         let top = named(tok, &p.top)?;
@@ -77,32 +88,27 @@ pub fn run(a: ProbeArgs) -> Result<()> {
             .actual_next
             .map(|n| tok.str_tokens(&[n]).map(|s| s[0].clone()))
             .transpose()?;
-        let tops: Vec<String> = p
-            .top
-            .iter()
-            .map(|c| {
-                Ok(format!(
-                    "{:?} {:.3}",
-                    tok.str_tokens(&[c.token])?[0],
-                    c.prob
-                ))
-            })
-            .collect::<Result<_>>()?;
-        let _ = writeln!(
-            html,
-            "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code> ({})</td><td><code>{}</code></td></tr>",
-            p.position,
-            escape(&format!("{:?}", tokens[p.position])),
-            escape(&next.as_ref().map_or("–".into(), |n| format!("{n:?}"))),
-            p.actual_rank.map_or("–".into(), |r| r.to_string()),
-            escape(&tops.join(", "))
-        );
+
+        rows.push(vec![
+            p.position.to_string(),
+            format!("{:?}", tokens[p.position]),
+            format!(
+                "{} ({})",
+                next.as_ref().map_or("–".into(), |n| format!("{n:?}")),
+                p.actual_rank.map_or("–".into(), |r| r.to_string())
+            ),
+            shown(tok, &p.top)?,
+        ]);
         positions.push(
             serde_json::json!({"position": p.position, "token": tokens[p.position],
             "actual_next": next, "actual_rank": p.actual_rank, "top": top}),
         );
     }
-    html.push_str("</table>\n");
+    let top_header = format!("top {} (probability)", a.top_k);
+    page.section("Candidates at every position").table(
+        &["position", "token", "actual next (rank)", &top_header],
+        &rows,
+    );
     let mut result = models::result(
         "probe",
         &lm,
@@ -116,14 +122,21 @@ pub fn run(a: ProbeArgs) -> Result<()> {
         let other_ids = tok.encode(other, a.model.prepend_bos)?;
         let (j, pa, pb) = pool_jaccard(&lm.model, &ids, &other_ids, a.top_k)?;
         println!("Jaccard of the top-{} pools: {j:.3}", a.top_k);
-        let _ = writeln!(
-            html,
-            "<h2>Candidate pools</h2><p>Jaccard of the top-{} next-token pools of the prompt and {}: {j:.3}</p>",
-            a.top_k,
-            escape(&format!("{other:?}"))
-        );
+        let (pool, other_pool) = (tok.str_tokens(&pa)?, tok.str_tokens(&pb)?);
+        page.section("Candidate pools of two prompts")
+            .note(&format!(
+                "Jaccard of the top-{} next-token pools of the prompt and {other:?}: {j:.3}",
+                a.top_k
+            ))
+            .table(
+                &["prompt", "pool"],
+                &[
+                    vec![format!("{:?}", a.prompt), format!("{pool:?}")],
+                    vec![format!("{other:?}"), format!("{other_pool:?}")],
+                ],
+            );
         result["compare"] = serde_json::json!({"prompt": other, "jaccard": j,
-            "pool": tok.str_tokens(&pa)?, "other_pool": tok.str_tokens(&pb)?});
+            "pool": pool, "other_pool": other_pool});
     }
     let mut edits = Vec::new();
     if !a.swap.is_empty() {
@@ -156,11 +169,18 @@ pub fn run(a: ProbeArgs) -> Result<()> {
             "{name}: KL(before ‖ after) {:.4}, Jaccard of top-{} {:.3}",
             report.kl, a.top_k, report.jaccard
         );
-        let _ = writeln!(
-            html,
-            "<h2>Embedding edit: {name}</h2><p>KL(before ‖ after) = {:.4}; Jaccard of the top-{} = {:.3}</p>",
-            report.kl, a.top_k, report.jaccard
-        );
+        page.section(&format!("Embedding edit: {name}"))
+            .note(&format!(
+                "{edit:?}: KL(before ‖ after) = {:.4}; Jaccard of the top-{} = {:.3}",
+                report.kl, a.top_k, report.jaccard
+            ))
+            .table(
+                &["", "top next tokens at the last position"],
+                &[
+                    vec!["before".into(), shown(tok, &report.before)?],
+                    vec!["after".into(), shown(tok, &report.after)?],
+                ],
+            );
         edit_json.push(
             serde_json::json!({"edit": edit, "kl": report.kl, "jaccard": report.jaccard,
             "before": named(tok, &report.before)?, "after": named(tok, &report.after)?}),
@@ -168,7 +188,6 @@ pub fn run(a: ProbeArgs) -> Result<()> {
     }
     result["edits"] = serde_json::json!(edit_json);
     result["seconds_total"] = serde_json::json!(started.elapsed().as_secs_f64());
-    html.push_str("<p><a href=\"result.json\">result.json</a></p></body></html>\n");
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    crate::report::write_files(&a.out, &result, &html, "")
+    page.write(&a.out, &result, "")
 }

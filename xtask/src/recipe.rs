@@ -107,10 +107,17 @@ pub fn run(a: RunArgs) -> Result<()> {
         Cli::try_parse_from(&argv).map_err(|e| anyhow::anyhow!("{}: {e}", a.recipe.display()))?;
     let out = crate::out_dir(&cli.command);
     eprintln!("{}: {}", a.recipe.display(), argv[1..].join(" "));
+    // The run records the command the recipe stands for.
+    crate::models::set_command(crate::models::shell_line(argv[1..].iter().cloned()));
     dispatch(cli.command)?;
     if let Some(out) = out {
         std::fs::write(out.join("recipe.toml"), &text)
             .with_context(|| format!("copying the recipe into {}", out.display()))?;
+        // The list of runs beside this one (runs/index.html for the shipped recipes).
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let index = crate::report::write_runs_index(parent)?;
+            eprintln!("updated {}", index.display());
+        }
     }
     Ok(())
 }

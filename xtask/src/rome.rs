@@ -3,20 +3,19 @@
 //! harmonic mean, and optionally the fluency (n-gram entropy) of generated text; a report
 //! (result.json, index.html) and optionally an edited checkpoint in Hugging Face layout.
 
-use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burnlens_datasets::{World, load_counterfact, read_texts};
 use burnlens_experiments::{
-    CaseScores, EditCase, MomentOptions, RomeConfig, StepObserver, case_scores, context_templates,
-    fluency, rome_edit, second_moment_cached, summarize,
+    CaseScores, CounterFactSummary, EditCase, MomentOptions, RomeConfig, StepObserver, case_scores,
+    context_templates, fluency, rome_edit, second_moment_cached, summarize,
 };
 use burnlens_model::{GenerationConfig, Strategy};
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::escape;
+use crate::report::{Page, Series, line_plot_svg};
 
 /// Options of `cargo xtask rome`.
 #[derive(Args)]
@@ -284,48 +283,85 @@ pub fn run(a: RomeArgs) -> Result<()> {
             "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
-    let mut html = String::from(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>ROME edits</title></head>\n\
-         <body style=\"font-family: sans-serif\">\n<h1>ROME edits</h1>\n",
+    let mut page = Page::new(
+        "ROME edits",
+        &format!(
+            "{} cases, layer {} of {}; ROME's scores (%), before → after each edit (each edit \
+             reverted before the next)",
+            cases.len(),
+            config.layer,
+            lm.dir.display()
+        ),
     );
-    writeln!(
-        html,
-        "<p>{} cases, layer {} of {}; ROME's scores (%), before → after each edit (each edit \
-         reverted before the next).</p>\n<table border=\"1\" cellpadding=\"4\">\n<tr><th></th>\
-         <th>efficacy</th><th>paraphrase</th><th>neighbourhood</th><th>score</th></tr>",
-        cases.len(),
-        config.layer,
-        escape(&lm.dir.display().to_string())
-    )?;
-    for (name, s) in [("before", &pre), ("after", &post)] {
-        writeln!(
-            html,
-            "<tr><th>{name}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+    let score_row = |name: &str, s: &CounterFactSummary| {
+        vec![
+            name.to_string(),
             pct(s.mean.efficacy),
             pct(s.mean.paraphrase),
             pct(s.mean.neighborhood),
-            pct(s.score)
-        )?;
-    }
-    html.push_str(
-        "</table>\n<h2>Cases</h2>\n<table border=\"1\" cellpadding=\"4\">\n<tr><th>prompt</th>\
-         <th>new</th><th>true</th><th>p(new) − p(true) before</th><th>after</th>\
-         <th>paraphrase success after</th><th>neighbourhood success after</th></tr>\n",
+            pct(s.score),
+        ]
+    };
+    let before: Vec<f32> = pre_all
+        .iter()
+        .map(|b| b.efficacy_magnitude as f32)
+        .collect();
+    let after: Vec<f32> = post_all
+        .iter()
+        .map(|p| p.efficacy_magnitude as f32)
+        .collect();
+    page.section("Scores over every case")
+        .table(
+            &["", "efficacy", "paraphrase", "neighbourhood", "score"],
+            &[score_row("before", &pre), score_row("after", &post)],
+        )
+        .figure(
+            "p(new) − p(true) per case",
+            "efficacy.svg",
+            line_plot_svg(
+                "p(new) − p(true) on the edited prompt, before and after",
+                "case",
+                "p(new) − p(true)",
+                &[
+                    Series {
+                        name: "before",
+                        values: &before,
+                        band: &[],
+                    },
+                    Series {
+                        name: "after",
+                        values: &after,
+                        band: &[],
+                    },
+                ],
+            ),
+        );
+    let rows: Vec<Vec<String>> = cases
+        .iter()
+        .zip(pre_all.iter().zip(&post_all))
+        .map(|(case, (b, p))| {
+            vec![
+                case.request.filled(),
+                case.request.target_new.clone(),
+                case.target_true.clone(),
+                format!("{:+.3}", b.efficacy_magnitude),
+                format!("{:+.3}", p.efficacy_magnitude),
+                pct(p.paraphrase),
+                pct(p.neighborhood),
+            ]
+        })
+        .collect();
+    page.section("Cases").table(
+        &[
+            "prompt",
+            "new",
+            "true",
+            "p(new) − p(true) before",
+            "after",
+            "paraphrase success after",
+            "neighbourhood success after",
+        ],
+        &rows,
     );
-    for (case, (b, p)) in cases.iter().zip(pre_all.iter().zip(&post_all)) {
-        writeln!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:+.3}</td><td>{:+.3}</td><td>{}</td>\
-             <td>{}</td></tr>",
-            escape(&case.request.filled()),
-            escape(&case.request.target_new),
-            escape(&case.target_true),
-            b.efficacy_magnitude,
-            p.efficacy_magnitude,
-            pct(p.paraphrase),
-            pct(p.neighborhood)
-        )?;
-    }
-    html.push_str("</table>\n<p><a href=\"result.json\">result.json</a></p></body></html>\n");
-    crate::report::write_files(&a.out, &result, &html, "")
+    page.write(&a.out, &result, "")
 }

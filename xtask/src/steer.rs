@@ -9,7 +9,7 @@ use burnlens_model::{GenerationConfig, HookPoint, Strategy};
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::escape;
+use crate::report::Page;
 
 /// Options of `cargo xtask steer`.
 #[derive(Args)]
@@ -94,13 +94,17 @@ pub fn run(a: SteerArgs) -> Result<()> {
             "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
-    let html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Steering</title></head>\n<body style=\"font-family: sans-serif\">\n<h1>Steering</h1>\n<p>{} × ({:?} − {:?}) at {point} (norm {norm:.3})</p>\n<table border=\"1\" cellpadding=\"6\"><tr><th>without</th><th>with</th></tr><tr><td>{}</td><td>{}</td></tr></table>\n<p><a href=\"result.json\">result.json</a></p></body></html>\n",
-        a.coefficient,
-        escape(&a.positive),
-        escape(&a.negative),
-        escape(&plain),
-        escape(&steered)
+    let mut page = Page::new(
+        "Steering",
+        &format!(
+            "{} × ({:?} − {:?}) at {point} (norm {norm:.3}), added at every position",
+            a.coefficient, a.positive, a.negative
+        ),
     );
-    crate::report::write_files(&a.out, &result, &html, "")
+    page.section("The continuation without and with the vector")
+        .table(
+            &["without", "with"],
+            &[vec![plain.clone(), steered.clone()]],
+        );
+    page.write(&a.out, &result, "")
 }

@@ -12,7 +12,7 @@ use burnlens_experiments::{
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::{self, Scale};
+use crate::report::{self, Heatmap, Page, Scale};
 use burnlens_datasets::{Fact, load_facts};
 
 /// Options of `cargo xtask trace`.
@@ -173,7 +173,8 @@ pub fn trace(a: TraceArgs) -> Result<()> {
     save_noise(&noises, &a.out.join("noise.safetensors"))?;
 
     let mut traces: Vec<CausalTrace> = Vec::new();
-    let mut figures = Vec::new();
+    // Each case's figures (state, MLP, attention side by side), shown after the roll-up.
+    let mut case_figures: Vec<CaseFigures> = Vec::new();
     let mut cases = Vec::new();
     for (i, (prompt, noise)) in prompts.iter().zip(&noises).enumerate() {
         bar.set_message(format!("fact {}/{}", i + 1, prompts.len()));
@@ -187,24 +188,42 @@ pub fn trace(a: TraceArgs) -> Result<()> {
         for l in &mut labels[prompt.subject_range.clone()] {
             l.push('*');
         }
+        let subject: Vec<usize> = prompt.subject_range.clone().collect();
         let cols: Vec<String> = (0..n_layers).map(|l| l.to_string()).collect();
+        let mut row = Vec::new();
         for table in &trace.tables {
             let high = table.scores.iter().copied().fold(trace.low_score, f32::max);
-            let file = format!("trace_{i}_{}.svg", table.kind.name());
-            let svg = report::heatmap_svg_with(
+            let svg = Heatmap::new(
                 &format!("{} — p({})", title(table.kind, table.window), answer.trim()),
                 &labels,
                 &cols,
                 &table.scores,
-                Scale::Sequential {
-                    low: trace.low_score,
-                    high,
-                    rgb: colour(table.kind),
-                },
-            );
-            std::fs::write(a.out.join(&file), svg)?;
-            figures.push((format!("{:?}: {}", prompt.text, table.kind.name()), file));
+            )
+            .axes(
+                "layer (window centre)",
+                "token (subject marked)",
+                &format!("p({}) restored", answer.trim()),
+            )
+            .mark_rows(&subject)
+            .scale(Scale::Sequential {
+                low: trace.low_score,
+                high,
+                rgb: colour(table.kind),
+            })
+            .svg();
+            row.push((
+                table.kind.name().to_string(),
+                format!("trace_{i}_{}.svg", table.kind.name()),
+                svg,
+            ));
         }
+        case_figures.push(CaseFigures {
+            heading: format!(
+                "Case {i}: {:?} → {:?} (corrupted p = {:.3}, clean p = {:.3})",
+                prompt.text, answer, trace.low_score, trace.high_score
+            ),
+            row,
+        });
         cases.push(serde_json::json!({
             "prompt": prompt, "answer": answer, "expected": expected, "correct_prediction": correct,
             "answer_id": trace.answer_id, "high_score": trace.high_score, "low_score": trace.low_score,
@@ -216,16 +235,21 @@ pub fn trace(a: TraceArgs) -> Result<()> {
     }
     bar.finish();
     let mut rollups: Vec<IndirectEffects> = Vec::new();
+    let mut page = Page::new("Causal tracing", "");
     if prompts.len() > 1 {
         if traces.is_empty() {
             eprintln!(
                 "no fact was predicted correctly, so there is no average indirect effect (pass --all-facts to average them all)"
             );
         }
+        let section = page.section(&format!(
+            "Average indirect effect over {} prompts",
+            traces.len()
+        ));
         for &kind in kinds.iter().filter(|_| !traces.is_empty()) {
             let r = average_indirect_effect(&traces, kind)?;
-            figures.extend(report::group_figures(
-                &a.out,
+            report::group_figures(
+                section,
                 &format!("aie_{}", kind.name()),
                 &format!("average indirect effect ({})", kind.name()),
                 &format!(
@@ -237,7 +261,7 @@ pub fn trace(a: TraceArgs) -> Result<()> {
                 &r.groups,
                 n_layers,
                 Some(colour(kind)),
-            )?);
+            );
             rollups.push(r);
         }
     }
@@ -261,7 +285,18 @@ pub fn trace(a: TraceArgs) -> Result<()> {
         a.samples,
         a.window
     );
-    let html = report::index_html("Causal tracing", &summary, &figures);
-    let also = format!("noise.safetensors, {} SVGs", figures.len());
-    report::write_files(&a.out, &result, &html, &also)
+    page.summary(&summary);
+    for case in case_figures {
+        let section = page.section(&case.heading);
+        for (name, file, svg) in case.row {
+            section.figure(&name, &file, svg);
+        }
+    }
+    page.write(&a.out, &result, "noise.safetensors")
+}
+
+/// One traced case's section: its heading and its figures `(caption, file, svg)`.
+struct CaseFigures {
+    heading: String,
+    row: Vec<(String, String, String)>,
 }

@@ -694,3 +694,34 @@ fn generate_writes_each_sequences_ids_text_and_score_as_json() {
     let json: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(json["sequences"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_head_outside_the_model_and_an_empty_runs_folder_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = root().join("fixtures/organism/texts.txt");
+    let out = tmp.path().join("heads");
+    // The organism has 4 layers of 4 heads.
+    for (layer, head) in [("4", "0"), ("0", "4")] {
+        xtask(&[
+            "heads",
+            "--texts",
+            s(&texts),
+            "--layer",
+            layer,
+            "--head",
+            head,
+            "--out",
+            s(&out),
+        ])
+        .fails_naming(&[
+            &format!("--layer {layer} --head {head}"),
+            "outside the model",
+            "4 layers of 4 heads",
+        ]);
+    }
+    let empty = tmp.path().join("runs");
+    std::fs::create_dir(&empty).unwrap();
+    xtask(&["runs", s(&empty)]).fails_naming(&["no runs in", "result.json"]);
+    xtask(&["runs", s(&tmp.path().join("missing"))])
+        .fails_naming(&["cannot read the runs folder", "missing"]);
+}

@@ -2,6 +2,7 @@
 //! as for every crate; `cargo test -p xtask --test it <module>::`).
 
 mod bad_input;
+mod browser;
 mod patch_pairs;
 mod recipes;
 

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::root;
+use crate::{browser, root};
 use std::process::Command;
 
 use serde_json::Value;
@@ -19,8 +19,8 @@ fn nullable_fields(results_md: &str, command: &str) -> Vec<String> {
     };
     let section = &results_md[start + heading.len()..];
     let section = &section[..section.find("\n## ").unwrap_or(section.len())];
-    // `git_commit` is documented once, in the first section, for every command.
-    let mut fields = vec!["git_commit".to_string()];
+    // The header's nullable fields are documented once, at the top, for every command.
+    let mut fields = vec!["git_commit".to_string(), "headline".to_string()];
     for row in section
         .lines()
         .filter(|l| l.starts_with('|') && l.contains("null"))
@@ -54,6 +54,7 @@ fn every_recipe_writes_a_number_wherever_results_md_promises_one() {
     let results_md = std::fs::read_to_string(root.join("docs/RESULTS.md")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mut ran = 0;
+    let chromium = browser::chromium();
     let mut recipes: Vec<PathBuf> = std::fs::read_dir(root.join("recipes"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -100,9 +101,30 @@ fn every_recipe_writes_a_number_wherever_results_md_promises_one() {
              number: {bad:?}"
         );
         known_answer(&name, &json);
+        if let Some(c) = &chromium {
+            browser::check_page(c, &out.join("index.html"), &expected_page(&name));
+        }
         ran += 1;
     }
     assert_eq!(ran, 12);
+    // The list of runs the recipes updated as they ran, with each run's headline figure.
+    let runs = tmp.path().join("index.html");
+    let list = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(
+        list.matches("/index.html\">").count(),
+        2 * 12 - 2,
+        "two links a run, one for runs without a figure"
+    );
+    if let Some(c) = &chromium {
+        browser::check_page(
+            c,
+            &runs,
+            &browser::Expect {
+                images: 10,
+                ..Default::default()
+            },
+        );
+    }
 }
 
 #[test]
@@ -120,7 +142,10 @@ fn the_null_check_sees_a_nan() {
         ]
     );
     let md = "## `cargo xtask x` — y\n| `a`, `b` | number or null | m |\n| `c` | number | n |\n";
-    assert_eq!(nullable_fields(md, "x"), ["git_commit", "a", "b"]);
+    assert_eq!(
+        nullable_fields(md, "x"),
+        ["git_commit", "headline", "a", "b"]
+    );
 }
 
 /// `v` as f64 (a number in result.json).
@@ -364,5 +389,26 @@ fn known_answer(name: &str, r: &Value) {
             );
         }
         other => panic!("recipes/{other}.toml has no known answer in this test: add one"),
+    }
+}
+
+/// What each recipe's page must show in the browser beyond what every page must.
+fn expected_page(name: &str) -> browser::Expect {
+    let svgs = match name {
+        "activation-patching" => 5,
+        "attribution-patching" => 18,
+        "attribute" | "prepend-search" | "rome-edit" => 1,
+        "attribute-layers" => 2 + 48,
+        "causal-trace" => 6 + 3 * 12,
+        "circuit-retrieval" => 2,
+        "heads" => 5,
+        "logit-lens" => 3,
+        "probe" | "steering" => 0,
+        other => panic!("no expected page for {other}"),
+    };
+    browser::Expect {
+        svgs,
+        attention_view: name == "heads",
+        ..Default::default()
     }
 }
