@@ -58,6 +58,7 @@ document.getElementById("f").addEventListener("load", function () {
         texts: s.querySelectorAll("text").length,
         shapes: s.querySelectorAll("rect, path, polyline, circle, line").length,
         cells: s.querySelectorAll("rect.cell").length,
+        titled: s.querySelectorAll("rect.cell > title").length,
         bar: s.querySelectorAll("rect.colour-bar").length,
         ticks: s.querySelectorAll("text.tick").length,
         // Labels drawn outside the figure are clipped.
@@ -74,6 +75,11 @@ document.getElementById("f").addEventListener("load", function () {
       var m = /rgba\(.*,\s*([0-9.]+)\)/.exec(t.style.background);
       return m && parseFloat(m[1]) > 0.05;
     }).length;
+    // Hovering the second token makes it the destination.
+    if (toks.length > 1) {
+      toks[1].dispatchEvent(new MouseEvent("mouseenter"));
+      out.hovered = d.querySelector(".attention-view .info").textContent;
+    }
     out.links = Array.from(d.querySelectorAll("a[href]")).map(function (a) {
       var h = a.getAttribute("href");
       return {href: h, ok: h.charAt(0) !== "#" || !!d.getElementById(h.slice(1))};
