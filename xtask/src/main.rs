@@ -129,10 +129,12 @@ fn main() -> Result<()> {
 }
 
 fn dispatch(command: Command) -> Result<()> {
-    // Output paths are checked before the work starts, not after an hour of it.
-    if let Some(out) = out_dir(&command) {
-        models::prepare_out_dir("--out", &out)?;
-    }
+    // Output paths are checked before the work starts, not after an hour of it, and the output
+    // folder is this run's until it ends.
+    let _lock = match out_dir(&command) {
+        Some(out) => Some(models::claim_out_dir("--out", &out)?),
+        None => None,
+    };
     match command {
         Command::Generate(a) => generate::run(a),
         Command::Logits(a) => logits::run(a),

@@ -92,6 +92,82 @@ pub fn prepare_out_dir(option: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An output directory claimed by this run: the lock on its `.burnlens-lock` file, held until
+/// the value is dropped (the end of the command) and released by the system if the process
+/// dies, so no stale lock survives a crash. The file stays (removing it could let two runs
+/// lock two different files of one name) and says who holds it.
+pub struct OutDirLock {
+    _file: std::fs::File,
+}
+
+/// Creates `dir`, the output directory given by `option`, checks that it can be written and
+/// locks it for this run, before any work is done: a second run into the same directory fails
+/// at once, naming the process that holds it, and writes nothing there.
+///
+/// # Errors
+/// Naming `option` and the directory: it cannot be created or written, or another run holds
+/// it. Where the filesystem cannot lock files, a warning says so and the run goes on.
+pub fn claim_out_dir(option: &str, dir: &Path) -> Result<OutDirLock> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the output directory {option} {}",
+            dir.display()
+        )
+    })?;
+    let path = dir.join(".burnlens-lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "cannot write into the output directory {option} {}",
+                dir.display()
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            let holder = format!(
+                "pid {} since {}: {}\n",
+                std::process::id(),
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+                COMMAND.lock().unwrap_or_else(|e| e.into_inner())
+            );
+            file.set_len(0)
+                .and_then(|()| file.rewind())
+                .and_then(|()| file.write_all(holder.as_bytes()))
+                .with_context(|| {
+                    format!(
+                        "cannot write into the output directory {option} {}",
+                        dir.display()
+                    )
+                })?;
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            std::fs::File::open(&path)
+                .and_then(|mut f| f.read_to_string(&mut holder))
+                .ok();
+            anyhow::bail!(
+                "{option} {}: another run is writing into this folder ({}); wait for it to \
+                 finish or choose another folder",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            eprintln!(
+                "warning: cannot lock {} ({e}); a second run into this folder will not be stopped",
+                path.display()
+            );
+        }
+    }
+    Ok(OutDirLock { _file: file })
+}
+
 /// Checks, before any work is done, that the file `path` given by `option` can be written: its
 /// folder is created and written into.
 ///
