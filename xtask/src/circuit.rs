@@ -16,7 +16,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::{Page, Series, escape, line_plot_svg};
+use crate::report::{Page, Series, escape, line_plot_svg_ticks};
 
 /// Options of `cargo xtask circuit`.
 #[derive(Args)]
@@ -199,15 +199,17 @@ pub fn run(a: CircuitArgs) -> Result<()> {
     );
     if faithfulness.len() > 1 {
         let values: Vec<f32> = faithfulness.iter().map(|p| p.value).collect();
-        let svg = line_plot_svg(
-            "Faithfulness of the top-n circuit (n = 1, 2, 4, …, all edges)",
-            "step (n doubles)",
+        let ticks: Vec<String> = faithfulness.iter().map(|p| p.n_edges.to_string()).collect();
+        let svg = line_plot_svg_ticks(
+            "Faithfulness of the top-n circuit",
+            "edges kept (n)",
             "faithfulness",
             &[Series {
                 name: "faithfulness",
                 values: &values,
                 band: &[],
             }],
+            &ticks,
         );
         section.figure("Faithfulness curve", "faithfulness.svg", svg);
     }
@@ -284,10 +286,26 @@ fn diagram(graph: &EdgeGraph, circuit: &EdgeSet, scores: &EdgeScores) -> String 
         let v = scores.values()[i];
         let colour = if v >= 0.0 { "#d62728" } else { "#1f77b4" };
         let w = 1.0 + 5.0 * v.abs() / max;
+        // A head's output into its own layer's MLP stays in the row: drawn as an arc over the
+        // boxes between them, from the head's top to the MLP's top, instead of through them.
+        let same_row = (y2 - bh / 2.0 - y1).abs() < 1e-3;
+        let (y1, y2) = if same_row {
+            (y1 - bh / 2.0, y2 - bh)
+        } else {
+            (y1 - bh / 2.0, y2)
+        };
+        let d = if same_row {
+            format!(
+                "M{x1:.1} {y1:.1} Q{:.1} {:.1} {x2:.1} {y2:.1}",
+                (x1 + x2) / 2.0,
+                y1 - 0.6 * (row - bh)
+            )
+        } else {
+            format!("M{x1:.1} {y1:.1} L{x2:.1} {y2:.1}")
+        };
         let _ = writeln!(
             s,
-            "<line x1=\"{x1:.1}\" y1=\"{:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"{colour}\" stroke-width=\"{w:.2}\" opacity=\"0.8\"><title>{} {v:.4}</title></line>",
-            y1 - bh / 2.0,
+            "<path class=\"edge\" d=\"{d}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"{w:.2}\" opacity=\"0.8\"><title>{} {v:.4}</title></path>",
             escape(&e.to_string())
         );
         if let Some(m) = mark {

@@ -97,15 +97,16 @@ pub fn lens(a: LensArgs) -> Result<()> {
                 })
                 .svg(),
         );
-        let svg = report::line_plot_svg(
+        let svg = report::line_plot_svg_ticks(
             &format!("p({text:?}) at the last position across readouts"),
-            "readout (0 = before block 0, last = output)",
+            "readout",
             "probability",
             &[Series {
                 name: "p(answer)",
                 values: &last.answer_prob,
                 band: &[],
             }],
+            &labels,
         );
         section.figure("the answer across layers", "answer.svg", svg);
     }

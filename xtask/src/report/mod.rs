@@ -10,7 +10,7 @@ mod svg;
 pub use attention::{HeadView, attention_view};
 pub use page::{Page, Section};
 pub use runs::write_runs_index;
-pub use svg::{Heatmap, Scale, Series, line_plot_svg};
+pub use svg::{Heatmap, Scale, Series, line_plot_svg, line_plot_svg_ticks};
 
 /// Escapes text for SVG/HTML; control characters (which XML forbids, and which single tokens
 /// can decode to) are written as Rust escapes (`\u{7}`).

@@ -337,6 +337,17 @@ const PALETTE: [&str; 6] = [
 /// integer x ticks `0..n`, one line per series (series without values are left out of the
 /// plot and the legend), every point's value on hover.
 pub fn line_plot_svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    line_plot_svg_ticks(title, x_label, y_label, series, &[])
+}
+
+/// [`line_plot_svg`] with a label for each x tick (`ticks[i]` under x = i) instead of `i`.
+pub fn line_plot_svg_ticks(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    ticks: &[String],
+) -> String {
     let drawn: Vec<&Series> = series.iter().filter(|s| !s.values.is_empty()).collect();
     let legend_w = drawn
         .iter()
@@ -401,11 +412,13 @@ pub fn line_plot_svg(title: &str, x_label: &str, y_label: &str, series: &[Series
     // At most ~20 x tick labels.
     let every = n.div_ceil(20).max(1);
     for i in (0..n).step_by(every) {
+        let label = ticks.get(i).cloned().unwrap_or_else(|| i.to_string());
         let _ = writeln!(
             s,
-            r#"<text class="tick" x="{}" y="{}" text-anchor="middle">{i}</text>"#,
+            r#"<text class="tick" x="{}" y="{}" text-anchor="middle">{}</text>"#,
             px(i),
-            y1 + 14.0
+            y1 + 14.0,
+            escape(&label)
         );
     }
     let _ = writeln!(
