@@ -57,5 +57,5 @@ pub use steering::{Steered, steer_generation, steering_vector};
 pub use tracing::{
     CausalTrace, GroupEffect, IndirectEffects, NoiseSpec, TOKEN_GROUPS, TokenTable, TraceConfig,
     TraceKind, TracePrompt, TraceTable, average_indirect_effect, causal_trace, group_rollup,
-    load_noise, save_noise, subject_embedding_std,
+    load_noise, save_noise, save_noise_indexed, subject_embedding_std,
 };

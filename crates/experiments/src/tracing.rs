@@ -25,7 +25,7 @@ use burnlens_model::weights::{
     RawTensor, first_non_finite, read_safetensors_as, write_safetensors,
 };
 use burnlens_model::{Gpt2, Gpt2Tokenizer, HookKind, HookPoint, TokenBatch};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::batched::{self, Baseline};
 use crate::engine::{Job, Patch};
@@ -34,7 +34,7 @@ use crate::metric::LastPosition;
 use crate::progress::Observer;
 
 /// What a restoration copies from the clean run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TraceKind {
     /// The block output (`hook_resid_post`) at one layer.
@@ -151,7 +151,7 @@ impl Default for TraceConfig {
 }
 
 /// A prompt to trace: its token ids and strings, and the subject's token range.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TracePrompt {
     /// The prompt text.
     pub text: String,
@@ -222,9 +222,19 @@ pub fn subject_embedding_std(
 /// # Errors
 /// I/O errors.
 pub fn save_noise(noises: &[Tensor<3>], path: &Path) -> Result<()> {
+    let indexed: Vec<(usize, &Tensor<3>)> = noises.iter().enumerate().collect();
+    save_noise_indexed(&indexed, path)
+}
+
+/// Writes the noise of some prompts of a dataset as one safetensors file, tensor `noise.<i>`
+/// for prompt `i` of the whole dataset (what a shard of a sweep writes: its own prompts under
+/// their indices in the dataset, so the files of all shards replay as one).
+///
+/// # Errors
+/// I/O errors.
+pub fn save_noise_indexed(noises: &[(usize, &Tensor<3>)], path: &Path) -> Result<()> {
     let raw = noises
         .iter()
-        .enumerate()
         .map(|(i, noise)| {
             let t = RawTensor {
                 shape: noise.dims().to_vec(),
@@ -275,7 +285,7 @@ pub fn load_noise(path: &Path, name: &str, device: &burn::tensor::Device) -> Res
 }
 
 /// One causal-trace table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceTable {
     /// What was restored.
     pub kind: TraceKind,
@@ -301,7 +311,7 @@ impl TraceTable {
 }
 
 /// The causal trace of one prompt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CausalTrace {
     /// The prompt.
     pub prompt: TracePrompt,
