@@ -361,7 +361,7 @@ mod tests {
         line[at] = format!("--out={}", out.display());
         let at = line.iter().position(|a| a.starts_with("--model=")).unwrap();
         line[at] = format!("--model={}", root.join("fixtures/organism").display());
-        dispatch(Cli::try_parse_from(&line).unwrap().command).unwrap();
+        dispatch(Cli::try_parse_from(&line).unwrap().command, true).unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap())
                 .unwrap();

@@ -19,6 +19,7 @@ mod layers;
 mod lens;
 mod llm;
 mod logits;
+mod merge;
 mod models;
 mod npy;
 mod organism;
@@ -29,7 +30,9 @@ mod progress;
 mod recipe;
 mod report;
 mod rome;
+mod slurm;
 mod steer;
+mod sweep;
 mod trace;
 
 use std::path::PathBuf;
@@ -45,6 +48,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Replace the earlier run in --out: its files are removed first, so none survives into
+    /// this run's folder (without it, a folder holding a run is refused).
+    #[arg(long, global = true)]
+    overwrite: bool,
 }
 
 // Negative numbers are values (`--noise-level -1` is refused for being negative, not taken
@@ -99,6 +106,10 @@ enum Command {
     /// ROME edits of CounterFact cases (edit, evaluate, revert), with ROME's scores.
     #[command(allow_negative_numbers = true)]
     Rome(rome::RomeArgs),
+    /// Run a sweep (trace, attribute-layers, rome) as a Slurm job array of shards and a merge job.
+    Slurm(slurm::SlurmArgs),
+    /// Merge the output folders of a sharded sweep (--shard i/n) into the folder one run writes.
+    Merge(merge::MergeArgs),
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
     #[command(allow_negative_numbers = true)]
     Run(recipe::RunArgs),
@@ -125,14 +136,33 @@ fn main() -> Result<()> {
     // Paths are the user's: relative ones resolve against the current directory (no change of
     // directory); defaults that name the repository's fixtures are absolute.
     models::set_command(models::shell_line(std::env::args().skip(1)));
-    dispatch(Cli::parse().command)
+    let cli = Cli::parse();
+    dispatch(cli.command, cli.overwrite)
 }
 
-fn dispatch(command: Command) -> Result<()> {
+fn dispatch(command: Command, overwrite: bool) -> Result<()> {
     // Output paths are checked before the work starts, not after an hour of it, and the output
-    // folder is this run's until it ends.
+    // folder is this run's until it ends; an earlier run in it is refused, replaced
+    // (--overwrite) or continued (--resume).
+    let resume = sweep_args(&command).is_some_and(|s| s.resume);
+    if resume && overwrite {
+        anyhow::bail!("--resume continues the run in --out and --overwrite replaces it: give one");
+    }
     let _lock = match out_dir(&command) {
-        Some(out) => Some(models::claim_out_dir("--out", &out)?),
+        Some(out) => {
+            // The organism's --out is a checkpoint folder, rewritten file by file.
+            let earlier = match &command {
+                Command::Organism(_) => models::Earlier::Keep,
+                _ if resume => models::Earlier::Resume,
+                _ if overwrite => models::Earlier::Overwrite,
+                _ => models::Earlier::Refuse,
+            };
+            let keep: Vec<PathBuf> = match &command {
+                Command::Merge(a) => a.dirs.clone(),
+                _ => Vec::new(),
+            };
+            Some(models::claim_out_dir("--out", &out, earlier, &keep)?)
+        }
         None => None,
     };
     match command {
@@ -152,12 +182,24 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Circuit(a) => circuit::run(a),
         Command::Organism(a) => organism::run(a),
         Command::Rome(a) => rome::run(a),
-        Command::Run(a) => recipe::run(a),
+        Command::Merge(a) => merge::merge(a),
+        Command::Slurm(a) => slurm::run(a),
+        Command::Run(a) => recipe::run(a, overwrite),
         Command::Runs(a) => {
             let index = report::write_runs_index(&a.dir)?;
             eprintln!("wrote {}", index.display());
             Ok(())
         }
+    }
+}
+
+/// The sweep flags of a dataset-level command (item by item: shards, resume).
+pub(crate) fn sweep_args(command: &Command) -> Option<&sweep::SweepArgs> {
+    match command {
+        Command::Trace(a) => Some(&a.sweep),
+        Command::AttributeLayers(a) => Some(&a.sweep),
+        Command::Rome(a) => Some(&a.sweep),
+        _ => None,
     }
 }
 
@@ -175,6 +217,7 @@ pub(crate) fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::Probe(a) => Some(a.out.clone()),
         Command::Rome(a) => Some(a.out.clone()),
         Command::Circuit(a) => Some(a.out.clone()),
+        Command::Merge(a) => Some(a.out.clone()),
         Command::Organism(a) if !a.eval => {
             Some(a.out.clone().unwrap_or_else(crate::models::organism_dir))
         }

@@ -9,7 +9,7 @@ use burnlens_model::{BackendKind, LoadOptions, LoadedModel, ModelSource, load_fr
 use clap::Args;
 
 /// Which model, on which backend.
-#[derive(Args)]
+#[derive(Args, serde::Serialize)]
 pub struct ModelArgs {
     /// A local directory in Hugging Face layout (relative paths resolve against the current
     /// directory), or a hub id (needs `--features hub`) [default: the model organism, the
@@ -100,15 +100,66 @@ pub struct OutDirLock {
     _file: std::fs::File,
 }
 
+/// What a run does with an earlier run's files in its output directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Earlier {
+    /// Refuse a folder that holds anything (the default).
+    Refuse,
+    /// Remove the earlier run's files first (`--overwrite`).
+    Overwrite,
+    /// Continue it (`--resume`; the sweep checks that it is the same run).
+    Resume,
+    /// Write over it file by file (a checkpoint folder: `organism --out`).
+    Keep,
+}
+
+/// The names of the entries of `dir` that belong to a run (not the lock, not `keep`'s).
+fn run_entries(dir: &Path, keep: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let keep: Vec<PathBuf> = keep
+        .iter()
+        .filter_map(|k| std::fs::canonicalize(k).ok())
+        .collect();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if matches!(
+            name.as_deref(),
+            Some(".burnlens-lock" | ".burnlens-write-check" | "slurm")
+        ) {
+            continue;
+        }
+        if std::fs::canonicalize(&path).is_ok_and(|p| keep.contains(&p)) {
+            continue;
+        }
+        out.push(path);
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Creates `dir`, the output directory given by `option`, checks that it can be written and
 /// locks it for this run, before any work is done: a second run into the same directory fails
-/// at once, naming the process that holds it, and writes nothing there.
+/// at once, naming the process that holds it, and writes nothing there. Then, by `earlier`,
+/// a folder holding files of an earlier run is refused (naming them and the flags that say
+/// what to do), emptied (`--overwrite`: only in a folder a burnlens run wrote, one with a
+/// `.burnlens-lock`, `result.json` or `sweep.json`), or left for the resume. Entries under
+/// `keep` (the folders `merge` reads) and `slurm/` (the job scripts and logs) are not a run's.
 ///
 /// # Errors
-/// Naming `option` and the directory: it cannot be created or written, or another run holds
-/// it. Where the filesystem cannot lock files, a warning says so and the run goes on.
-pub fn claim_out_dir(option: &str, dir: &Path) -> Result<OutDirLock> {
+/// Naming `option` and the directory: it cannot be created or written, another run holds it,
+/// or it holds an earlier run (or, for `--overwrite`, files burnlens did not write). Where
+/// the filesystem cannot lock files, a warning says so and the run goes on.
+pub fn claim_out_dir(
+    option: &str,
+    dir: &Path,
+    earlier: Earlier,
+    keep: &[PathBuf],
+) -> Result<OutDirLock> {
     use std::io::{Read, Seek, Write};
+    let ours = [".burnlens-lock", "result.json", "sweep.json"]
+        .iter()
+        .any(|f| dir.join(f).exists());
     std::fs::create_dir_all(dir).with_context(|| {
         format!(
             "cannot create the output directory {option} {}",
@@ -116,6 +167,7 @@ pub fn claim_out_dir(option: &str, dir: &Path) -> Result<OutDirLock> {
         )
     })?;
     let path = dir.join(".burnlens-lock");
+    let had_lock = path.exists();
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -128,6 +180,14 @@ pub fn claim_out_dir(option: &str, dir: &Path) -> Result<OutDirLock> {
                 dir.display()
             )
         })?;
+    // A folder refused below keeps no lock file of ours (which would make it look like a run
+    // burnlens wrote).
+    let refuse = |e: anyhow::Error| -> anyhow::Error {
+        if !had_lock {
+            std::fs::remove_file(&path).ok();
+        }
+        e
+    };
     match file.try_lock() {
         Ok(()) => {
             let holder = format!(
@@ -162,6 +222,49 @@ pub fn claim_out_dir(option: &str, dir: &Path) -> Result<OutDirLock> {
             eprintln!(
                 "warning: cannot lock {} ({e}); a second run into this folder will not be stopped",
                 path.display()
+            );
+        }
+    }
+    let entries = run_entries(dir, keep)?;
+    match earlier {
+        _ if entries.is_empty() => {}
+        Earlier::Keep | Earlier::Resume => {}
+        Earlier::Refuse => {
+            let names: Vec<String> = entries
+                .iter()
+                .take(4)
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            return Err(refuse(anyhow::anyhow!(
+                "{option} {} already holds a run ({}{}): pass --overwrite to replace it (its files \
+                 are removed first), --resume to continue an interrupted sweep (trace, \
+                 attribute-layers, rome), or choose another folder",
+                dir.display(),
+                names.join(", "),
+                if entries.len() > 4 { ", …" } else { "" }
+            )));
+        }
+        Earlier::Overwrite => {
+            if !ours {
+                return Err(refuse(anyhow::anyhow!(
+                    "--overwrite: {option} {} holds files that no burnlens run wrote (it has no \
+                     .burnlens-lock, result.json or sweep.json); nothing was removed: choose an \
+                     empty folder",
+                    dir.display()
+                )));
+            }
+            for p in &entries {
+                let removed = if p.is_dir() && !p.is_symlink() {
+                    std::fs::remove_dir_all(p)
+                } else {
+                    std::fs::remove_file(p)
+                };
+                removed.with_context(|| format!("--overwrite: cannot remove {}", p.display()))?;
+            }
+            eprintln!(
+                "--overwrite: removed the earlier run's {} entries from {}",
+                entries.len(),
+                dir.display()
             );
         }
     }
@@ -208,9 +311,12 @@ pub fn open(args: &ModelArgs) -> Result<(LoadedModel, BackendKind)> {
     Ok((lm, backend))
 }
 
-/// The commit of the checkout the command runs from, if git can tell.
+/// The commit of the checkout xtask was built from (not of the current directory), if git
+/// can tell.
 pub fn git_commit() -> Option<String> {
     let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo_root())
         .args(["rev-parse", "HEAD"])
         .output()
         .ok()?;
@@ -245,6 +351,41 @@ pub fn shell_line(args: impl IntoIterator<Item = String>) -> String {
     line
 }
 
+/// The command line this process runs (`cargo xtask …`).
+pub fn command_line() -> String {
+    COMMAND.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The run header of `result.json` but its date: `experiment`, `model`, `backend`,
+/// `git_commit`, `command`.
+pub fn header(experiment: &str, lm: &LoadedModel, backend: BackendKind) -> serde_json::Value {
+    serde_json::json!({
+        "experiment": experiment,
+        "model": lm.dir,
+        "backend": backend.name(),
+        "git_commit": git_commit(),
+        "command": command_line(),
+    })
+}
+
+/// A `result.json` from a run header ([`header`]): the header, `created` (now), then
+/// `fields`, an object of the command's own results.
+pub fn result_from(header: &serde_json::Value, fields: serde_json::Value) -> serde_json::Value {
+    let mut out = header.clone();
+    if let Some(map) = out.as_object_mut() {
+        map.insert(
+            "created".into(),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string()
+                .into(),
+        );
+        if let serde_json::Value::Object(fields) = fields {
+            map.extend(fields);
+        }
+    }
+    out
+}
+
 /// A command's `result.json`: the run header (`experiment`, `model`, `backend`, `git_commit`,
 /// `command`, `created`) and then `fields`, an object of the command's own results.
 pub fn result(
@@ -253,16 +394,5 @@ pub fn result(
     backend: BackendKind,
     fields: serde_json::Value,
 ) -> serde_json::Value {
-    let mut out = serde_json::json!({
-        "experiment": experiment,
-        "model": lm.dir,
-        "backend": backend.name(),
-        "git_commit": git_commit(),
-        "command": *COMMAND.lock().unwrap_or_else(|e| e.into_inner()),
-        "created": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    });
-    if let (Some(map), serde_json::Value::Object(fields)) = (out.as_object_mut(), fields) {
-        map.extend(fields);
-    }
-    out
+    result_from(&header(experiment, lm, backend), fields)
 }

@@ -27,6 +27,9 @@ use crate::{Cli, dispatch};
 pub struct RunArgs {
     /// The recipe (TOML).
     pub recipe: PathBuf,
+    /// Continue the recipe's interrupted sweep (trace, attribute-layers, rome) in its folder.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// The command line a recipe stands for.
@@ -99,17 +102,21 @@ pub fn argv(text: &str) -> Result<Vec<String>> {
 }
 
 /// Runs `cargo xtask run`.
-pub fn run(a: RunArgs) -> Result<()> {
+/// `overwrite` is `run`'s own `--overwrite`, passed on to the recipe's command.
+pub fn run(a: RunArgs, overwrite: bool) -> Result<()> {
     let text = std::fs::read_to_string(&a.recipe)
         .with_context(|| format!("reading the recipe {}", a.recipe.display()))?;
-    let argv = argv(&text).with_context(|| format!("in {}", a.recipe.display()))?;
+    let mut argv = argv(&text).with_context(|| format!("in {}", a.recipe.display()))?;
+    if a.resume {
+        argv.push("--resume".into());
+    }
     let cli =
         Cli::try_parse_from(&argv).map_err(|e| anyhow::anyhow!("{}: {e}", a.recipe.display()))?;
     let out = crate::out_dir(&cli.command);
     eprintln!("{}: {}", a.recipe.display(), argv[1..].join(" "));
     // The run records the command the recipe stands for.
     crate::models::set_command(crate::models::shell_line(argv[1..].iter().cloned()));
-    dispatch(cli.command)?;
+    dispatch(cli.command, overwrite || cli.overwrite)?;
     if let Some(out) = out {
         std::fs::write(out.join("recipe.toml"), &text)
             .with_context(|| format!("copying the recipe into {}", out.display()))?;
@@ -218,7 +225,7 @@ mod tests {
         let mut line = argv(&text).unwrap();
         let at = line.iter().position(|a| a.starts_with("--out=")).unwrap();
         line[at] = format!("--out={}", out.display());
-        dispatch(Cli::try_parse_from(&line).unwrap().command).unwrap();
+        dispatch(Cli::try_parse_from(&line).unwrap().command, true).unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap())
                 .unwrap();

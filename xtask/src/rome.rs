@@ -16,11 +16,14 @@ use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
 use crate::report::{Page, Series, line_plot_svg};
+use crate::sweep::{Manifest, Sweep, SweepArgs};
 
-/// Options of `cargo xtask rome`.
-#[derive(Args)]
+/// Options of `cargo xtask rome` (serialised into sweep.json, but for --out and the sweep
+/// flags).
+#[derive(Args, serde::Serialize)]
 pub struct RomeArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub model: ModelArgs,
     /// CounterFact records (ROME's `counterfact.json` layout). Without it, the cases are drawn
     /// from the planted facts of the model's `manifest.json` (the model organism).
@@ -67,7 +70,11 @@ pub struct RomeArgs {
     pub save_edited: Option<PathBuf>,
     /// Output directory.
     #[arg(long)]
+    #[serde(skip)]
     pub out: PathBuf,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub sweep: SweepArgs,
 }
 
 /// The organism's world and corpus settings from its manifest.
@@ -105,9 +112,10 @@ fn case_fluency(
     )?))
 }
 
-/// Runs `cargo xtask rome`.
+/// Runs `cargo xtask rome`: one case after another, each recorded in items.jsonl as it is
+/// done (see `sweep.rs`: --shard, --resume), then the report from the items.
 pub fn run(a: RomeArgs) -> Result<()> {
-    let started = std::time::Instant::now();
+    let mut sweep = Sweep::open(&a.out, "rome", serde_json::to_value(&a)?, &a.sweep)?;
     let stats_dir = match &a.stats_dir {
         Some(d) => d.clone(),
         None => crate::models::cache_dir()
@@ -204,9 +212,20 @@ pub fn run(a: RomeArgs) -> Result<()> {
         config.template_seed,
     )?;
 
+    sweep.begin(
+        cases.len(),
+        models::header("rome", &lm, backend),
+        serde_json::json!({
+            "config": config, "preset": preset.is_some(), "templates": templates,
+            "second_moment": {"path": stats_path, "tokens": stats.count},
+            "model_dir": lm.dir,
+        }),
+    )?;
+
     // Edit, evaluate, revert: one case at a time.
+    let todo = sweep.todo();
     let bar = crate::progress::bar(
-        cases.len() as u64,
+        todo.len() as u64,
         "editing [{bar:40}] {pos}/{len} cases ({eta}) {msg}",
         "edits",
     );
@@ -214,9 +233,9 @@ pub fn run(a: RomeArgs) -> Result<()> {
     config.on_step = StepObserver::new(move |step, s| {
         step_bar.set_message(format!("step {step}: loss {:.3}", s.loss))
     });
-    let mut rows = Vec::new();
-    let (mut pre_all, mut post_all) = (Vec::new(), Vec::new());
-    for (i, case) in cases.iter().enumerate() {
+    for k in todo {
+        let case = &cases[k];
+        let t0 = std::time::Instant::now();
         let pre: CaseScores = case_scores(&lm.model, &tok, case)?;
         let pre_fluency = case_fluency(&a, &lm.model, &tok, case)?;
         let edit = rome_edit(
@@ -227,11 +246,11 @@ pub fn run(a: RomeArgs) -> Result<()> {
             &templates,
             Some(&stats),
         )
-        .with_context(|| format!("case {}: {:?}", case.case_id, case.request))?;
+        .with_context(|| format!("case {k} (id {}): {:?}", case.case_id, case.request))?;
         let applied = edit.apply(&mut lm.model)?;
         let post = case_scores(&lm.model, &tok, case)?;
         let post_fluency = case_fluency(&a, &lm.model, &tok, case)?;
-        if i == 0
+        if k == 0
             && let Some(dir) = &a.save_edited
         {
             lm.model.save_pretrained(dir)?;
@@ -244,24 +263,65 @@ pub fn run(a: RomeArgs) -> Result<()> {
         }
         applied.revert(&mut lm.model);
         let last = edit.steps.last().copied();
-        rows.push(serde_json::json!({
-            "case_id": case.case_id, "request": case.request, "target_true": case.target_true,
-            "pre": pre, "post": post, "pre_fluency": pre_fluency, "post_fluency": post_fluency,
-            "steps": edit.steps.len(), "final_loss": last.map(|s| s.loss),
-            "prob_new_in_optimisation": last.map(|s| s.prob_new),
-        }));
-        pre_all.push(pre);
-        post_all.push(post);
+        sweep.record(
+            k,
+            serde_json::json!({
+                "case_id": case.case_id, "request": case.request, "target_true": case.target_true,
+                "prompt": case.request.filled(),
+                "pre": pre, "post": post, "pre_fluency": pre_fluency, "post_fluency": post_fluency,
+                "steps": edit.steps.len(), "final_loss": last.map(|s| s.loss),
+                "prob_new_in_optimisation": last.map(|s| s.prob_new),
+                "seconds": t0.elapsed().as_secs_f64(),
+            }),
+        )?;
         bar.inc(1);
     }
     bar.finish();
+    let items = sweep.finish()?;
+    crate::sweep::write_report(sweep.manifest()?, &items, &a.out, finish)
+}
+
+/// One edited case, as `items.jsonl` keeps it (the fields the report reads).
+#[derive(serde::Deserialize)]
+struct Item {
+    request: serde_json::Value,
+    target_true: String,
+    prompt: String,
+    pre: CaseScores,
+    post: CaseScores,
+}
+
+/// Writes `rome`'s report (result.json, index.html, the SVG) from its items: what a run does
+/// at its end and `merge` does for the shards' items.
+///
+/// # Errors
+/// An item or `sweep.json` that does not parse, a file that cannot be written.
+pub fn finish(m: &Manifest, items: &[crate::sweep::Item], out: &Path) -> Result<()> {
+    let field = |k: &str| m.prep.get(k).cloned().unwrap_or_default();
+    let layer = m
+        .prep
+        .pointer("/config/layer")
+        .and_then(|v| v.as_u64())
+        .unwrap_or_default();
+    let model_dir = m
+        .prep
+        .get("model_dir")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let crate::sweep::Parsed {
+        items: parsed,
+        cases: rows,
+        seconds_total,
+    } = crate::sweep::parse_items::<Item>(items)?;
+    let pre_all: Vec<CaseScores> = parsed.iter().map(|(_, p)| p.pre).collect();
+    let post_all: Vec<CaseScores> = parsed.iter().map(|(_, p)| p.post).collect();
     let (pre, post) = (summarize(&pre_all), summarize(&post_all));
     let pct = |v: f64| format!("{:.1}", 100.0 * v);
     println!(
-        "{} cases at layer {}: efficacy {} -> {}, paraphrase {} -> {}, neighbourhood {} -> {}, \
+        "{} cases at layer {layer}: efficacy {} -> {}, paraphrase {} -> {}, neighbourhood {} -> {}, \
          score {} -> {}",
-        cases.len(),
-        config.layer,
+        items.len(),
         pct(pre.mean.efficacy),
         pct(post.mean.efficacy),
         pct(pre.mean.paraphrase),
@@ -271,26 +331,20 @@ pub fn run(a: RomeArgs) -> Result<()> {
         pct(pre.score),
         pct(post.score)
     );
-
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let result = models::result(
-        "rome",
-        &lm,
-        backend,
-        serde_json::json!({ "config": config, "preset": preset.is_some(),
-            "templates": templates, "second_moment": {"path": stats_path, "tokens": stats.count},
+    let result = models::result_from(
+        &m.header,
+        serde_json::json!({ "config": field("config"), "preset": field("preset"),
+            "templates": field("templates"), "second_moment": field("second_moment"),
             "summary": {"pre": pre, "post": post}, "cases": rows,
-            "seconds_total": started.elapsed().as_secs_f64(),
+            "seconds_total": seconds_total, "shard": m.shard, "n_items": m.n_items,
         }),
     );
     let mut page = Page::new(
         "ROME edits",
         &format!(
-            "{} cases, layer {} of {}; ROME's scores (%), before → after each edit (each edit \
-             reverted before the next)",
-            cases.len(),
-            config.layer,
-            lm.dir.display()
+            "{} cases, layer {layer} of {model_dir}; ROME's scores (%), before → after each edit \
+             (each edit reverted before the next)",
+            items.len(),
         ),
     );
     let score_row = |name: &str, s: &CounterFactSummary| {
@@ -336,18 +390,21 @@ pub fn run(a: RomeArgs) -> Result<()> {
                 ],
             ),
         );
-    let rows: Vec<Vec<String>> = cases
+    let rows: Vec<Vec<String>> = parsed
         .iter()
-        .zip(pre_all.iter().zip(&post_all))
-        .map(|(case, (b, p))| {
+        .map(|(_, it)| {
             vec![
-                case.request.filled(),
-                case.request.target_new.clone(),
-                case.target_true.clone(),
-                format!("{:+.3}", b.efficacy_magnitude),
-                format!("{:+.3}", p.efficacy_magnitude),
-                pct(p.paraphrase),
-                pct(p.neighborhood),
+                it.prompt.clone(),
+                it.request
+                    .get("target_new")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                it.target_true.clone(),
+                format!("{:+.3}", it.pre.efficacy_magnitude),
+                format!("{:+.3}", it.post.efficacy_magnitude),
+                pct(it.post.paraphrase),
+                pct(it.post.neighborhood),
             ]
         })
         .collect();
@@ -363,5 +420,5 @@ pub fn run(a: RomeArgs) -> Result<()> {
         ],
         &rows,
     );
-    page.write(&a.out, &result, "")
+    page.write(out, &result, "")
 }

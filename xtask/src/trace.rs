@@ -1,24 +1,27 @@
 //! `cargo xtask trace`: ROME's causal tracing of one prompt or a file of facts, with the
 //! dataset roll-up, written as result.json, ROME-style SVG heatmaps and index.html.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burnlens_experiments::{
     CausalTrace, IndirectEffects, NoiseSpec, TraceConfig, TraceKind, TracePrompt,
-    average_indirect_effect, causal_trace, load_noise, save_noise, subject_embedding_std,
+    average_indirect_effect, causal_trace, load_noise, save_noise_indexed, subject_embedding_std,
 };
 use clap::Args;
 
 use crate::models::{self, ModelArgs, open};
 use crate::report::{self, Heatmap, Page, Scale};
+use crate::sweep::{self, Manifest, Sweep, SweepArgs};
 use burnlens_datasets::{Fact, load_facts};
 
-/// Options of `cargo xtask trace`.
-#[derive(Args)]
+/// Options of `cargo xtask trace` (serialised into sweep.json, but for --out and the sweep
+/// flags).
+#[derive(Args, serde::Serialize)]
 pub struct TraceArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub model: ModelArgs,
     /// One prompt to trace (with --subject).
     #[arg(long, conflicts_with = "facts", value_parser = crate::checks::text)]
@@ -68,7 +71,11 @@ pub struct TraceArgs {
     pub noise: Option<PathBuf>,
     /// Output directory.
     #[arg(long)]
+    #[serde(skip)]
     pub out: PathBuf,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub sweep: SweepArgs,
 }
 
 fn facts(a: &TraceArgs) -> Result<Vec<Fact>> {
@@ -115,9 +122,9 @@ fn title(kind: TraceKind, window: usize) -> String {
     }
 }
 
-/// Runs `cargo xtask trace`.
+/// Runs `cargo xtask trace`: one fact after another, each recorded in items.jsonl as it is
+/// done (see `sweep.rs`: --shard, --resume), then the report from the items.
 pub fn trace(a: TraceArgs) -> Result<()> {
-    let started = Instant::now();
     let kinds: Vec<TraceKind> = a
         .kinds
         .iter()
@@ -125,11 +132,13 @@ pub fn trace(a: TraceArgs) -> Result<()> {
         .collect::<Result<_, _>>()
         .context("--kinds")?;
     let facts = facts(&a)?;
+    let mut sweep = Sweep::open(&a.out, "trace", serde_json::to_value(&a)?, &a.sweep)?;
     let (lm, backend) = open(&a.model)?;
     if a.model.prepend_bos {
         bail!("causal tracing tokenizes as ROME does, without BOS; drop --prepend-bos");
     }
     let n_layers = lm.model.config.n_layer;
+    let d = lm.model.config.n_embd;
     let prompts: Vec<TracePrompt> = facts
         .iter()
         .enumerate()
@@ -138,6 +147,7 @@ pub fn trace(a: TraceArgs) -> Result<()> {
                 .with_context(|| format!("fact {i}"))
         })
         .collect::<Result<_>>()?;
+    // The noise level comes from every subject of the dataset, so every shard uses the same.
     let subjects: Vec<&str> = facts.iter().map(|f| f.subject.as_str()).collect();
     let std = subject_embedding_std(&lm.model, &lm.tokenizer, &subjects)?;
     let level = a.noise_level.unwrap_or(a.noise_factor * std);
@@ -159,31 +169,129 @@ pub fn trace(a: TraceArgs) -> Result<()> {
         observer: crate::progress::observer(&bar),
         ..TraceConfig::default()
     };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let prep = serde_json::json!({
+        "kinds": kinds, "config": config, "noise": spec, "embedding_std": std,
+        "noise_level": level, "n_layers": n_layers, "d_model": d,
+    });
+    sweep.begin(
+        prompts.len(),
+        models::header("causal_tracing", &lm, backend),
+        prep,
+    )?;
     let device = lm.model.device();
-    let d = lm.model.config.n_embd;
-    let noises = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| match &a.noise {
-            Some(path) => Ok(load_noise(path, &format!("noise.{i}"), &device)?),
-            None => Ok(spec.sample([a.samples, p.subject_range.len(), d], a.seed, &device)),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    save_noise(&noises, &a.out.join("noise.safetensors"))?;
+    let todo = sweep.todo();
+    for (done, &k) in todo.iter().enumerate() {
+        bar.set_message(format!("fact {}/{}", done + 1, todo.len()));
+        let prompt = &prompts[k];
+        let noise = item_noise(&a, &spec, k, prompt.subject_range.len(), d, &device)?;
+        let t0 = Instant::now();
+        let trace = causal_trace(&lm.model, prompt, &kinds, &config, &noise)
+            .with_context(|| format!("fact {k}"))?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let answer = lm.tokenizer.decode(&[trace.answer_id])?;
+        let expected = facts[k].target.as_deref();
+        let correct = expected.is_none_or(|e| answer.trim() == e.trim());
+        sweep.record(
+            k,
+            serde_json::json!({
+                "trace": trace, "answer": answer, "expected": expected,
+                "correct_prediction": correct, "seconds": seconds,
+            }),
+        )?;
+    }
+    bar.finish();
+    let items = sweep.finish()?;
+    sweep::write_report(sweep.manifest()?, &items, &a.out, finish)
+}
 
+/// The noise of fact `k`: replayed from `--noise` (tensor `noise.<k>`), or drawn with the
+/// fact's own seed ([`sweep::item_seed`]), so it is the same in every shard and resume.
+fn item_noise(
+    a: &TraceArgs,
+    spec: &NoiseSpec,
+    k: usize,
+    subject_tokens: usize,
+    d_model: usize,
+    device: &burn::tensor::Device,
+) -> Result<burn::tensor::Tensor<3>> {
+    Ok(match &a.noise {
+        Some(path) => load_noise(path, &format!("noise.{k}"), device)?,
+        None => spec.sample(
+            [a.samples, subject_tokens, d_model],
+            sweep::item_seed(a.seed, k),
+            device,
+        ),
+    })
+}
+
+/// What `trace` computed before the first fact, as `sweep.json` keeps it.
+#[derive(serde::Deserialize)]
+struct Prep {
+    kinds: Vec<TraceKind>,
+    config: serde_json::Value,
+    noise: serde_json::Value,
+    embedding_std: f32,
+    noise_level: f32,
+    n_layers: usize,
+    d_model: usize,
+}
+
+/// One traced fact, as `items.jsonl` keeps it.
+#[derive(serde::Deserialize)]
+struct Item {
+    trace: CausalTrace,
+    answer: String,
+    expected: Option<String>,
+    correct_prediction: bool,
+    seconds: f64,
+}
+
+/// Writes `trace`'s report (result.json, the SVGs, index.html, noise.safetensors) from its
+/// items: what a run does at its end and `merge` does for the shards' items.
+///
+/// # Errors
+/// An item or `sweep.json` that does not parse, the replayed noise file gone, a file that
+/// cannot be written.
+pub fn finish(m: &Manifest, items: &[sweep::Item], out: &Path) -> Result<()> {
+    let a: TraceOptions = serde_json::from_value(serde_json::Value::Object(m.options.clone()))
+        .context("sweep.json: the options of trace")?;
+    let prep: Prep = serde_json::from_value(m.prep.clone()).context("sweep.json: trace's prep")?;
+    let n_layers = prep.n_layers;
     let mut traces: Vec<CausalTrace> = Vec::new();
     // Each case's figures (state, MLP, attention side by side), shown after the roll-up.
     let mut case_figures: Vec<CaseFigures> = Vec::new();
     let mut cases = Vec::new();
-    for (i, (prompt, noise)) in prompts.iter().zip(&noises).enumerate() {
-        bar.set_message(format!("fact {}/{}", i + 1, prompts.len()));
-        let t0 = Instant::now();
-        let trace = causal_trace(&lm.model, prompt, &kinds, &config, noise)?;
-        let seconds = t0.elapsed().as_secs_f64();
-        let answer = lm.tokenizer.decode(&[trace.answer_id])?;
-        let expected = facts[i].target.as_deref();
-        let correct = expected.is_none_or(|e| answer.trim() == e.trim());
+    let mut noises = Vec::new();
+    let spec: NoiseSpec = if a.uniform {
+        NoiseSpec::Uniform {
+            level: prep.noise_level,
+        }
+    } else {
+        NoiseSpec::Gaussian {
+            level: prep.noise_level,
+        }
+    };
+    let host = burnlens_model::BackendKind::NdArray.device()?;
+    let mut seconds_total = 0.0;
+    for (k, value) in items {
+        let k = *k;
+        let item: Item = serde_json::from_value(value.clone())
+            .with_context(|| format!("items.jsonl: item {k}"))?;
+        let trace = item.trace;
+        let prompt = &trace.prompt;
+        seconds_total += item.seconds;
+        noises.push((
+            k,
+            match &a.noise {
+                Some(path) => load_noise(path, &format!("noise.{k}"), &host)?,
+                None => spec.sample(
+                    [a.samples, prompt.subject_range.len(), prep.d_model],
+                    sweep::item_seed(a.seed, k),
+                    &host,
+                ),
+            },
+        ));
+        let answer = &item.answer;
         let mut labels = prompt.tokens.clone();
         for l in &mut labels[prompt.subject_range.clone()] {
             l.push('*');
@@ -213,30 +321,37 @@ pub fn trace(a: TraceArgs) -> Result<()> {
             .svg();
             row.push((
                 table.kind.name().to_string(),
-                format!("trace_{i}_{}.svg", table.kind.name()),
+                format!("trace_{k}_{}.svg", table.kind.name()),
                 svg,
             ));
         }
         case_figures.push(CaseFigures {
             heading: format!(
-                "Case {i}: {:?} → {:?} (corrupted p = {:.3}, clean p = {:.3})",
+                "Case {k}: {:?} → {:?} (corrupted p = {:.3}, clean p = {:.3})",
                 prompt.text, answer, trace.low_score, trace.high_score
             ),
             row,
         });
         cases.push(serde_json::json!({
-            "prompt": prompt, "answer": answer, "expected": expected, "correct_prediction": correct,
-            "answer_id": trace.answer_id, "high_score": trace.high_score, "low_score": trace.low_score,
-            "tables": trace.tables, "seconds": seconds,
+            "index": k, "prompt": prompt, "answer": answer, "expected": item.expected,
+            "correct_prediction": item.correct_prediction, "answer_id": trace.answer_id,
+            "high_score": trace.high_score, "low_score": trace.low_score,
+            "tables": trace.tables, "seconds": item.seconds,
         }));
-        if correct || a.all_facts {
+        if item.correct_prediction || a.all_facts {
             traces.push(trace);
         }
     }
-    bar.finish();
+    let noise_path = out.join("noise.safetensors");
+    let tmp = out.join(".noise.safetensors.tmp");
+    let indexed: Vec<(usize, &burn::tensor::Tensor<3>)> =
+        noises.iter().map(|(k, t)| (*k, t)).collect();
+    save_noise_indexed(&indexed, &tmp)?;
+    std::fs::rename(&tmp, &noise_path)
+        .with_context(|| format!("cannot write {}", noise_path.display()))?;
     let mut rollups: Vec<IndirectEffects> = Vec::new();
     let mut page = Page::new("Causal tracing", "");
-    if prompts.len() > 1 {
+    if items.len() > 1 {
         if traces.is_empty() {
             eprintln!(
                 "no fact was predicted correctly, so there is no average indirect effect (pass --all-facts to average them all)"
@@ -246,7 +361,7 @@ pub fn trace(a: TraceArgs) -> Result<()> {
             "Average indirect effect over {} prompts",
             traces.len()
         ));
-        for &kind in kinds.iter().filter(|_| !traces.is_empty()) {
+        for &kind in prep.kinds.iter().filter(|_| !traces.is_empty()) {
             let r = average_indirect_effect(&traces, kind)?;
             report::group_figures(
                 section,
@@ -265,23 +380,28 @@ pub fn trace(a: TraceArgs) -> Result<()> {
             rollups.push(r);
         }
     }
-    let result = models::result(
-        "causal_tracing",
-        &lm,
-        backend,
+    let result = models::result_from(
+        &m.header,
         serde_json::json!({
-            "config": config, "noise": spec, "noise_replayed_from": a.noise,
-            "embedding_std": std, "noise_level": level, "noise_file": "noise.safetensors",
-            "kinds": kinds, "cases": cases, "averaged_prompts": traces.len(),
-            "all_facts": a.all_facts, "average_indirect_effect": rollups,
-            "seconds_total": started.elapsed().as_secs_f64(),
+            "config": prep.config, "noise": prep.noise, "noise_replayed_from": a.noise,
+            "noise_seeds": "fact k's noise is drawn with seed + k * 0x9E3779B97F4A7C15 (wrapping)",
+            "embedding_std": prep.embedding_std, "noise_level": prep.noise_level,
+            "noise_file": "noise.safetensors", "kinds": prep.kinds, "cases": cases,
+            "averaged_prompts": traces.len(), "all_facts": a.all_facts,
+            "average_indirect_effect": rollups, "seconds_total": seconds_total,
+            "shard": m.shard, "n_items": m.n_items,
         }),
     );
     let summary = format!(
-        "{} prompt(s); noise {} level {level:.4} ({} × σ = {std:.4} of the subject embeddings unless given), {} samples, window {}",
-        prompts.len(),
+        "{} prompt(s){}; noise {} level {:.4} ({} × σ = {:.4} of the subject embeddings unless given), {} samples, window {}",
+        items.len(),
+        m.shard
+            .map(|s| format!(" (shard {s} of {} facts)", m.n_items))
+            .unwrap_or_default(),
         if a.uniform { "uniform" } else { "Gaussian" },
+        prep.noise_level,
         a.noise_factor,
+        prep.embedding_std,
         a.samples,
         a.window
     );
@@ -292,7 +412,19 @@ pub fn trace(a: TraceArgs) -> Result<()> {
             section.figure(&name, &file, svg);
         }
     }
-    page.write(&a.out, &result, "noise.safetensors")
+    page.write(out, &result, "noise.safetensors")
+}
+
+/// The options of `trace` that `finish` reads back from `sweep.json`.
+#[derive(serde::Deserialize)]
+struct TraceOptions {
+    all_facts: bool,
+    samples: usize,
+    window: usize,
+    noise_factor: f32,
+    uniform: bool,
+    seed: u64,
+    noise: Option<PathBuf>,
 }
 
 /// One traced case's section: its heading and its figures `(caption, file, svg)`.

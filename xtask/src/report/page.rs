@@ -7,7 +7,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::escape;
 
@@ -205,7 +205,8 @@ impl Page {
         s
     }
 
-    /// Writes every figure's `.svg` file, `result.json` (with a `report` object: the title,
+    /// Writes every figure's `.svg` file (each atomically: a temporary file renamed into
+    /// place), `result.json` (with a `report` object: the title,
     /// summary and headline figure, for the list of runs) and `index.html` into `out`, and
     /// says so on stderr, naming `also`, what else the command wrote there (empty for nothing).
     ///
@@ -224,18 +225,17 @@ impl Page {
         for part in self.sections.iter().flat_map(|s| &s.parts) {
             if let Part::Figures(row) = part {
                 for f in row {
-                    let path = out.join(&f.file);
-                    std::fs::write(&path, &f.svg)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    crate::sweep::write_atomic(&out.join(&f.file), f.svg.as_bytes())?;
                 }
             }
         }
-        let json = out.join("result.json");
-        std::fs::write(&json, serde_json::to_string_pretty(&result)?)
-            .with_context(|| format!("cannot write {}", json.display()))?;
-        let index = out.join("index.html");
-        std::fs::write(&index, self.html(&result))
-            .with_context(|| format!("cannot write {}", index.display()))?;
+        // Each file atomically (a temporary file renamed into place), result.json last but
+        // for the page, so a folder with a result.json has its figures.
+        crate::sweep::write_atomic(
+            &out.join("result.json"),
+            serde_json::to_string_pretty(&result)?.as_bytes(),
+        )?;
+        crate::sweep::write_atomic(&out.join("index.html"), self.html(&result).as_bytes())?;
         let n = self.figures();
         let mut extra = String::new();
         if n > 0 {

@@ -6,6 +6,8 @@ mod browser;
 mod out_dirs;
 mod patch_pairs;
 mod recipes;
+mod slurm;
+mod sweeps;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -50,6 +52,19 @@ impl Ran {
         assert_eq!(self.code, Some(0), "stderr:\n{}", self.stderr);
         self
     }
+}
+
+/// Starts xtask with `args` in the background, its output discarded (for tests that signal
+/// it or race it).
+pub fn spawn_quiet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Runs xtask with `args` in `cwd` (with `env` set), killing it after 120 s: a hang is a

@@ -3,30 +3,23 @@
 //! with its process, so a killed run leaves no stale lock.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::{read_json, s, xtask};
+use crate::{read_json, s, spawn_quiet, xtask};
 
 /// Starts a prepend search long enough (six greedy rounds over the organism's vocabulary) to
 /// still be running when the next command starts, and waits until it holds `out`.
 fn start_long_run(out: &Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "prepend",
-            "--target",
-            " Emma lives in Paris.",
-            "--tokens",
-            "6",
-            "--out",
-            s(out),
-        ])
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_quiet(&[
+        "prepend",
+        "--target",
+        " Emma lives in Paris.",
+        "--tokens",
+        "6",
+        "--out",
+        s(out),
+    ]);
     let lock = out.join(".burnlens-lock");
     let start = Instant::now();
     while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&format!("pid {}", child.id())))
@@ -66,8 +59,17 @@ fn a_second_run_into_a_running_one_s_folder_fails_at_once_and_damages_nothing() 
     let r = read_json(&out.join("result.json"));
     assert_eq!(r["experiment"], "prepend_search");
     assert_eq!(r["prefix_ids"].as_array().unwrap().len(), 6);
-    // Once it has ended, the folder is free again.
-    xtask(&["lens", "--prompt", "Jessop Emma lives in", "--out", s(&out)]).succeeds();
+    // Once it has ended, the folder is free again (and holds a run, which --overwrite
+    // replaces).
+    xtask(&[
+        "lens",
+        "--prompt",
+        "Jessop Emma lives in",
+        "--out",
+        s(&out),
+        "--overwrite",
+    ])
+    .succeeds();
     assert_eq!(
         read_json(&out.join("result.json"))["experiment"],
         "logit_lens"
