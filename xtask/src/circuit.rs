@@ -9,14 +9,14 @@ use anyhow::{Context, Result, bail};
 use burnlens_datasets::{DualConfig, DualForm, generate_dual, load_pairs};
 use burnlens_experiments::circuit::{
     Ablation, AcdcOptions, CircuitMetric, CircuitOptions, CircuitRun, CircuitTask, Dest, EdgeGraph,
-    EdgeScores, EdgeSet, FaithPoint, Source, acdc, log_steps,
+    EdgeScores, EdgeSet, FaithPoint, Source, acdc, log_steps, path_patch,
 };
 use burnlens_model::Gpt2Tokenizer;
 use clap::Args;
 use serde_json::json;
 
 use crate::models::{self, ModelArgs, open};
-use crate::report::{Page, Series, escape, line_plot_svg_ticks};
+use crate::report::{Heatmap, Page, Series, escape, line_plot_svg_ticks};
 
 /// Options of `cargo xtask circuit`.
 #[derive(Args)]
@@ -54,6 +54,14 @@ pub struct CircuitArgs {
     /// ACDC's threshold.
     #[arg(long, default_value_t = 0.03, value_parser = crate::checks::non_negative_f32)]
     pub tau: f32,
+    /// With --method acdc, also run ACDC at each of these thresholds (comma-separated) and
+    /// plot the circuit's size and faithfulness by τ.
+    #[arg(long, value_delimiter = ',', value_parser = crate::checks::non_negative_f32)]
+    pub tau_sweep: Vec<f32>,
+    /// Path patching to these receivers (comma-separated destinations: `a1.h0<q>`, `m2`,
+    /// `logits`): for every sender, the metric with its edges into the receivers ablated.
+    #[arg(long, value_delimiter = ',')]
+    pub path_to: Vec<String>,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -102,6 +110,9 @@ pub fn run(a: CircuitArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let metric: CircuitMetric = a.metric.parse().context("--metric")?;
     let ablation: Ablation = a.ablation.parse().context("--ablation")?;
+    if !a.tau_sweep.is_empty() && a.method != "acdc" {
+        bail!("--tau-sweep goes with --method acdc, not {}", a.method);
+    }
     let (lm, backend) = open(&a.model)?;
     let (task, dropped) = task(&a, &lm.tokenizer)?;
     eprintln!(
@@ -158,6 +169,17 @@ pub fn run(a: CircuitArgs) -> Result<()> {
     } else {
         run.faithfulness_curve(&scores, &log_steps(graph.len()))?
     };
+    let by_tau = tau_sweep(&a, &run)?;
+    let receivers: Vec<Dest> = a
+        .path_to
+        .iter()
+        .map(|r| r.trim().parse::<Dest>().context("--path-to"))
+        .collect::<Result<_>>()?;
+    let paths = if receivers.is_empty() {
+        Vec::new()
+    } else {
+        path_patch(&run, &receivers).context("--path-to")?
+    };
     bar.finish_and_clear();
     let ranked = scores.ranked(&graph);
     let edges: Vec<serde_json::Value> = ranked
@@ -186,6 +208,10 @@ pub fn run(a: CircuitArgs) -> Result<()> {
             "edges": edges,
             "circuit": {"edges": circuit_edges, "nodes": circuit.nodes(&graph)},
             "faithfulness": faithfulness,
+            "faithfulness_by_tau": by_tau,
+            "path_patching": (!paths.is_empty()).then(|| json!({
+                "receivers": a.path_to, "senders": paths,
+            })),
             "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
@@ -197,21 +223,62 @@ pub fn run(a: CircuitArgs) -> Result<()> {
         "circuit.svg",
         diagram(&graph, &circuit, &scores),
     );
-    if faithfulness.len() > 1 {
-        let values: Vec<f32> = faithfulness.iter().map(|p| p.value).collect();
-        let ticks: Vec<String> = faithfulness.iter().map(|p| p.n_edges.to_string()).collect();
-        let svg = line_plot_svg_ticks(
-            "Faithfulness of the top-n circuit",
-            "edges kept (n)",
+    let curve = |title: &str, x: &str, values: &[f32], ticks: &[String]| {
+        line_plot_svg_ticks(
+            title,
+            x,
             "faithfulness",
             &[Series {
                 name: "faithfulness",
-                values: &values,
+                values,
                 band: &[],
             }],
+            ticks,
+        )
+    };
+    if faithfulness.len() > 1 {
+        let values: Vec<f32> = faithfulness.iter().map(|p| p.value).collect();
+        let ticks: Vec<String> = faithfulness.iter().map(|p| p.n_edges.to_string()).collect();
+        let svg = curve(
+            "Faithfulness of the top-n circuit",
+            "edges kept (n)",
+            &values,
             &ticks,
         );
         section.figure("Faithfulness curve", "faithfulness.svg", svg);
+    }
+    if !by_tau.is_empty() {
+        let values: Vec<f32> = by_tau.iter().map(|p| p.faithfulness).collect();
+        let ticks: Vec<String> = by_tau
+            .iter()
+            .map(|p| format!("{} ({})", p.tau, p.edges))
+            .collect();
+        let svg = curve(
+            "Faithfulness of ACDC's circuit by τ",
+            "τ (edges kept)",
+            &values,
+            &ticks,
+        );
+        section.figure("Faithfulness by τ", "faithfulness_by_tau.svg", svg);
+    }
+    if !paths.is_empty() {
+        let (rows, cols, values) = sender_table(&graph, &paths);
+        let title = format!("Path patching to {}", a.path_to.join(", "));
+        page.section("Path patching")
+            .note(&format!(
+                "For every sender, the {metric:?} metric with its edges into {} ablated \
+                 ({ablation:?}) and every other edge kept; the clean run's is {:.4}. Cells \
+                 with no edge into the receivers are left blank.",
+                a.path_to.join(", "),
+                run.clean_metric()
+            ))
+            .figure(
+                "Senders",
+                "path_patching.svg",
+                Heatmap::new(&title, &rows, &cols, &values)
+                    .axes("sender head (or MLP)", "layer", "metric")
+                    .svg(),
+            );
     }
     let summary = format!(
         "{} on {} pairs ({:?} metric, {:?} ablation): a circuit of {} edges, faithfulness {:.3} (clean {:.4}, ablated {:.4}).",
@@ -241,6 +308,60 @@ pub fn run(a: CircuitArgs) -> Result<()> {
     page.write(&a.out, &result, "")?;
     eprintln!("{summary}");
     Ok(())
+}
+
+/// ACDC's circuit at each τ of `--tau-sweep`: its size, metric, faithfulness and forwards.
+#[derive(serde::Serialize)]
+struct TauPoint {
+    tau: f32,
+    edges: usize,
+    metric: f32,
+    faithfulness: f32,
+    forwards: usize,
+}
+
+fn tau_sweep(a: &CircuitArgs, run: &CircuitRun<'_>) -> Result<Vec<TauPoint>> {
+    if a.tau_sweep.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut taus = a.tau_sweep.clone();
+    taus.sort_by(f32::total_cmp);
+    taus.dedup();
+    taus.iter()
+        .map(|&tau| {
+            let found = acdc(run, &AcdcOptions::new(tau)).context("--tau-sweep")?;
+            Ok(TauPoint {
+                tau,
+                edges: found.kept.count(),
+                metric: found.metric,
+                faithfulness: run.faithfulness(found.metric)?,
+                forwards: found.forwards,
+            })
+        })
+        .collect()
+}
+
+/// Path patching's senders as a table: a row for the input (its value in the first cell) and
+/// one per layer, a column per head and one for the MLP; NaN where no sender is.
+fn sender_table(
+    graph: &EdgeGraph,
+    paths: &[burnlens_experiments::circuit::PathPatch],
+) -> (Vec<String>, Vec<String>, Vec<f32>) {
+    let (l, h) = (graph.n_layers(), graph.n_heads());
+    let mut rows = vec!["input".to_string()];
+    rows.extend((0..l).map(|i| format!("L{i}")));
+    let mut cols: Vec<String> = (0..h).map(|i| format!("H{i}")).collect();
+    cols.push("MLP".into());
+    let mut values = vec![f32::NAN; (l + 1) * (h + 1)];
+    for p in paths {
+        let cell = match p.sender {
+            Source::Input => 0,
+            Source::Head { layer, head } => (layer + 1) * (h + 1) + head,
+            Source::Mlp(layer) => (layer + 1) * (h + 1) + h,
+        };
+        values[cell] = p.metric;
+    }
+    (rows, cols, values)
 }
 
 /// The circuit drawn by layer: `input` at the bottom, `logits` at the top, each layer's heads
@@ -387,6 +508,93 @@ mod tests {
         );
         let html = std::fs::read_to_string(out.join("index.html")).unwrap();
         assert!(html.contains("circuit.svg") && html.contains("Top edges"));
+        std::fs::remove_dir_all(&out).ok();
+    }
+
+    /// ACDC over a sweep of τ on the organism's query-swap task: the circuit shrinks as τ
+    /// grows, and at τ = 0.03 is the run's own circuit (the planted query path); path patching
+    /// to the retrieval head's query finds the planted sender, layer 0 head 0, as the one whose
+    /// path moves the KL most. Both are drawn; a sweep with another method is refused.
+    #[test]
+    fn acdc_by_tau_and_path_patching_show_the_planted_circuit() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::env::temp_dir().join(format!("burnlens-acdc-tau-{}", std::process::id()));
+        let model = format!("--model={}", root.join("fixtures/organism").display());
+        let line = [
+            "xtask",
+            "circuit",
+            &model,
+            "--method",
+            "acdc",
+            "--metric",
+            "kl",
+            "--dual",
+            "retrieval",
+            "--n",
+            "8",
+            "--tau",
+            "0.03",
+            "--tau-sweep",
+            "0.1,0.01,0.03",
+            "--path-to",
+            "a1.h0<q>",
+            "--out",
+        ];
+        let mut line: Vec<String> = line.iter().map(|s| s.to_string()).collect();
+        line.push(out.display().to_string());
+        dispatch(Cli::try_parse_from(&line).unwrap().command, true).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap())
+                .unwrap();
+        let by_tau = json["faithfulness_by_tau"].as_array().unwrap();
+        let taus: Vec<f64> = by_tau.iter().map(|p| p["tau"].as_f64().unwrap()).collect();
+        assert_eq!(taus.len(), 3);
+        assert!(taus.windows(2).all(|w| w[0] < w[1]), "{taus:?}");
+        let edges: Vec<u64> = by_tau
+            .iter()
+            .map(|p| p["edges"].as_u64().unwrap())
+            .collect();
+        assert!(edges.windows(2).all(|w| w[0] >= w[1]), "{edges:?}");
+        let circuit = json["circuit"]["edges"].as_array().unwrap();
+        assert_eq!(
+            edges[1] as usize,
+            circuit.len(),
+            "τ 0.03 is the run's own τ"
+        );
+        assert_eq!(circuit.len(), 3, "{circuit:?}");
+        let senders = json["path_patching"]["senders"].as_array().unwrap();
+        let worst = senders
+            .iter()
+            .max_by(|a, b| {
+                a["metric"]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&b["metric"].as_f64().unwrap())
+            })
+            .unwrap();
+        assert_eq!(worst["sender"], "a0.h0", "{senders:?}");
+        for svg in ["faithfulness_by_tau.svg", "path_patching.svg"] {
+            assert!(out.join(svg).exists(), "{svg}");
+        }
+        let bad = [
+            "xtask",
+            "circuit",
+            &model,
+            "--method",
+            "eap",
+            "--dual",
+            "retrieval",
+            "--tau-sweep",
+            "0.1",
+            "--out",
+        ];
+        let mut bad: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+        bad.push(out.join("refused").display().to_string());
+        let e = dispatch(Cli::try_parse_from(bad).unwrap().command, false).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--tau-sweep goes with --method acdc"),
+            "{e:#}"
+        );
         std::fs::remove_dir_all(&out).ok();
     }
 }

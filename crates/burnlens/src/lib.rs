@@ -152,6 +152,6 @@ pub mod prelude {
 
     pub use burnlens_experiments::circuit::{
         Ablation, AcdcOptions, CircuitMetric, CircuitOptions, CircuitRun, CircuitTask, EdgeGraph,
-        EdgeScores, EdgeSet, acdc,
+        EdgeScores, EdgeSet, PathPatch, acdc, path_patch,
     };
 }

@@ -6,7 +6,8 @@
 //! choose the top edges ([`EdgeScores::top`]), prune them to what connects the input to the
 //! logits ([`EdgeSet::pruned`]) and measure the circuit by edge patching
 //! ([`CircuitRun::evaluate`], [`CircuitRun::faithfulness`], [`CircuitRun::faithfulness_curve`]),
-//! or prune the graph edge by edge by patching ([`acdc()`]).
+//! or prune the graph edge by edge by patching ([`acdc()`]). Path patching from every sender to
+//! chosen receivers is [`path_patch`].
 //!
 //! ```no_run
 //! # fn main() -> burnlens_experiments::Result<()> {
@@ -23,12 +24,14 @@
 pub mod acdc;
 mod edges;
 pub mod graph;
+pub mod path;
 mod run;
 pub mod set;
 pub mod task;
 
 pub use acdc::{AcdcOptions, AcdcResult, acdc};
 pub use graph::{Dest, Edge, EdgeGraph, Qkv, Source};
+pub use path::{PathPatch, path_patch};
 pub use run::CircuitRun;
 pub use set::{EdgeScores, EdgeSet, FaithPoint, ScoredEdge, log_steps};
 pub use task::{Ablation, CircuitMetric, CircuitOptions, CircuitTask};

@@ -621,6 +621,24 @@ fn acdc_keeps_the_planted_query_path_on_the_organism() {
     }
 }
 
+/// The task a reference script wrote: clean and corrupted ids, answers and foils.
+fn reference_task(r: &serde_json::Value) -> CircuitTask {
+    let rows = |k: &str| -> Vec<Vec<u32>> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(crate::common::ids)
+            .collect()
+    };
+    CircuitTask::new(
+        rows("clean"),
+        rows("corrupted"),
+        crate::common::ids(&r["answer"]),
+        crate::common::ids(&r["foil"]),
+    )
+    .unwrap()
+}
+
 /// EAP and EAP-IG (5 steps) equal the reference implementation (hannamw/EAP-IG with
 /// TransformerLens 3.9, `scripts/reference/circuit_reference.py`) on the tiny fixture, edge by
 /// edge by name, to 1e-4 of the largest score, on every backend.
@@ -629,20 +647,7 @@ fn eap_and_eap_ig_match_the_reference_implementation() {
     let text =
         std::fs::read_to_string(root().join("fixtures/reference/tiny-gpt2/circuit.json")).unwrap();
     let r: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let rows = |k: &str| -> Vec<Vec<u32>> {
-        r[k].as_array()
-            .unwrap()
-            .iter()
-            .map(crate::common::ids)
-            .collect()
-    };
-    let task = CircuitTask::new(
-        rows("clean"),
-        rows("corrupted"),
-        crate::common::ids(&r["answer"]),
-        crate::common::ids(&r["foil"]),
-    )
-    .unwrap();
+    let task = reference_task(&r);
     for (kind, device) in burnlens_model::available_devices() {
         let model = tiny(&device);
         let run = CircuitRun::new(&model, &task, &CircuitOptions::default()).unwrap();
@@ -668,4 +673,135 @@ fn eap_and_eap_ig_match_the_reference_implementation() {
             }
         }
     }
+}
+
+/// ACDC equals the reference loop (`scripts/reference/acdc_reference.py`: ACDC's algorithm
+/// from ArthurConmy/Automatic-Circuit-Discovery, one forward per edge over TransformerLens 3.9
+/// hooks, on EAP-IG's graph) on the tiny fixture at fixed τ, for KL and the logit difference:
+/// the same kept edges, every edge's effect to 1e-4 (the reference's decisions are at least
+/// 3e-4 from τ), and the circuit's metric to 1e-4.
+#[test]
+fn acdc_matches_the_reference_loop() {
+    use burnlens_experiments::circuit::{AcdcOptions, acdc};
+    let text =
+        std::fs::read_to_string(root().join("fixtures/reference/tiny-gpt2/acdc.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let task = reference_task(&r);
+    let device = BackendKind::Flex.device().unwrap();
+    let model = tiny(&device);
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for want in runs {
+        let metric: CircuitMetric = want["metric"].as_str().unwrap().parse().unwrap();
+        let tau = want["tau"].as_f64().unwrap() as f32;
+        let options = CircuitOptions::default().metric(metric).batch_rows(12);
+        let run = CircuitRun::new(&model, &task, &options).unwrap();
+        let found = acdc(&run, &AcdcOptions::new(tau)).unwrap();
+        let g = run.graph();
+        let mut kept: Vec<String> = found
+            .kept
+            .indices()
+            .map(|i| g.edges()[i].to_string())
+            .collect();
+        kept.sort();
+        let theirs: Vec<String> = want["kept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            !theirs.is_empty() && theirs.len() < g.len(),
+            "the reference keeps some edges and removes others"
+        );
+        assert_eq!(kept, theirs, "{metric:?} τ {tau}: kept edges");
+        let effects = want["effects"].as_object().unwrap();
+        assert_eq!(effects.len(), g.len());
+        for (name, e) in effects {
+            let ours = found.effects[g.find(name).unwrap()];
+            match (ours, e.as_f64()) {
+                (None, None) => {}
+                (Some(a), Some(b)) => assert!(
+                    (f64::from(a) - b).abs() <= 1e-4,
+                    "{metric:?} τ {tau} {name}: effect {a} vs {b}"
+                ),
+                (a, b) => panic!("{metric:?} τ {tau} {name}: evaluated {a:?} vs {b:?}"),
+            }
+        }
+        let value = want["metric_value"].as_f64().unwrap();
+        assert!(
+            (f64::from(found.metric) - value).abs() <= 1e-4 * value.abs().max(1.0),
+            "{metric:?} τ {tau}: metric {} vs {value}",
+            found.metric
+        );
+        eprintln!(
+            "{metric:?} τ {tau}: {} of {} edges kept, metric {} (reference {value}), {} batched \
+             forwards (the reference ran {})",
+            kept.len(),
+            g.len(),
+            found.metric,
+            found.forwards,
+            want["forwards"]
+        );
+    }
+}
+
+/// Path patching to the planted retrieval head's query on the organism's query-swap task: the
+/// planted query path is `input → a0.h0 → a1.h0<q>`, so of every sender into `a1.h0<q>`, only
+/// layer 0 head 0 carries the swapped name (its path patched, the normalized logit difference
+/// falls to about the ablated run's); every other sender leaves it near the clean run's. Each
+/// sender's value is the metric of the graph without its edge into the receiver, evaluated
+/// alone (1e-5), and an unknown or empty receiver list is an error.
+#[test]
+fn path_patching_to_the_retrieval_query_finds_the_planted_sender() {
+    use burnlens_experiments::circuit::{Qkv, path_patch};
+    let lm = organism();
+    let task = retrieval_task(&lm, 8);
+    let options = CircuitOptions::default().metric(CircuitMetric::NormalizedLogitDiff);
+    let run = CircuitRun::new(&lm.model, &task, &options).unwrap();
+    let receiver = Dest::Head {
+        layer: 1,
+        head: 0,
+        qkv: Qkv::Q,
+    };
+    let senders = path_patch(&run, &[receiver]).unwrap();
+    // input, layer 0's heads and MLP.
+    let n_heads = lm.model.config.n_head;
+    assert_eq!(senders.len(), 1 + n_heads + 1);
+    for p in &senders {
+        eprintln!("{} -> a1.h0<q>: {:.4}", p.sender, p.metric);
+        assert_eq!(p.edges, 1);
+        let planted = p.sender == Source::Head { layer: 0, head: 0 };
+        if planted {
+            assert!(p.metric < 0.3, "{}: {}", p.sender, p.metric);
+        } else {
+            assert!(p.metric > 0.8, "{}: {}", p.sender, p.metric);
+        }
+        let name = format!("{}->a1.h0<q>", p.sender);
+        let mut set = EdgeSet::full(run.graph());
+        set.set(run.graph().find(&name).unwrap(), false);
+        let alone = run.evaluate(std::slice::from_ref(&set)).unwrap()[0];
+        assert!(
+            (alone - p.metric).abs() <= 1e-5,
+            "{name}: {alone} vs {}",
+            p.metric
+        );
+    }
+    assert!(
+        path_patch(&run, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("receivers")
+    );
+    let outside = Dest::Head {
+        layer: 9,
+        head: 0,
+        qkv: Qkv::Q,
+    };
+    assert!(
+        path_patch(&run, &[outside])
+            .unwrap_err()
+            .to_string()
+            .contains("a9.h0<q>")
+    );
 }
