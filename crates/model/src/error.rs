@@ -60,6 +60,20 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// The checkpoint needs more memory than the system has left: refused before allocating.
+    #[error(
+        "checkpoint {path} needs {} MiB to load as f32, but only {} MiB of memory is available",
+        needed / (1 << 20),
+        available / (1 << 20)
+    )]
+    TooLarge {
+        /// The weights file.
+        path: PathBuf,
+        /// Bytes its tensors take as f32.
+        needed: u64,
+        /// Bytes the system can still give (`MemAvailable`).
+        available: u64,
+    },
     /// A weight that is NaN or infinite: every forward through it would be, too.
     #[error(
         "checkpoint {path}: tensor {tensor} holds {value} at index {index:?}; weights must be \

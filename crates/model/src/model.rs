@@ -866,21 +866,11 @@ impl ForwardContext {
     }
 }
 
-/// A contiguous copy of `wte` transposed, `[d_model, vocab]`: the tied LM head.
+/// A contiguous copy of `wte` transposed, `[d_model, vocab]`: the tied LM head. The backend
+/// lays the transposed view out row by row (`into_data`), in its optimised code.
 pub(crate) fn unembedding(wte: &Tensor<2>) -> Param<Tensor<2>> {
-    let [v, d] = wte.dims();
-    let host = wte
-        .to_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 weights");
-    let mut t = vec![0.0f32; v * d];
-    for (i, row) in host.chunks_exact(d).enumerate() {
-        for (j, &x) in row.iter().enumerate() {
-            t[j * v + i] = x;
-        }
-    }
-    Param::from_tensor(Tensor::from_data(TensorData::new(t, [d, v]), &wte.device()))
+    let data = wte.clone().transpose().into_data();
+    Param::from_tensor(Tensor::from_data(data, &wte.device()))
 }
 
 fn int_tensor(values: Vec<i64>, shape: [usize; 2], device: &Device) -> Tensor<2, Int> {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use crate::config::Gpt2Config;
 use crate::error::{Error, Result};
@@ -41,25 +41,149 @@ pub fn read_safetensors_as(path: &Path, what: &'static str) -> Result<BTreeMap<S
     {
         return read_sharded(path);
     }
-    let bytes = read_file(path, what)?;
+    if !path.is_file() {
+        return Err(Error::MissingFile {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
     let invalid = |message: String| Error::InvalidWeights {
         path: path.to_path_buf(),
         message,
     };
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let meta = read_header(&mut file, file_len).map_err(invalid)?;
+    let names = meta.offset_keys();
+    let mut needed: u64 = 0;
+    for name in &names {
+        let info = meta.info(name).expect("a name of the header");
+        if !matches!(
+            info.dtype,
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+        ) {
+            return Err(invalid(format!(
+                "tensor {name}: unsupported dtype {:?} (expected F32, F16, BF16 or F64)",
+                info.dtype
+            )));
+        }
+        let numel = info.shape.iter().product::<usize>() as u64;
+        needed = needed.saturating_add(numel.saturating_mul(4));
+    }
+    if let Some(available) = available_memory()
+        && needed > available
+    {
+        return Err(Error::TooLarge {
+            path: path.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    // The tensors lie back to back in offset order after the header: each is read straight
+    // into its f32 buffer (one copy, no second image of the file in memory).
     let mut out = BTreeMap::new();
-    for (name, view) in st.iter() {
-        let data = to_f32(view.dtype(), view.data())
-            .map_err(|m| invalid(format!("tensor {name}: {m}")))?;
+    for name in names {
+        let info = meta.info(&name).expect("a name of the header");
+        let numel = info.shape.iter().product::<usize>();
+        let data = read_values(&mut file, info.dtype, numel)
+            .map_err(|e| invalid(format!("tensor {name}: {e}")))?;
         out.insert(
-            name.to_string(),
+            name,
             RawTensor {
-                shape: view.shape().to_vec(),
+                shape: info.shape.clone(),
                 data,
             },
         );
     }
     Ok(out)
+}
+
+/// Reads and checks a safetensors header (the 8-byte length, the JSON, the tensors' offsets
+/// back to back), leaving `file` at the first tensor's first byte.
+fn read_header(
+    file: &mut std::fs::File,
+    file_len: u64,
+) -> std::result::Result<safetensors::tensor::Metadata, String> {
+    use std::io::Read;
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n)
+        .map_err(|_| format!("{file_len} bytes: too short for a safetensors header"))?;
+    let n = u64::from_le_bytes(n);
+    // safetensors' own limit on the header.
+    if n > 100_000_000 || 8 + n > file_len {
+        return Err(format!(
+            "the header claims {n} bytes, but the file has {file_len} in all"
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| format!("reading the header: {e}"))?;
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| format!("the header: {e}"))?;
+    let data_len = meta.data_len() as u64;
+    if 8 + n + data_len != file_len {
+        return Err(format!(
+            "the header describes {} bytes of tensors, but the file holds {} after the header",
+            data_len,
+            file_len - 8 - n
+        ));
+    }
+    Ok(meta)
+}
+
+/// Reads `numel` values of `dtype` (little-endian) from `file` as f32.
+fn read_values(
+    file: &mut std::fs::File,
+    dtype: Dtype,
+    numel: usize,
+) -> std::result::Result<Vec<f32>, String> {
+    use std::io::Read;
+    fn read<T: bytemuck::Pod>(file: &mut std::fs::File, numel: usize) -> std::io::Result<Vec<T>> {
+        let mut v = vec![T::zeroed(); numel];
+        file.read_exact(bytemuck::cast_slice_mut(&mut v))?;
+        Ok(v)
+    }
+    let e = |e: std::io::Error| e.to_string();
+    Ok(match dtype {
+        Dtype::F32 => {
+            let v: Vec<f32> = read(file, numel).map_err(e)?;
+            if cfg!(target_endian = "big") {
+                v.into_iter()
+                    .map(|x| f32::from_bits(u32::from_le(x.to_bits())))
+                    .collect()
+            } else {
+                v
+            }
+        }
+        Dtype::F16 => read::<u16>(file, numel)
+            .map_err(e)?
+            .into_iter()
+            .map(|b| half::f16::from_bits(u16::from_le(b)).to_f32())
+            .collect(),
+        Dtype::BF16 => read::<u16>(file, numel)
+            .map_err(e)?
+            .into_iter()
+            .map(|b| half::bf16::from_bits(u16::from_le(b)).to_f32())
+            .collect(),
+        Dtype::F64 => read::<u64>(file, numel)
+            .map_err(e)?
+            .into_iter()
+            .map(|b| f64::from_bits(u64::from_le(b)) as f32)
+            .collect(),
+        other => return Err(format!("unsupported dtype {other:?}")),
+    })
+}
+
+/// The memory the system can still give (Linux's `MemAvailable`), if it says.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn read_sharded(index: &Path) -> Result<BTreeMap<String, RawTensor>> {
@@ -100,26 +224,25 @@ fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>> {
     })
 }
 
-fn to_f32(dtype: Dtype, bytes: &[u8]) -> std::result::Result<Vec<f32>, String> {
-    let chunks = |n: usize| bytes.chunks_exact(n);
-    Ok(match dtype {
-        Dtype::F32 => chunks(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => chunks(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => chunks(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => chunks(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
-            .collect(),
-        other => {
-            return Err(format!(
-                "unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"
-            ));
-        }
+/// Refuses a tensor with a NaN or infinite element, naming it. The test runs on the device (a
+/// NaN or infinity makes `Σ 0·x` NaN: optimised passes, where a host loop is slow in
+/// unoptimised builds); only a tensor that fails is read back and searched for the element.
+fn check_finite(flat: &Tensor<1>, shape: &[usize], name: &str, path: &Path) -> Result<()> {
+    let zero = flat.clone().mul_scalar(0.0).sum().into_scalar::<f32>();
+    if zero == 0.0 {
+        return Ok(());
+    }
+    let host = flat
+        .to_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Shape(format!("tensor {name}: {e:?}")))?;
+    let (index, value) = first_non_finite(shape, &host).unwrap_or((Vec::new(), zero));
+    Err(Error::NonFinite {
+        path: path.to_path_buf(),
+        tensor: name.to_string(),
+        index,
+        value,
     })
 }
 
@@ -227,7 +350,7 @@ impl Gpt2 {
         config.validate()?;
         let expected = expected_shapes(config);
         let mut problems = Vec::new();
-        let mut tensors: HashMap<String, RawTensor> = HashMap::new();
+        let mut tensors: HashMap<String, (String, RawTensor)> = HashMap::new();
         let mut seen = std::collections::HashSet::new();
         for (name, t) in raw {
             let key = name
@@ -241,17 +364,7 @@ impl Gpt2 {
                     t.shape
                 )),
                 Some(_) => {
-                    if !options.allow_non_finite
-                        && let Some((index, value)) = first_non_finite(&t.shape, &t.data)
-                    {
-                        return Err(Error::NonFinite {
-                            path: path.to_path_buf(),
-                            tensor: name,
-                            index,
-                            value,
-                        });
-                    }
-                    if tensors.insert(key.clone(), t).is_some() {
+                    if tensors.insert(key.clone(), (name, t)).is_some() {
                         problems.push(format!(
                             "tensor {key} appears twice (with and without the transformer. prefix)"
                         ));
@@ -272,57 +385,63 @@ impl Gpt2 {
                 problems,
             });
         }
-        let mut take = |name: String| tensors.remove(&name).expect("checked above");
-        let t1 = |r: RawTensor| {
-            Param::from_tensor(Tensor::<1>::from_data(
-                TensorData::new(r.data, r.shape),
-                device,
-            ))
+        // Each tensor goes to the device as it is taken, and is checked finite there.
+        let mut take = |name: String| -> Result<(Tensor<1>, Vec<usize>)> {
+            let (stored, t) = tensors.remove(&name).expect("checked above");
+            let n = t.data.len();
+            let flat = Tensor::<1>::from_data(TensorData::new(t.data, [n]), device);
+            if !options.allow_non_finite {
+                check_finite(&flat, &t.shape, &stored, path)?;
+            }
+            Ok((flat, t.shape))
         };
-        let t2 = |r: RawTensor| {
-            Param::from_tensor(Tensor::<2>::from_data(
-                TensorData::new(r.data, r.shape),
-                device,
-            ))
+        let t1 = |(flat, _): (Tensor<1>, Vec<usize>)| Param::from_tensor(flat);
+        let t2 = |(flat, shape): (Tensor<1>, Vec<usize>)| {
+            Param::from_tensor(flat.reshape([shape[0], shape[1]]))
         };
         let eps = config.layer_norm_epsilon;
-        let ln = |prefix: &str, take: &mut dyn FnMut(String) -> RawTensor| LayerNorm {
-            gamma: t1(take(format!("{prefix}.weight"))),
-            beta: t1(take(format!("{prefix}.bias"))),
-            epsilon: eps,
+        let ln = |prefix: &str, take: &mut dyn FnMut(String) -> Result<(Tensor<1>, Vec<usize>)>| {
+            Ok::<_, Error>(LayerNorm {
+                gamma: t1(take(format!("{prefix}.weight"))?),
+                beta: t1(take(format!("{prefix}.bias"))?),
+                epsilon: eps,
+            })
         };
-        let linear = |prefix: &str, take: &mut dyn FnMut(String) -> RawTensor| Linear {
-            weight: t2(take(format!("{prefix}.weight"))),
-            bias: Some(t1(take(format!("{prefix}.bias")))),
-        };
+        let linear =
+            |prefix: &str, take: &mut dyn FnMut(String) -> Result<(Tensor<1>, Vec<usize>)>| {
+                Ok::<_, Error>(Linear {
+                    weight: t2(take(format!("{prefix}.weight"))?),
+                    bias: Some(t1(take(format!("{prefix}.bias"))?)),
+                })
+            };
         let mut blocks = Vec::with_capacity(config.n_layer);
         for layer in 0..config.n_layer {
             let p = format!("h.{layer}");
             blocks.push(Block {
-                ln_1: ln(&format!("{p}.ln_1"), &mut take),
+                ln_1: ln(&format!("{p}.ln_1"), &mut take)?,
                 attn: Attention {
-                    c_attn: linear(&format!("{p}.attn.c_attn"), &mut take),
-                    c_proj: linear(&format!("{p}.attn.c_proj"), &mut take),
+                    c_attn: linear(&format!("{p}.attn.c_attn"), &mut take)?,
+                    c_proj: linear(&format!("{p}.attn.c_proj"), &mut take)?,
                     n_head: config.n_head,
                     scale: attention_scale(config, layer),
                 },
-                ln_2: ln(&format!("{p}.ln_2"), &mut take),
+                ln_2: ln(&format!("{p}.ln_2"), &mut take)?,
                 mlp: Mlp {
-                    c_fc: linear(&format!("{p}.mlp.c_fc"), &mut take),
-                    c_proj: linear(&format!("{p}.mlp.c_proj"), &mut take),
+                    c_fc: linear(&format!("{p}.mlp.c_fc"), &mut take)?,
+                    c_proj: linear(&format!("{p}.mlp.c_proj"), &mut take)?,
                     activation: config.activation,
                 },
                 layer,
             });
         }
-        let wte = t2(take("wte.weight".into()));
+        let wte = t2(take("wte.weight".into())?);
         Ok(Gpt2 {
             w_u: crate::model::unembedding(&wte.val()),
             b_u: None,
             wte,
-            wpe: t2(take("wpe.weight".into())),
+            wpe: t2(take("wpe.weight".into())?),
             blocks,
-            ln_f: ln("ln_f", &mut take),
+            ln_f: ln("ln_f", &mut take)?,
             config: config.clone(),
             processing: crate::process::WeightProcessing::none(),
         })

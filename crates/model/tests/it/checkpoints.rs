@@ -353,3 +353,38 @@ fn a_tokenizer_with_ids_beyond_the_embeddings_is_refused() {
         "{err}"
     );
 }
+
+/// A checkpoint whose tensors need more memory than the machine has is refused before anything
+/// is allocated, naming the file and both sizes, instead of being killed by the OOM killer: a
+/// sparse file (no disk used) whose header declares a 512 GiB embedding.
+#[test]
+fn a_checkpoint_larger_than_free_memory_is_refused_before_allocating() {
+    let d = tiny_copy();
+    let p = d.path().join("model.safetensors");
+    let numel: u64 = (1 << 20) * (1 << 17);
+    let header = format!(
+        "{{\"transformer.wte.weight\":{{\"dtype\":\"F32\",\"shape\":[{},{}],\"data_offsets\":[0,{}]}}}}",
+        1u64 << 20,
+        1u64 << 17,
+        numel * 4
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    std::fs::write(&p, &bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(bytes.len() as u64 + numel * 4)
+        .unwrap();
+    let start = std::time::Instant::now();
+    let err = err_of(d.path());
+    assert!(
+        err.contains("model.safetensors")
+            && err.contains("needs 524288 MiB to load as f32")
+            && err.contains("MiB of memory is available"),
+        "{err}"
+    );
+    // Refused from the header alone: nothing of the 512 GiB was read.
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+}
