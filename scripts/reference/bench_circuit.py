@@ -5,12 +5,12 @@
    `get_scores_eap` (hannamw/EAP-IG 795f560, with the two shims of circuit_reference.py), with
    the logit difference answer − foil at the last position, summed over the batch (EAP-IG
    divides by the number of examples: the gradient of the batch mean).
-2. ACDC on --organism with the task in --organism-task (KL to the clean run, τ from the task
-   file), by acdc_reference.py's loop (ACDC's algorithm, one forward per edge, TransformerLens
+2. ACDC on --organism with the task in --organism-task (KL to the clean run, at each τ of the
+   task file), by acdc_reference.py's loop (ACDC's algorithm, one forward per edge, TransformerLens
    3.9 hooks).
 
 Writes --out (JSON): per part the seconds (set-up apart from the scoring or the search), EAP's
-score of every edge by EAP-IG's name, ACDC's kept edges, its metric and its forwards.
+score of every edge by EAP-IG's name, and per τ ACDC's kept edges, metric and forwards.
 
 Usage: python bench_circuit.py --model DIR --task task.json --organism DIR
        --organism-task acdc_task.json --out anchor.json [--threads 2]
@@ -83,11 +83,15 @@ def acdc_run(model_dir, task):
         return float(F.kl_div(logprobs, clean_logprobs, log_target=True,
                               reduction="none").sum(-1).mean())
 
-    t0 = time.perf_counter()
-    kept, _ = acdc(patcher, kl, task["tau"])
-    seconds = time.perf_counter() - t0
-    return {"setup_seconds": setup_seconds, "seconds": seconds, "forwards": patcher.forwards,
-            "kept": sorted(kept), "metric_value": kl(patcher.run(kept))}
+    runs = []
+    for tau in task["taus"]:
+        patcher.forwards = 0
+        t0 = time.perf_counter()
+        kept, _ = acdc(patcher, kl, tau)
+        seconds = time.perf_counter() - t0
+        runs.append({"tau": tau, "seconds": seconds, "forwards": patcher.forwards,
+                     "kept": sorted(kept), "metric_value": kl(patcher.run(kept))})
+    return {"setup_seconds": setup_seconds, "runs": runs}
 
 
 def main() -> None:
@@ -110,8 +114,9 @@ def main() -> None:
     print(f"EAP-IG get_scores_eap: {out['eap']['seconds']:.2f} s for "
           f"{out['eap']['n_edges']} edges", flush=True)
     out["acdc"] = acdc_run(args.organism, organism_task)
-    print(f"ACDC reference loop: {out['acdc']['seconds']:.2f} s, "
-          f"{out['acdc']['forwards']} forwards, {len(out['acdc']['kept'])} edges kept", flush=True)
+    for r in out["acdc"]["runs"]:
+        print(f"ACDC reference loop, tau {r['tau']}: {r['seconds']:.2f} s, {r['forwards']} "
+              f"forwards, {len(r['kept'])} edges kept", flush=True)
     with open(args.out, "w") as f:
         json.dump(out, f)
 
