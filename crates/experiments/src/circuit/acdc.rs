@@ -9,6 +9,11 @@
 //! through the batch stops at the first candidate that is kept, whose successors are then
 //! evaluated again from the new state. Every decision is made on exactly the edge set the
 //! sequential algorithm would evaluate, so the result is the same.
+//!
+//! Only the blocks a destination's candidates can change run: every candidate of a
+//! destination of block `l` (the logits: the last block) agrees with the current state on the
+//! edges read before block `l`, and those do not change while block `l`'s destinations are
+//! visited, so the forward up to block `l` runs once per block ([`CircuitRun::prefix`]).
 
 use serde::Serialize;
 
@@ -47,7 +52,8 @@ pub struct AcdcResult {
     pub effects: Vec<Option<f32>>,
     /// The circuit's metric (the run's metric, not the loss).
     pub metric: f32,
-    /// Edge-patched forwards run.
+    /// Edge-patched forwards run (those up to a block, the ones that start there, and the
+    /// final evaluation of the circuit).
     pub forwards: usize,
 }
 
@@ -78,6 +84,7 @@ pub fn acdc(run: &CircuitRun<'_>, options: &AcdcOptions) -> Result<AcdcResult> {
     let mut effects = vec![None; graph.len()];
     let mut cur = loss(metric, run.clean_metric());
     let mut forwards = 0;
+    let mut prefix: Option<crate::circuit::run::Prefix> = None;
     let mut dests: Vec<Dest> = graph.edges().iter().map(|e| e.dst).collect();
     dests.sort_by_key(|d| std::cmp::Reverse(graph.dest_index(*d)));
     dests.dedup();
@@ -93,6 +100,15 @@ pub fn acdc(run: &CircuitRun<'_>, options: &AcdcOptions) -> Result<AcdcResult> {
             }
             continue;
         }
+        let layer = match *dst {
+            Dest::Head { layer, .. } | Dest::Mlp(layer) => layer,
+            Dest::Logits => graph.n_layers() - 1,
+        };
+        if prefix.as_ref().is_none_or(|p| p.layer != layer) {
+            prefix = Some(run.prefix(&state, layer)?);
+            forwards += 1;
+        }
+        let from = prefix.as_ref().expect("set above");
         let mut next = 0;
         while next < incoming.len() {
             let batch = &incoming[next..(next + per_forward).min(incoming.len())];
@@ -102,7 +118,7 @@ pub fn acdc(run: &CircuitRun<'_>, options: &AcdcOptions) -> Result<AcdcResult> {
                 s.set(i, false);
                 sets.push(s.clone());
             }
-            let values = run.evaluate(&sets)?;
+            let values = run.evaluate_from(from, &sets)?;
             forwards += 1;
             for (&i, &v) in batch.iter().zip(&values) {
                 next += 1;

@@ -126,6 +126,18 @@ impl<'a> EdgePatch<'a> {
         }
     }
 
+    /// Starting from the differences of the sources a prefix of the forward wrote
+    /// (`[rows, sources, pos, d_model]`), for a forward that starts at a later block.
+    pub fn with_stack(mut self, stack: Option<Tensor<4>>) -> Self {
+        self.stack = stack;
+        self
+    }
+
+    /// The differences of every source written so far.
+    pub fn into_stack(self) -> Option<Tensor<4>> {
+        self.stack
+    }
+
     fn push(&mut self, diffs: Tensor<4>) {
         self.stack = Some(match self.stack.take() {
             None => diffs,

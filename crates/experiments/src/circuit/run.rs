@@ -11,6 +11,15 @@ use crate::circuit::set::{EdgeScores, EdgeSet, FaithPoint};
 use crate::circuit::task::{Ablation, CircuitMetric, CircuitOptions, CircuitTask, per_row};
 use crate::error::{Error, Result};
 
+/// The forward of a task under one edge set up to a block: the residual stream entering it
+/// and the edge patch's source differences so far (see [`CircuitRun::prefix`]).
+pub(crate) struct Prefix {
+    /// The block the rest of the forward starts at.
+    pub layer: usize,
+    resid: Tensor<3>,
+    stack: Option<Tensor<4>>,
+}
+
 /// A task ready for circuit discovery on one model.
 pub struct CircuitRun<'m> {
     model: &'m Gpt2,
@@ -223,8 +232,9 @@ impl<'m> CircuitRun<'m> {
         Ok(out)
     }
 
-    /// One edge-patched forward of `sets.len()` copies of the task: the raw per-row metric.
-    fn forward_sets(&self, sets: &[EdgeSet]) -> Result<Vec<f32>> {
+    /// The ablation mask of `sets` (`[rows, sources, dests]`, set-major rows) and, per
+    /// destination, whether any row ablates an edge into it.
+    fn mask(&self, sets: &[EdgeSet]) -> (Tensor<3>, Vec<bool>) {
         let (n, k) = (self.task.len(), sets.len());
         let (ns, nd) = (self.graph.n_sources(), self.graph.n_dests());
         let rows = n * k;
@@ -243,23 +253,102 @@ impl<'m> CircuitRun<'m> {
         }
         let device = self.clean_last.device();
         let mask = Tensor::<3>::from_data(TensorData::new(mask, [rows, ns, nd]), &device);
-        let clean = self.task.clean();
-        let ids: Vec<Vec<u32>> = (0..rows)
-            .map(|r| {
-                let t = clean.seq_len();
-                clean.ids()[(r % n) * t..(r % n + 1) * t].to_vec()
-            })
+        (mask, any)
+    }
+
+    /// `k` copies of the clean prompts, set-major, and the ablated sources repeated to match.
+    fn copies(&self, k: usize) -> Result<(TokenBatch, SourceActs)> {
+        let (n, clean) = (self.task.len(), self.task.clean());
+        let t = clean.seq_len();
+        let ids: Vec<Vec<u32>> = (0..n * k)
+            .map(|r| clean.ids()[(r % n) * t..(r % n + 1) * t].to_vec())
             .collect();
-        let batch = TokenBatch::new(ids, None)?;
         let ablated = if k == 1 {
             self.ablated.clone()
         } else {
             self.ablated.repeat(k)
         };
+        Ok((TokenBatch::new(ids, None)?, ablated))
+    }
+
+    /// One edge-patched forward of `sets.len()` copies of the task: the raw per-row metric.
+    fn forward_sets(&self, sets: &[EdgeSet]) -> Result<Vec<f32>> {
+        let (mask, any) = self.mask(sets);
+        let (batch, ablated) = self.copies(sets.len())?;
         let mut hooks = EdgePatch::new(&self.graph, &ablated, mask, any);
         let logits = self.model.forward(&batch, None, &mut hooks)?;
         let v = per_row(self.options.metric, logits, &self.clean_last, &self.task)?;
         Ok(host_vec(v))
+    }
+
+    /// The task's forward under `set` up to block `layer` (one copy): what every edge set that
+    /// differs from `set` only in edges read from block `layer` on shares. ACDC evaluates a
+    /// destination's candidates from it ([`CircuitRun::evaluate_from`]).
+    ///
+    /// # Errors
+    /// A layer past the model; forward errors.
+    pub(crate) fn prefix(&self, set: &EdgeSet, layer: usize) -> Result<Prefix> {
+        if layer >= self.graph.n_layers() {
+            return Err(Error::OutOfRange {
+                what: "layer",
+                value: layer,
+                limit: format!("the model has {} layers", self.graph.n_layers()),
+            });
+        }
+        let (mask, any) = self.mask(std::slice::from_ref(set));
+        let (batch, ablated) = self.copies(1)?;
+        let mut hooks = EdgePatch::new(&self.graph, &ablated, mask, any);
+        let ctx = self.model.context(&batch, None)?;
+        let mut resid = self.model.embed(&batch, &ctx, &mut hooks)?;
+        for l in 0..layer {
+            resid = self.model.block(l, resid, &ctx, None, &mut hooks)?;
+        }
+        Ok(Prefix {
+            layer,
+            resid,
+            stack: hooks.into_stack(),
+        })
+    }
+
+    /// [`CircuitRun::evaluate`] for edge sets that agree with the prefix's set on every edge
+    /// read before its block: only the blocks from there on run, on copies of the prefix's
+    /// residual stream, and only the last position is unembedded (the metric reads nothing
+    /// else).
+    ///
+    /// # Errors
+    /// As [`CircuitRun::evaluate`].
+    pub(crate) fn evaluate_from(&self, prefix: &Prefix, sets: &[EdgeSet]) -> Result<Vec<f32>> {
+        let n = self.task.len();
+        let per_forward = (self.options.batch_rows / n).max(1);
+        let mut out = Vec::with_capacity(sets.len());
+        for chunk in sets.chunks(per_forward) {
+            let k = chunk.len();
+            let (mask, any) = self.mask(chunk);
+            let (batch, ablated) = self.copies(k)?;
+            let repeat4 = |t: &Tensor<4>| Tensor::cat(vec![t.clone(); k], 0);
+            let mut hooks = EdgePatch::new(&self.graph, &ablated, mask, any)
+                .with_stack(prefix.stack.as_ref().map(repeat4));
+            let ctx = self.model.context(&batch, None)?;
+            let mut resid = Tensor::cat(vec![prefix.resid.clone(); k], 0);
+            for l in prefix.layer..self.graph.n_layers() {
+                resid = self.model.block(l, resid, &ctx, None, &mut hooks)?;
+            }
+            // The metric reads the last position only: unembed just that one.
+            let [r, t, d] = resid.dims();
+            let logits = self
+                .model
+                .unembed(resid.slice([0..r, t - 1..t, 0..d]), &mut hooks)?;
+            let rows = host_vec(per_row(
+                self.options.metric,
+                logits,
+                &self.clean_last,
+                &self.task,
+            )?);
+            for s in 0..k {
+                out.push(self.scale(rows[s * n..(s + 1) * n].iter().sum::<f32>() / n as f32));
+            }
+        }
+        Ok(out)
     }
 
     /// Edge attribution patching (EAP, Syed et al. 2023): for every edge `u → v`,
