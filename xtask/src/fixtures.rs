@@ -1,4 +1,5 @@
-//! `cargo xtask fixtures`: the fixtures Rust makes (a random-weight GPT-2 small checkpoint).
+//! `cargo xtask fixtures`: the fixtures Rust makes (random-weight checkpoints with the shapes
+//! of GPT-2 small, medium, large or XL).
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +12,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct FixturesArgs {
     /// Write a random-weight checkpoint with GPT-2 small's shapes (HF layout) into DIR.
     /// Used by loading tests and benchmarks; never committed.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "gpt2_random")]
     gpt2_small_random: Option<PathBuf>,
+    /// Write a random-weight checkpoint with the shapes of --size into DIR.
+    #[arg(long, value_name = "DIR")]
+    gpt2_random: Option<PathBuf>,
+    /// The size of --gpt2-random: small (124M parameters, 0.5 GB), medium (355M, 1.4 GB),
+    /// large (774M, 3.1 GB) or xl (1.56B, 6.2 GB).
+    #[arg(long, default_value = "small", value_parser = ["small", "medium", "large", "xl"])]
+    size: String,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -20,15 +28,18 @@ pub struct FixturesArgs {
 
 /// Writes the fixtures asked for.
 pub fn run(a: FixturesArgs) -> Result<()> {
-    let Some(dir) = a.gpt2_small_random else {
-        bail!("nothing to do: pass --gpt2-small-random DIR");
+    let (dir, size) = match (a.gpt2_small_random, a.gpt2_random) {
+        (Some(dir), None) => (dir, "small"),
+        (None, Some(dir)) => (dir, a.size.as_str()),
+        _ => bail!("nothing to do: pass --gpt2-random DIR [--size …] (or --gpt2-small-random DIR)"),
     };
+    let config = Gpt2Config::gpt2_size(size).context("--size")?;
     let bar =
         ProgressBar::new(3).with_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")?);
-    bar.set_message("initialising GPT-2 small (random weights)");
+    bar.set_message(format!("initialising GPT-2 {size} (random weights)"));
     let device = BackendKind::Flex.device()?;
     device.seed(a.seed);
-    let model = Gpt2Config::gpt2_small().init(&device);
+    let model = config.init(&device);
     bar.inc(1);
     bar.set_message("writing config.json and model.safetensors");
     model.save_pretrained(&dir)?;

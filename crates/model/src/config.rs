@@ -95,6 +95,38 @@ impl Gpt2Config {
             .with_eos_token_id(Some(50256))
     }
 
+    /// GPT-2 medium's shapes (355M parameters): 24 layers, 16 heads, d_model 1024.
+    pub fn gpt2_medium() -> Self {
+        Self::new(24, 16, 1024, 50257, 1024)
+            .with_bos_token_id(Some(50256))
+            .with_eos_token_id(Some(50256))
+    }
+
+    /// GPT-2 large's shapes (774M parameters): 36 layers, 20 heads, d_model 1280.
+    pub fn gpt2_large() -> Self {
+        Self::new(36, 20, 1280, 50257, 1024)
+            .with_bos_token_id(Some(50256))
+            .with_eos_token_id(Some(50256))
+    }
+
+    /// GPT-2 XL's shapes (1.56B parameters): 48 layers, 25 heads, d_model 1600.
+    pub fn gpt2_xl() -> Self {
+        Self::new(48, 25, 1600, 50257, 1024)
+            .with_bos_token_id(Some(50256))
+            .with_eos_token_id(Some(50256))
+    }
+
+    /// The shapes of a GPT-2 size by name: `small`, `medium`, `large` or `xl`.
+    pub fn gpt2_size(name: &str) -> Option<Self> {
+        match name {
+            "small" => Some(Self::gpt2_small()),
+            "medium" => Some(Self::gpt2_medium()),
+            "large" => Some(Self::gpt2_large()),
+            "xl" => Some(Self::gpt2_xl()),
+            _ => None,
+        }
+    }
+
     /// Width of each attention head.
     pub fn d_head(&self) -> usize {
         self.n_embd / self.n_head

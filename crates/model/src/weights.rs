@@ -125,7 +125,7 @@ fn read_header(
     let meta: safetensors::tensor::Metadata =
         serde_json::from_slice(&header).map_err(|e| format!("the header: {e}"))?;
     let data_len = meta.data_len() as u64;
-    if 8 + n + data_len != file_len {
+    if (8 + n).checked_add(data_len) != Some(file_len) {
         return Err(format!(
             "the header describes {} bytes of tensors, but the file holds {} after the header",
             data_len,
@@ -536,7 +536,31 @@ pub fn write_safetensors(tensors: &BTreeMap<String, RawTensor>, path: &Path) -> 
     write_safetensors_as(tensors, path, Dtype::F32)
 }
 
-/// Writes tensors to a safetensors file, stored as `dtype` (F32, F16 or BF16).
+/// `data` as `dtype` (F32, F16 or BF16) little-endian bytes; f32 on a little-endian machine is
+/// the values as they are, borrowed.
+fn encode(dtype: Dtype, data: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    match dtype {
+        Dtype::F16 => data
+            .iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
+        Dtype::BF16 => data
+            .iter()
+            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
+        _ if cfg!(target_endian = "little") => bytemuck::cast_slice(data).into(),
+        _ => data
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
+    }
+}
+
+/// Writes tensors to a safetensors file, stored as `dtype` (F32, F16 or BF16), tensor by
+/// tensor.
 pub fn write_safetensors_as(
     tensors: &BTreeMap<String, RawTensor>,
     path: &Path,
@@ -546,27 +570,16 @@ pub fn write_safetensors_as(
         path: PathBuf::from(path),
         message,
     };
-    let encode = |x: &f32| -> Vec<u8> {
-        match dtype {
-            Dtype::F16 => half::f16::from_f32(*x).to_le_bytes().to_vec(),
-            Dtype::BF16 => half::bf16::from_f32(*x).to_le_bytes().to_vec(),
-            _ => x.to_le_bytes().to_vec(),
-        }
-    };
     if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
         return Err(invalid(format!(
             "cannot write dtype {dtype:?}: expected F32, F16 or BF16"
         )));
     }
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    // f32 on a little-endian machine is written from the values as they are (no copy); the
+    // file is written tensor by tensor (no image of it in memory).
+    let bytes: Vec<(String, std::borrow::Cow<'_, [u8]>, Vec<usize>)> = tensors
         .iter()
-        .map(|(n, t)| {
-            (
-                n.clone(),
-                t.data.iter().flat_map(encode).collect(),
-                t.shape.clone(),
-            )
-        })
+        .map(|(n, t)| (n.clone(), encode(dtype, &t.data), t.shape.clone()))
         .collect();
     let views = bytes
         .iter()
@@ -578,9 +591,21 @@ pub fn write_safetensors_as(
         .collect::<Result<Vec<_>>>()?;
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| invalid(e.to_string()))?;
-    std::fs::write(path, bytes).map_err(|source| Error::Write {
+    let write_error = |source| Error::Write {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(source) => write_error(source),
+        other => invalid(other.to_string()),
+    })?;
+    // safetensors writes a private temporary file and renames it: make the checkpoint
+    // readable by others, as a file written with `std::fs::write` is.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(write_error)?;
+    }
+    Ok(())
 }
