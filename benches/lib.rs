@@ -125,11 +125,22 @@ pub fn python_anchor(
 /// files, to `target/bench-gpt2-small`: the checkpoint both burnlens and the Python anchors load
 /// (the loader wants a tokenizer; the benchmarks feed ids). Returns its directory.
 pub fn gpt2_small_checkpoint() -> std::path::PathBuf {
-    let dir = workspace().join("target/bench-gpt2-small");
+    gpt2_checkpoint("small", true)
+}
+
+/// The seeded random checkpoint of a GPT-2 size (`small`, `medium`, `large`, `xl`: see
+/// `Gpt2Config::gpt2_size`) in `target/bench-gpt2-<size>`, with GPT-2's BPE files; written when
+/// `rewrite` or when it is not there yet. Returns its directory.
+pub fn gpt2_checkpoint(size: &str, rewrite: bool) -> std::path::PathBuf {
+    let dir = workspace().join(format!("target/bench-gpt2-{size}"));
+    if !rewrite && dir.join("model.safetensors").is_file() {
+        return dir;
+    }
     std::fs::create_dir_all(&dir).expect("bench dir");
     let device = BackendKind::Flex.device().expect("flex");
     device.seed(0);
-    Gpt2Config::gpt2_small()
+    Gpt2Config::gpt2_size(size)
+        .expect("a GPT-2 size")
         .init(&device)
         .save_pretrained(&dir)
         .expect("save checkpoint");

@@ -12,11 +12,11 @@
 //! (`BURNLENS_BENCH_SIZES=small,medium,large,xl`, default `small,medium`). Results:
 //! docs/PERFORMANCE.md.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use burnlens_benches::{batch, python_anchor, workspace};
-use burnlens_model::{BackendKind, Gpt2Config, load};
+use burnlens_benches::{batch, gpt2_checkpoint, python_anchor};
+use burnlens_model::{BackendKind, load};
 use serde_json::{Value, json};
 
 const CHILD: &str = "BURNLENS_LOAD_CHILD";
@@ -50,27 +50,6 @@ fn child(dir: &str) {
         json!({"load_seconds": load_s, "first_forward_seconds": first,
                "forward_seconds": second, "vm_hwm": vm_hwm()})
     );
-}
-
-/// The checkpoint of `size`, written if it is not there yet.
-fn checkpoint(size: &str) -> PathBuf {
-    let dir = workspace().join(format!("target/bench-gpt2-{size}"));
-    if dir.join("model.safetensors").is_file() {
-        return dir;
-    }
-    std::fs::create_dir_all(&dir).expect("bench dir");
-    let device = BackendKind::Flex.device().expect("flex");
-    device.seed(0);
-    Gpt2Config::gpt2_size(size)
-        .expect("a GPT-2 size")
-        .init(&device)
-        .save_pretrained(&dir)
-        .expect("save checkpoint");
-    let bpe = workspace().join("fixtures/gpt2-bpe");
-    for f in ["vocab.json", "merges.txt"] {
-        std::fs::copy(bpe.join(f), dir.join(f)).expect("copy the BPE files");
-    }
-    dir
 }
 
 /// Loads `dir` in a child process; the best of three loads, the largest peak.
@@ -109,7 +88,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for size in sizes.split(',').map(str::trim) {
-        let dir = checkpoint(size);
+        let dir = gpt2_checkpoint(size, false);
         let file = std::fs::metadata(dir.join("model.safetensors"))
             .expect("weights")
             .len();
