@@ -90,28 +90,28 @@ pub struct Gpt2Config {
 impl Gpt2Config {
     /// GPT-2 small's shapes (124M parameters): 12 layers, 12 heads, d_model 768.
     pub fn gpt2_small() -> Self {
-        Self::new(12, 12, 768, 50257, 1024)
-            .with_bos_token_id(Some(50256))
-            .with_eos_token_id(Some(50256))
+        Self::gpt2_shape(12, 12, 768)
     }
 
     /// GPT-2 medium's shapes (355M parameters): 24 layers, 16 heads, d_model 1024.
     pub fn gpt2_medium() -> Self {
-        Self::new(24, 16, 1024, 50257, 1024)
-            .with_bos_token_id(Some(50256))
-            .with_eos_token_id(Some(50256))
+        Self::gpt2_shape(24, 16, 1024)
     }
 
     /// GPT-2 large's shapes (774M parameters): 36 layers, 20 heads, d_model 1280.
     pub fn gpt2_large() -> Self {
-        Self::new(36, 20, 1280, 50257, 1024)
-            .with_bos_token_id(Some(50256))
-            .with_eos_token_id(Some(50256))
+        Self::gpt2_shape(36, 20, 1280)
     }
 
     /// GPT-2 XL's shapes (1.56B parameters): 48 layers, 25 heads, d_model 1600.
     pub fn gpt2_xl() -> Self {
-        Self::new(48, 25, 1600, 50257, 1024)
+        Self::gpt2_shape(48, 25, 1600)
+    }
+
+    /// A GPT-2 of `n_layer` blocks of `n_head` heads and width `n_embd`, with GPT-2's
+    /// vocabulary, context and `<|endoftext|>` as BOS and EOS.
+    fn gpt2_shape(n_layer: usize, n_head: usize, n_embd: usize) -> Self {
+        Self::new(n_layer, n_head, n_embd, 50257, 1024)
             .with_bos_token_id(Some(50256))
             .with_eos_token_id(Some(50256))
     }
