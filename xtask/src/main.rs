@@ -106,7 +106,7 @@ enum Command {
     /// ROME edits of CounterFact cases (edit, evaluate, revert), with ROME's scores.
     #[command(allow_negative_numbers = true)]
     Rome(rome::RomeArgs),
-    /// Run a sweep (trace, attribute-layers, rome) as a Slurm job array of shards and a merge job.
+    /// Run a sweep (trace, attribute-layers, rome, patch, heads) as a Slurm job array of shards and a merge job.
     Slurm(slurm::SlurmArgs),
     /// Merge the output folders of a sharded sweep (--shard i/n) into the folder one run writes.
     Merge(merge::MergeArgs),
@@ -199,6 +199,8 @@ pub(crate) fn sweep_args(command: &Command) -> Option<&sweep::SweepArgs> {
         Command::Trace(a) => Some(&a.sweep),
         Command::AttributeLayers(a) => Some(&a.sweep),
         Command::Rome(a) => Some(&a.sweep),
+        Command::Patch(a) => Some(&a.sweep),
+        Command::Heads(a) => Some(&a.sweep),
         _ => None,
     }
 }

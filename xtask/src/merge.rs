@@ -12,9 +12,12 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::sweep::{
-    Finish, Item, Manifest, Shard, first_difference, read_items, read_manifest, write_atomic,
+    Finish, Item, Manifest, Shard, first_difference, read_item_lines, read_manifest, write_atomic,
     write_report,
 };
+
+/// The commands that work item by item (sharded, resumed and merged), as a user names them.
+pub const SWEEP_COMMANDS: &[&str] = &["trace", "attribute-layers", "rome", "patch", "heads"];
 
 /// The report writer of a sweep command.
 fn finisher(command: &str) -> Option<Finish> {
@@ -22,6 +25,8 @@ fn finisher(command: &str) -> Option<Finish> {
         "trace" => Some(crate::trace::finish),
         "attribute-layers" => Some(crate::layers::finish),
         "rome" => Some(crate::rome::finish),
+        "patch" => Some(crate::patch::finish),
+        "heads" => Some(crate::heads::finish),
         _ => None,
     }
 }
@@ -98,17 +103,17 @@ pub fn merge(a: MergeArgs) -> Result<()> {
             );
         }
     }
-    let mut items: BTreeMap<usize, (Value, &PathBuf)> = BTreeMap::new();
+    let mut items: BTreeMap<usize, (Value, String, &PathBuf)> = BTreeMap::new();
     for (dir, _) in &shards {
-        for (k, v) in read_items(dir, false)? {
-            if let Some((_, other)) = items.get(&k) {
+        for (k, (v, line)) in read_item_lines(dir, false)? {
+            if let Some((_, _, other)) = items.get(&k) {
                 bail!(
                     "item {k} is in both {} and {}",
                     other.display(),
                     dir.display()
                 );
             }
-            items.insert(k, (v, dir));
+            items.insert(k, (v, line, dir));
         }
     }
     if let Some(k) = (0..first.n_items).find(|k| !items.contains_key(k)) {
@@ -127,7 +132,7 @@ pub fn merge(a: MergeArgs) -> Result<()> {
     if let Some(k) = items.keys().find(|&&k| k >= first.n_items) {
         bail!(
             "item {k} is in {}, but the sweep has {} items",
-            items[k].1.display(),
+            items[k].2.display(),
             first.n_items
         );
     }
@@ -143,18 +148,17 @@ pub fn merge(a: MergeArgs) -> Result<()> {
         header,
         ..first.clone()
     };
-    let items: Vec<Item> = items.into_iter().map(|(k, (v, _))| (k, v)).collect();
     write_atomic(
         &a.out.join("sweep.json"),
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
+    // The shards' lines as they are: the merged items.jsonl is the single run's, byte for byte.
     let mut lines = String::new();
-    for (k, v) in &items {
-        lines.push_str(&serde_json::to_string(
-            &serde_json::json!({"index": k, "item": v}),
-        )?);
+    for (_, line, _) in items.values() {
+        lines.push_str(line);
         lines.push('\n');
     }
+    let items: Vec<Item> = items.into_iter().map(|(k, (v, _, _))| (k, v)).collect();
     write_atomic(&a.out.join("items.jsonl"), lines.as_bytes())?;
     eprintln!(
         "merged {} shards of {} ({} items) into {}",

@@ -27,7 +27,7 @@ use crate::{Cli, dispatch};
 pub struct RunArgs {
     /// The recipe (TOML).
     pub recipe: PathBuf,
-    /// Continue the recipe's interrupted sweep (trace, attribute-layers, rome) in its folder.
+    /// Continue the recipe's interrupted sweep (trace, attribute-layers, rome, patch, heads) in its folder.
     #[arg(long)]
     pub resume: bool,
 }

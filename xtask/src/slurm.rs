@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser};
 
 use crate::Cli;
+use crate::merge::SWEEP_COMMANDS;
 
 /// Options of `cargo xtask slurm`.
 #[derive(Args)]
@@ -47,8 +48,8 @@ pub struct SlurmArgs {
     /// Wait for the merge job to end (sbatch --wait) and exit with its code.
     #[arg(long)]
     pub wait: bool,
-    /// The sweep: a dataset-level command (trace, attribute-layers, rome) and its options,
-    /// with --out (the merged folder) and without --shard or --resume.
+    /// The sweep: a dataset-level command (trace, attribute-layers, rome, patch --pairs, heads)
+    /// and its options, with --out (the merged folder) and without --shard or --resume.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
 }
@@ -201,12 +202,15 @@ fn sbatch(args: &[String]) -> Result<String> {
 pub fn run(a: SlurmArgs) -> Result<()> {
     let (rest, out) = split_out(&a.command)?;
     let Some(sub) = rest.first() else {
-        bail!("give the sweep after --: trace, attribute-layers or rome, with its options");
-    };
-    if !["trace", "attribute-layers", "rome"].contains(&sub.as_str()) {
         bail!(
-            "{sub:?} is not a sweep: `slurm` shards trace, attribute-layers and rome (commands \
-             that work item by item)"
+            "give the sweep after --: one of {}, with its options",
+            SWEEP_COMMANDS.join(", ")
+        );
+    };
+    if !SWEEP_COMMANDS.contains(&sub.as_str()) {
+        bail!(
+            "{sub:?} is not a sweep: `slurm` shards {} (the commands that work item by item)",
+            SWEEP_COMMANDS.join(", ")
         );
     }
     // The sweep must parse here, not fail in N tasks on the cluster.

@@ -217,6 +217,18 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
 /// # Errors
 /// As above, naming the file and line.
 pub fn read_items(dir: &Path, repair: bool) -> Result<BTreeMap<usize, Value>> {
+    Ok(read_item_lines(dir, repair)?
+        .into_iter()
+        .map(|(k, (v, _))| (k, v))
+        .collect())
+}
+
+/// [`read_items`], each item with its line as written (without the newline), so that `merge`
+/// copies items byte for byte: a number parsed and written again may not keep its last digit.
+///
+/// # Errors
+/// As [`read_items`].
+pub fn read_item_lines(dir: &Path, repair: bool) -> Result<BTreeMap<usize, (Value, String)>> {
     let path = dir.join("items.jsonl");
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -258,7 +270,7 @@ pub fn read_items(dir: &Path, repair: bool) -> Result<BTreeMap<usize, Value>> {
                 n + 1
             )
         })?;
-        if out.insert(l.index, l.item).is_some() {
+        if out.insert(l.index, (l.item, line.to_string())).is_some() {
             bail!(
                 "{} line {}: item {} occurs twice",
                 path.display(),

@@ -10,11 +10,17 @@
 //! Texts are scanned one forward pass at a time by a hook set that reduces each layer's
 //! `attn.hook_pattern` into bounded per-head summaries as the forward produces it and keeps
 //! nothing else, so memory does not grow with the number of texts.
+//!
+//! A text's summary ([`TextScan`], from [`HeadScan::scan`]) is a value of its own, and
+//! [`HeadScan::absorb`] merges summaries: scanning texts in several processes and absorbing
+//! their summaries in text order gives exactly the numbers one process scanning them all gives
+//! (what `cargo xtask heads --shard` relies on). The random samples are therefore not a
+//! reservoir drawn from one random stream but the `n` hits with the smallest [`hit_rank`], a
+//! seeded hash of the hit's coordinates: a uniform sample without replacement whatever order
+//! or grouping the texts come in.
 
 use burnlens_model::{Gpt2, TokenBatch};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::detect::{DetectOptions, Detector, HeadPattern, OnPattern};
 use crate::error::{Error, Result};
@@ -35,6 +41,10 @@ pub struct HeadScanOptions {
     pub detectors: Vec<HeadPattern>,
     /// Their options (TransformerLens's defaults: the "mul" measure, nothing excluded).
     pub detect: DetectOptions,
+    /// Keep the lists (top, bottom, token, random) of this `(layer, head)` only; every head's
+    /// concentration and detector scores are still computed. `None`: every head's lists
+    /// (`n_layers × n_heads × 4n` hits per text summary).
+    pub focus: Option<(usize, usize)>,
 }
 
 impl Default for HeadScanOptions {
@@ -46,13 +56,14 @@ impl Default for HeadScanOptions {
             seed: 0,
             detectors: HeadPattern::STANDARD.to_vec(),
             detect: DetectOptions::default(),
+            focus: None,
         }
     }
 }
 
 /// One attention weight: text, query and key positions, the weight and its multiple of the
 /// row's average.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AttentionHit {
     /// Index of the text in the scan.
     pub text: usize,
@@ -90,8 +101,9 @@ pub fn row_multiples(weights: &[f32], suppress_first: bool) -> Vec<(usize, f32, 
         .collect()
 }
 
-/// A bounded list keeping the `n` best hits under `better`.
-#[derive(Debug, Clone, Default, Serialize)]
+/// A bounded list keeping the `n` best hits under `better` (the earlier of equal ones).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
 struct Best {
     hits: Vec<AttentionHit>,
 }
@@ -123,18 +135,94 @@ fn lower(a: &AttentionHit, b: &AttentionHit) -> bool {
     a.multiple < b.multiple
 }
 
-/// One head's running summary.
-#[derive(Debug, Clone, Default)]
-struct HeadState {
+/// The rank of a hit in the random samples: a hash of the seed and the hit's coordinates
+/// (splitmix64's finalizer over each in turn). Each head's sample is the `n` hits above average
+/// with the smallest rank: a uniform sample without replacement that does not depend on the
+/// order or grouping in which texts are scanned.
+pub fn hit_rank(
+    seed: u64,
+    text: usize,
+    layer: usize,
+    head: usize,
+    query: usize,
+    key: usize,
+) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    [text, layer, head, query, key]
+        .into_iter()
+        .fold(mix(seed), |h, x| mix(h ^ x as u64))
+}
+
+/// A hit of a random sample with its rank ([`hit_rank`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RankedHit {
+    /// [`hit_rank`] of the hit.
+    pub rank: u64,
+    /// The hit.
+    pub hit: AttentionHit,
+}
+
+/// One head's summary of one text, or of every text absorbed so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeadSummary {
     top: Best,
     bottom: Best,
     token: Best,
-    /// Reservoir sample of hits above average.
-    random: Vec<AttentionHit>,
-    above_seen: u64,
+    /// The hits above average with the smallest ranks, smallest first.
+    random: Vec<RankedHit>,
     rows: u64,
     sum_max_multiple: f64,
     sum_entropy: f64,
+}
+
+impl HeadSummary {
+    fn offer_random(&mut self, hit: RankedHit, n: usize) {
+        if n == 0 || (self.random.len() == n && hit.rank >= self.random[n - 1].rank) {
+            return;
+        }
+        let at = self.random.partition_point(|h| h.rank <= hit.rank);
+        self.random.insert(at, hit);
+        self.random.truncate(n);
+    }
+
+    /// Adds `other`'s hits and sums (a later text's) to this summary.
+    fn merge(&mut self, other: &HeadSummary, n: usize) {
+        for &h in &other.top.hits {
+            self.top.offer(h, n, higher);
+        }
+        for &h in &other.bottom.hits {
+            self.bottom.offer(h, n, lower);
+        }
+        for &h in &other.token.hits {
+            self.token.offer(h, n, higher);
+        }
+        for &h in &other.random {
+            self.offer_random(h, n);
+        }
+        self.rows += other.rows;
+        self.sum_max_multiple += other.sum_max_multiple;
+        self.sum_entropy += other.sum_entropy;
+    }
+}
+
+/// The summary of one text: every head's, and its detector scores. Serializable, so that texts
+/// scanned elsewhere (another process, an earlier run) can be [`HeadScan::absorb`]ed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextScan {
+    /// The text's index (its hits carry it).
+    pub text: usize,
+    /// The text's token ids (for showing a hit's context).
+    pub ids: Vec<u32>,
+    /// Per head, `layer × n_heads + head`.
+    pub heads: Vec<HeadSummary>,
+    /// Per detector, every head's score on this text (`None`: not scored: one token, or no
+    /// attention left after the exclusions).
+    pub detector_scores: Option<Vec<Vec<f32>>>,
 }
 
 /// One head's report.
@@ -150,7 +238,8 @@ pub struct HeadReport {
     pub bottom: Vec<AttentionHit>,
     /// Highest multiples received by the option's token.
     pub top_for_token: Vec<AttentionHit>,
-    /// A seeded uniform sample of the hits above average (multiple > 1).
+    /// A seeded uniform sample of the hits above average (multiple > 1): those with the
+    /// smallest [`hit_rank`], in text, query and key order.
     pub random_above: Vec<AttentionHit>,
     /// Query rows seen.
     pub rows: u64,
@@ -167,9 +256,8 @@ pub struct HeadScan {
     options: HeadScanOptions,
     n_layers: usize,
     n_heads: usize,
-    heads: Vec<HeadState>,
+    heads: Vec<HeadSummary>,
     texts: Vec<Vec<u32>>,
-    rng: StdRng,
     /// Per detector, the sum over scored texts of every head's score.
     detector_sums: Vec<Vec<f64>>,
     /// Texts the detectors scored (those of at least 2 tokens with attention left to score).
@@ -179,15 +267,19 @@ pub struct HeadScan {
 impl HeadScan {
     /// An empty scan for `model`'s heads.
     pub fn new(model: &Gpt2, options: HeadScanOptions) -> Self {
-        let (n_layers, n_heads) = (model.config.n_layer, model.config.n_head);
+        Self::with_shape(model.config.n_layer, model.config.n_head, options)
+    }
+
+    /// An empty scan for a model of `n_layers` layers of `n_heads` heads, to absorb summaries
+    /// scanned elsewhere ([`HeadScan::absorb`]).
+    pub fn with_shape(n_layers: usize, n_heads: usize, options: HeadScanOptions) -> Self {
         Self {
-            rng: StdRng::seed_from_u64(options.seed),
             detector_sums: vec![vec![0.0; n_layers * n_heads]; options.detectors.len()],
             detector_texts: 0,
             options,
             n_layers,
             n_heads,
-            heads: vec![HeadState::default(); n_layers * n_heads],
+            heads: vec![HeadSummary::default(); n_layers * n_heads],
             texts: Vec::new(),
         }
     }
@@ -203,14 +295,24 @@ impl HeadScan {
         &self.texts
     }
 
-    /// Scans one text: one forward pass whose attention patterns are reduced into the
-    /// summaries layer by layer.
+    /// Scans one text and absorbs it: [`HeadScan::scan`] as text number
+    /// [`HeadScan::texts`]`.len()`, then [`HeadScan::absorb`].
     ///
     /// # Errors
     /// An empty or too long text, and forward errors.
     pub fn add(&mut self, model: &Gpt2, ids: &[u32]) -> Result<()> {
-        let text = self.texts.len();
-        let detector = (ids.len() >= 2 && !self.options.detectors.is_empty()).then(|| {
+        let scan = self.scan(model, self.texts.len(), ids)?;
+        self.absorb(scan)
+    }
+
+    /// Scans one text, numbered `text` (its index in the whole dataset), without changing the
+    /// scan: one forward pass whose attention patterns are reduced into the text's summary
+    /// layer by layer.
+    ///
+    /// # Errors
+    /// An empty or too long text, and forward errors.
+    pub fn scan(&self, model: &Gpt2, text: usize, ids: &[u32]) -> Result<TextScan> {
+        let mut detector = (ids.len() >= 2 && !self.options.detectors.is_empty()).then(|| {
             Detector::new(
                 self.n_layers,
                 self.n_heads,
@@ -219,15 +321,49 @@ impl HeadScan {
                 self.options.detect,
             )
         });
-        let mut detector = detector;
+        let mut heads = vec![HeadSummary::default(); self.n_layers * self.n_heads];
         let mut hooks = OnPattern(|layer, pattern: &[f32], t| {
-            self.absorb(layer, text, ids, pattern, t);
+            self.summarize(&mut heads, layer, text, ids, pattern, t);
             if let Some(d) = detector.as_mut() {
                 d.absorb(layer, pattern);
             }
         });
         model.forward(&TokenBatch::single(ids)?, None, &mut hooks)?;
-        if let Some(scores) = detector.and_then(Detector::finish) {
+        Ok(TextScan {
+            text,
+            ids: ids.to_vec(),
+            heads,
+            detector_scores: detector.and_then(Detector::finish),
+        })
+    }
+
+    /// Adds a text's summary (from [`HeadScan::scan`] of this model, here or in another
+    /// process) to the scan. Absorbing the summaries of texts in the order of their numbers
+    /// gives the same numbers whichever processes scanned them.
+    ///
+    /// # Errors
+    /// A summary of another model's shape (heads or detectors).
+    pub fn absorb(&mut self, scan: TextScan) -> Result<()> {
+        let n = self.n_layers * self.n_heads;
+        let bad_detectors = scan.detector_scores.as_ref().is_some_and(|d| {
+            d.len() != self.options.detectors.len() || d.iter().any(|t| t.len() != n)
+        });
+        if scan.heads.len() != n || bad_detectors {
+            return Err(Error::Shape {
+                what: format!("the summary of text {}", scan.text),
+                got: vec![scan.heads.len()],
+                expected: format!(
+                    "{n} heads ({} layers × {} heads) and {} detectors",
+                    self.n_layers,
+                    self.n_heads,
+                    self.options.detectors.len()
+                ),
+            });
+        }
+        for (state, head) in self.heads.iter_mut().zip(&scan.heads) {
+            state.merge(head, self.options.n);
+        }
+        if let Some(scores) = scan.detector_scores {
             for (sum, table) in self.detector_sums.iter_mut().zip(scores) {
                 for (a, b) in sum.iter_mut().zip(table) {
                     *a += f64::from(b);
@@ -235,7 +371,7 @@ impl HeadScan {
             }
             self.detector_texts += 1;
         }
-        self.texts.push(ids.to_vec());
+        self.texts.push(scan.ids);
         Ok(())
     }
 
@@ -264,11 +400,21 @@ impl HeadScan {
         self.detector_texts
     }
 
-    fn absorb(&mut self, layer: usize, text: usize, ids: &[u32], pattern: &[f32], t: usize) {
-        let opts = self.options.clone();
+    /// Reduces one layer's pattern `[heads, t, t]` of text `text` into `heads`.
+    fn summarize(
+        &self,
+        heads: &mut [HeadSummary],
+        layer: usize,
+        text: usize,
+        ids: &[u32],
+        pattern: &[f32],
+        t: usize,
+    ) {
+        let opts = &self.options;
         let is_token: Vec<bool> = ids.iter().map(|&i| Some(i) == opts.token).collect();
         for h in 0..self.n_heads {
-            let state = &mut self.heads[layer * self.n_heads + h];
+            let lists = opts.focus.is_none_or(|f| f == (layer, h));
+            let state = &mut heads[layer * self.n_heads + h];
             for q in 0..t {
                 let row = &pattern[(h * t + q) * t..(h * t + q) * t + q + 1];
                 let multiples = row_multiples(row, opts.suppress_first);
@@ -283,6 +429,9 @@ impl HeadScan {
                     if weight > 0.0 {
                         entropy -= f64::from(weight) * f64::from(weight).ln();
                     }
+                    if !lists {
+                        continue;
+                    }
                     let hit = AttentionHit {
                         text,
                         query: q,
@@ -296,15 +445,8 @@ impl HeadScan {
                         state.token.offer(hit, opts.n, higher);
                     }
                     if multiple > 1.0 {
-                        state.above_seen += 1;
-                        if state.random.len() < opts.n {
-                            state.random.push(hit);
-                        } else if opts.n > 0 {
-                            let j = self.rng.random_range(0..state.above_seen);
-                            if (j as usize) < opts.n {
-                                state.random[j as usize] = hit;
-                            }
-                        }
+                        let rank = hit_rank(opts.seed, text, layer, h, q, key);
+                        state.offer_random(RankedHit { rank, hit }, opts.n);
                     }
                 }
                 state.sum_max_multiple += f64::from(max_m);
@@ -338,7 +480,7 @@ impl HeadScan {
         }
         let s = &self.heads[layer * self.n_heads + head];
         let rows = s.rows.max(1) as f64;
-        let mut random = s.random.clone();
+        let mut random: Vec<AttentionHit> = s.random.iter().map(|r| r.hit).collect();
         random.sort_by_key(|h| (h.text, h.query, h.key));
         Ok(HeadReport {
             layer,

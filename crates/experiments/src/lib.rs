@@ -40,7 +40,10 @@ pub use detect::{
 };
 pub use engine::Engine;
 pub use error::{Error, Result};
-pub use heads::{AttentionHit, HeadReport, HeadScan, HeadScanOptions, row_multiples};
+pub use heads::{
+    AttentionHit, HeadReport, HeadScan, HeadScanOptions, HeadSummary, RankedHit, TextScan,
+    hit_rank, row_multiples,
+};
 pub use lens::{LogitLens, logit_lens, output_probs};
 pub use metric::{LastPosition, NormalizedLogitDiff, PatchMetric};
 pub use patching::{PatchIndex, PatchOptions, PatchResult, Sweep, patch_sweep, patch_sweep_with};

@@ -10,7 +10,14 @@ use crate::{read_json, root, s, spawn_quiet, xtask};
 
 /// The fields of a result.json that differ between two runs of the same sweep by design: when
 /// and how it ran (the command line names --shard and --out), the timings, the shard.
-const VOLATILE: &[&str] = &["created", "command", "seconds", "seconds_total", "shard"];
+const VOLATILE: &[&str] = &[
+    "created",
+    "command",
+    "seconds",
+    "seconds_total",
+    "seconds_all_sweeps",
+    "shard",
+];
 
 /// `v` without the volatile fields, at any depth.
 fn stable(v: &serde_json::Value) -> serde_json::Value {
@@ -160,6 +167,36 @@ fn rome_args(stats: &Path) -> Vec<String> {
     .to_vec()
 }
 
+/// Activation and attribution patching of the organism's retrieval pairs (9 kept of 11).
+fn patch_args() -> Vec<String> {
+    [
+        "patch",
+        "--pairs",
+        &organism("retrieval_pairs.jsonl"),
+        "--sweeps",
+        "head_out_all_pos,head_out_by_pos,resid_pre",
+        "--attribution",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The head scan of `texts`: every head's lists kept (no --layer), the first token left out.
+fn heads_args(texts: &Path) -> Vec<String> {
+    [
+        "heads",
+        "--texts",
+        s(texts),
+        "--n",
+        "4",
+        "--suppress-first",
+        "--seed",
+        "3",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Runs `args` with `extra` appended.
 fn run(args: &[String], extra: &[&str]) -> crate::Ran {
     let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -231,6 +268,39 @@ fn three_shards_of_rome_edits_merge_into_the_single_run() {
     let r = read_json(&merged.join("result.json"));
     assert_eq!(r["cases"].as_array().unwrap().len(), 4);
     assert!(r["summary"]["post"]["mean"]["efficacy"].as_f64().unwrap() > 0.5);
+}
+
+#[test]
+fn three_shards_of_patched_pairs_merge_into_the_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (single, merged) = shard_and_merge(&patch_args(), tmp.path());
+    assert_same_run(&single, &merged);
+    let r = read_json(&merged.join("result.json"));
+    assert_eq!(r["n_pairs"], 9);
+    assert_eq!(r["dropped"].as_array().unwrap().len(), 2);
+    // Each shard patched its own pairs: shard 1 the kept pairs 1, 4 and 7.
+    let r1 = read_json(&tmp.path().join("shard-1/result.json"));
+    assert_eq!(r1["n_pairs"], 3);
+}
+
+#[test]
+fn three_shards_of_a_head_scan_merge_into_the_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (single, merged) =
+        shard_and_merge(&heads_args(Path::new(&organism("texts.txt"))), tmp.path());
+    assert_same_run(&single, &merged);
+    let r = read_json(&merged.join("result.json"));
+    assert_eq!(r["texts"], 16);
+    assert_eq!(
+        r["lists"]["random_above_average"].as_array().unwrap().len(),
+        4
+    );
+    // The attention view of the first text comes from shard 0's items.
+    assert!(
+        std::fs::read_to_string(merged.join("index.html"))
+            .unwrap()
+            .contains("Attention patterns on the first text")
+    );
 }
 
 /// A pseudo-random number in `0..n` from the clock (the moment of the interrupt).
@@ -333,6 +403,35 @@ fn a_rome_sweep_interrupted_resumes_to_the_uninterrupted_numbers() {
     run(&args, &["--out", s(&whole)]).succeeds();
     let dir = tmp.path().join("cut");
     interrupt(&args, &dir, 5, "-INT");
+    run(&args, &["--out", s(&dir), "--resume"]).succeeds();
+    assert_same_run(&whole, &dir);
+}
+
+#[test]
+fn a_patch_sweep_interrupted_resumes_to_the_uninterrupted_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = patch_args();
+    let whole = tmp.path().join("whole");
+    run(&args, &["--out", s(&whole)]).succeeds();
+    let dir = tmp.path().join("cut");
+    interrupt(&args, &dir, 9, "-KILL");
+    run(&args, &["--out", s(&dir), "--resume"]).succeeds();
+    assert_same_run(&whole, &dir);
+}
+
+#[test]
+fn a_head_scan_interrupted_resumes_to_the_uninterrupted_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The organism's texts twelve times over (192 texts), so that the interrupt lands mid-run.
+    let one = std::fs::read_to_string(organism("texts.txt")).unwrap();
+    let texts = tmp.path().join("texts.txt");
+    std::fs::write(&texts, [one.trim_end(); 12].join("\n\n")).unwrap();
+    let args = heads_args(&texts);
+    let whole = tmp.path().join("whole");
+    run(&args, &["--out", s(&whole)]).succeeds();
+    assert_eq!(read_json(&whole.join("result.json"))["texts"], 192);
+    let dir = tmp.path().join("cut");
+    interrupt(&args, &dir, 192, "-INT");
     run(&args, &["--out", s(&dir), "--resume"]).succeeds();
     assert_same_run(&whole, &dir);
 }

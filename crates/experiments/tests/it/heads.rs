@@ -1,11 +1,15 @@
 //! Attention-head analysis against brute force: every multiple computed directly from the
 //! cached `attn.hook_pattern`, sorted, for the top, bottom and token lists, the row counts and
-//! the concentration statistics; the summaries stay bounded however many texts are scanned.
+//! the concentration statistics; the summaries stay bounded however many texts are scanned;
+//! the random sample is the brute-force bottom of the documented hash; text summaries scanned
+//! apart and absorbed in order give exactly one scan's numbers.
 
 use crate::common;
 use common::tiny;
 
-use burnlens_experiments::{AttentionHit, HeadScan, HeadScanOptions, row_multiples};
+use burnlens_experiments::{
+    AttentionHit, HeadPattern, HeadScan, HeadScanOptions, hit_rank, row_multiples,
+};
 use burnlens_hooks::{Selector, run_with_cache};
 use burnlens_model::{Gpt2, HookPoint, TokenBatch, available_devices};
 
@@ -139,6 +143,24 @@ fn head_scan_matches_brute_force_and_stays_bounded() {
                     r.random_above.len(),
                     6.min(all.iter().filter(|h| h.multiple > 1.0).count())
                 );
+                // The sample: the six hits above average with the smallest seeded hash.
+                let mut above: Vec<(u64, (usize, usize, usize))> = all
+                    .iter()
+                    .filter(|h| h.multiple > 1.0)
+                    .map(|h| {
+                        let rank = hit_rank(5, h.text, layer, head, h.query, h.key);
+                        (rank, (h.text, h.query, h.key))
+                    })
+                    .collect();
+                above.sort();
+                let mut want: Vec<_> = above.iter().take(6).map(|x| x.1).collect();
+                want.sort();
+                let got: Vec<_> = r
+                    .random_above
+                    .iter()
+                    .map(|h| (h.text, h.query, h.key))
+                    .collect();
+                assert_eq!(got, want, "{kind} L{layer}H{head} random sample");
                 // Concentration: the mean over rows of the row's largest multiple.
                 let mut maxes = std::collections::BTreeMap::new();
                 for h in &all {
@@ -172,5 +194,68 @@ fn head_scan_matches_brute_force_and_stays_bounded() {
             (4, 4, 4)
         );
         assert!(scan.report(2, 0).is_err(), "{kind}");
+    }
+}
+
+#[test]
+fn texts_scanned_apart_and_absorbed_in_order_give_one_scans_numbers() {
+    for (kind, device) in available_devices() {
+        let model = tiny(&device);
+        let batch = texts(7, 8);
+        let opts = HeadScanOptions {
+            n: 3,
+            token: Some(batch[2][4]),
+            seed: 11,
+            detectors: vec![HeadPattern::PreviousToken, HeadPattern::Back(2)],
+            ..HeadScanOptions::default()
+        };
+        let mut one = HeadScan::new(&model, opts.clone());
+        for ids in &batch {
+            one.add(&model, ids).unwrap();
+        }
+        // Three "processes" scan the texts k ≡ i (mod 3); their summaries travel as JSON.
+        let n = model.config.n_layer;
+        let mut merged = HeadScan::with_shape(n, model.config.n_head, opts.clone());
+        let mut summaries = Vec::new();
+        for i in 0..3 {
+            let shard = HeadScan::new(&model, opts.clone());
+            for (k, ids) in batch.iter().enumerate().filter(|(k, _)| k % 3 == i) {
+                let s = shard.scan(&model, k, ids).unwrap();
+                summaries.push((k, serde_json::to_string(&s).unwrap()));
+            }
+        }
+        summaries.sort();
+        for (_, json) in summaries {
+            merged.absorb(serde_json::from_str(&json).unwrap()).unwrap();
+        }
+        assert_eq!(merged.ranking(), one.ranking(), "{kind}");
+        assert_eq!(merged.detector_scores(), one.detector_scores(), "{kind}");
+        assert_eq!(merged.texts(), one.texts(), "{kind}");
+        for l in 0..n {
+            for h in 0..model.config.n_head {
+                assert_eq!(merged.report(l, h).unwrap(), one.report(l, h).unwrap());
+            }
+        }
+        // A summary of another model's shape is refused, naming the text.
+        let mut small = HeadScan::with_shape(1, 1, opts.clone());
+        let s = one.scan(&model, 0, &batch[0]).unwrap();
+        let e = small.absorb(s).unwrap_err().to_string();
+        assert!(e.contains("text 0"), "{e}");
+        // Focused on one head, the others keep their statistics but no lists.
+        let mut focused = HeadScan::new(
+            &model,
+            HeadScanOptions {
+                focus: Some((1, 2)),
+                ..opts.clone()
+            },
+        );
+        for ids in &batch {
+            focused.add(&model, ids).unwrap();
+        }
+        assert_eq!(focused.report(1, 2).unwrap(), one.report(1, 2).unwrap());
+        assert_eq!(focused.ranking(), one.ranking());
+        let other = focused.report(0, 0).unwrap();
+        assert!(other.top.is_empty() && other.random_above.is_empty());
+        assert_eq!(other.rows, one.report(0, 0).unwrap().rows);
     }
 }
