@@ -38,6 +38,15 @@ pub enum Error {
         /// Tokens of the corrupted batch.
         tokens: usize,
     },
+    /// One request of a batch (MEMIT's) cannot be used; `source` says why.
+    #[error("request {index}: {source}")]
+    Request {
+        /// The request's index in the batch.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<Error>,
+    },
     /// An input that must not be empty is.
     #[error("{what} is empty{hint}")]
     Empty {

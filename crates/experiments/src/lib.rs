@@ -17,6 +17,7 @@ mod engine;
 pub mod error;
 pub mod heads;
 pub mod lens;
+pub mod memit;
 pub mod metric;
 pub mod patching;
 pub mod probe;
@@ -45,6 +46,9 @@ pub use heads::{
     hit_rank, row_multiples,
 };
 pub use lens::{LogitLens, logit_lens, output_probs};
+pub use memit::{
+    AppliedMemit, MemitConfig, MemitEdit, MemitLayer, memit_context_templates, memit_edit,
+};
 pub use metric::{LastPosition, NormalizedLogitDiff, PatchMetric};
 pub use patching::{PatchIndex, PatchOptions, PatchResult, Sweep, patch_sweep, patch_sweep_with};
 pub use probe::{

@@ -410,7 +410,7 @@ fn corpus_hash(texts: &[Vec<u32>], n_ctx: usize) -> u64 {
 }
 
 /// Lower-triangular `L` with `L Lᵀ = a` (row-major `[d, d]`).
-fn cholesky(a: &[f64], d: usize) -> std::result::Result<Vec<f64>, String> {
+pub(crate) fn cholesky(a: &[f64], d: usize) -> std::result::Result<Vec<f64>, String> {
     let mut l = vec![0f64; d * d];
     for i in 0..d {
         for j in 0..=i {
@@ -432,7 +432,7 @@ fn cholesky(a: &[f64], d: usize) -> std::result::Result<Vec<f64>, String> {
 }
 
 /// `x` with `L Lᵀ x = b`.
-fn cholesky_solve(l: &[f64], d: usize, b: &[f32]) -> Vec<f64> {
+pub(crate) fn cholesky_solve(l: &[f64], d: usize, b: &[f32]) -> Vec<f64> {
     let mut y = vec![0f64; d];
     for i in 0..d {
         let s: f64 = (0..i).map(|k| l[i * d + k] * y[k]).sum();
@@ -602,12 +602,12 @@ impl RomeEdit {
     }
 }
 
-fn set_c_proj(model: &mut Gpt2, layer: usize, w: Tensor<2>) {
+pub(crate) fn set_c_proj(model: &mut Gpt2, layer: usize, w: Tensor<2>) {
     let p = &mut model.blocks[layer].mlp.c_proj.weight;
     *p = Param::initialized(p.id, w);
 }
 
-fn check_layer(model: &Gpt2, layer: usize) -> Result<()> {
+pub(crate) fn check_layer(model: &Gpt2, layer: usize) -> Result<()> {
     if layer >= model.config.n_layer {
         return Err(Error::OutOfRange {
             what: "layer",
@@ -618,7 +618,7 @@ fn check_layer(model: &Gpt2, layer: usize) -> Result<()> {
     Ok(())
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
@@ -626,7 +626,7 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// `t[row, pos, :]` of a `[batch, pos, d]` tensor.
-fn at(t: &Tensor<3>, row: usize, pos: usize) -> Tensor<1> {
+pub(crate) fn at(t: &Tensor<3>, row: usize, pos: usize) -> Tensor<1> {
     let d = t.dims()[2];
     t.clone()
         .slice([row..row + 1, pos..pos + 1, 0..d])
@@ -634,12 +634,12 @@ fn at(t: &Tensor<3>, row: usize, pos: usize) -> Tensor<1> {
 }
 
 /// A prompt of the edit: its ids and the index of the subject's last token.
-struct Lookup {
-    ids: Vec<u32>,
-    idx: usize,
+pub(crate) struct Lookup {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) idx: usize,
 }
 
-fn lookup(tok: &Gpt2Tokenizer, text: &str, subject: &str) -> Result<Lookup> {
+pub(crate) fn lookup(tok: &Gpt2Tokenizer, text: &str, subject: &str) -> Result<Lookup> {
     let (ids, range) = tok.encode_with_span(text, subject, false)?;
     Ok(Lookup {
         idx: range.end - 1,
@@ -648,7 +648,7 @@ fn lookup(tok: &Gpt2Tokenizer, text: &str, subject: &str) -> Result<Lookup> {
 }
 
 /// Runs `prompts` (right-padded) and returns the activations at `points`.
-fn capture(
+pub(crate) fn capture(
     model: &Gpt2,
     prompts: &[&Lookup],
     points: &[HookPoint],
@@ -689,8 +689,8 @@ pub fn rome_edit(
     let prefixes = template_prefixes(request, templates)?;
     let stats = check_stats(model, config, stats)?;
     let left = left_vector(model, tok, request, layer, &prefixes, stats)?;
-    let (target, steps) =
-        VProblem::new(model, tok, request, layer, &prefixes)?.solve(model, config)?;
+    let (target, steps) = VProblem::new(model, tok, request, HookPoint::MlpOut(layer), &prefixes)?
+        .solve(model, config)?;
     // The key and MLP output at the last subject token of the bare prompt (a pass of its own
     // only when no template is the bare "{}").
     let (key, out) = match left.bare {
@@ -733,7 +733,7 @@ pub fn rome_edit(
 }
 
 /// `Σ aᵢ bᵢ` in f64.
-fn dot(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
 }
 
@@ -743,7 +743,10 @@ fn norm(a: &[f32]) -> f64 {
 }
 
 /// The text of each template before its `{}`, after checking the request's prompt.
-fn template_prefixes<'t>(request: &RomeRequest, templates: &'t [String]) -> Result<Vec<&'t str>> {
+pub(crate) fn template_prefixes<'t>(
+    request: &RomeRequest,
+    templates: &'t [String],
+) -> Result<Vec<&'t str>> {
     if request.prompt.matches("{}").count() != 1 {
         return Err(Error::Template {
             which: "prompt",
@@ -859,8 +862,9 @@ fn left_vector(
 
 /// ROME's `v*` problem: the rewriting prompts (each template with the request and all but the
 /// last target token) and the essence prompt, batched, with what the loss reads.
-struct VProblem {
-    layer: usize,
+pub(crate) struct VProblem {
+    /// Where `δ` is added (`hook_mlp_out` for ROME, `hook_resid_post` for MEMIT).
+    point: HookPoint,
     batch: TokenBatch,
     /// Rewriting rows (the essence prompt is the row after them).
     n_rewrite: usize,
@@ -873,17 +877,18 @@ struct VProblem {
     kl_at: (usize, usize),
     /// The essence prompt's next-token log-distribution before the edit, `[1, vocab]`.
     kl_init: Tensor<2>,
-    /// The MLP output at the last subject token of the first rewriting prompt (`v₀`).
+    /// The activation at `point` at the last subject token of the first rewriting prompt (`v₀`).
     v0: Vec<f32>,
     n_target: usize,
 }
 
 impl VProblem {
-    fn new(
+    /// The problem of `request` with `δ` added at `point` of the last subject token.
+    pub(crate) fn new(
         model: &Gpt2,
         tok: &Gpt2Tokenizer,
         request: &RomeRequest,
-        layer: usize,
+        point: HookPoint,
         prefixes: &[&str],
     ) -> Result<Self> {
         let target_text = if request.target_new.starts_with(' ') {
@@ -921,7 +926,7 @@ impl VProblem {
             }
         }
         let refs: Vec<&Lookup> = prompts.iter().collect();
-        let (logits0, acts) = capture(model, &refs, &[HookPoint::MlpOut(layer)])?;
+        let (logits0, acts) = capture(model, &refs, &[point])?;
         let [b, p_len, _] = logits0.dims();
         let device = model.device();
         // Targets and their mask over the rewriting rows: a prompt ends with the target's
@@ -943,7 +948,7 @@ impl VProblem {
         let kl_at = (n_rewrite, prompts[n_rewrite].idx);
         let rows: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
         Ok(Self {
-            layer,
+            point,
             batch: TokenBatch::padded(&rows, 0, PaddingSide::Right)?,
             n_rewrite,
             targets: Tensor::from_data(TensorData::new(targets, [n_rewrite, p_len]), &device),
@@ -965,10 +970,10 @@ impl VProblem {
         let added = self.at_subject.clone().autodiff() * leaf.reshape([1, 1, d_model]);
         let mut set = HookSet::new();
         set.intervene(
-            HookPoint::MlpOut(self.layer),
+            self.point,
             Intervention::custom(move |_, act| match act {
                 Act::R3(t) => Ok(Act::R3(t.autodiff() + added.clone())),
-                Act::R4(_) => Err("hook_mlp_out is rank 3".into()),
+                Act::R4(_) => Err("the edited activation is rank 3".into()),
             }),
         )?;
         let logits = set.run(model, &self.batch)?;
@@ -998,10 +1003,14 @@ impl VProblem {
         Ok((nll + kl, step))
     }
 
-    /// Optimises `δ` at the MLP output by Adam (burn's, with PyTorch's defaults but for the
+    /// Optimises `δ` at `point` by Adam (burn's, with PyTorch's defaults but for the
     /// learning rate), projected into the ball of radius `clamp_norm_factor × ‖v₀‖`; returns
     /// `v* = v₀ + δ` and the steps.
-    fn solve(&self, model: &Gpt2, config: &RomeConfig) -> Result<(Vec<f32>, Vec<VStep>)> {
+    pub(crate) fn solve(
+        &self,
+        model: &Gpt2,
+        config: &RomeConfig,
+    ) -> Result<(Vec<f32>, Vec<VStep>)> {
         let device = model.device();
         let d_model = self.v0.len();
         let v0_norm = norm(&self.v0);

@@ -10,6 +10,7 @@ mod common;
 mod head_detectors;
 mod heads;
 mod lens;
+mod memit;
 mod organism;
 mod patching_parity;
 mod prepend_search;
