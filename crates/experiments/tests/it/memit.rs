@@ -4,10 +4,9 @@
 //! request's `z` and its optimisation, each layer's keys, current outputs, residuals,
 //! `(λ C + K Kᵀ)⁻¹ K` and `ΔW` — and the edited model's NLLs; the exact revert; and the errors.
 
-use crate::common::{ids, root};
+use crate::common::{floats, host, ids, rel_diff, root};
 
 use burn::tensor::Device;
-use burn::tensor::Tensor;
 use burnlens_experiments::{
     Error, MemitConfig, MemitEdit, MomentOptions, RomeRequest, SecondMoment, TargetNll,
     memit_context_templates, memit_edit, second_moment, target_nlls,
@@ -18,32 +17,6 @@ use serde_json::Value;
 fn reference(fixture: &str) -> Value {
     let path = root().join(format!("fixtures/reference/{fixture}/memit.json"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
-}
-
-/// max |a − b| / max |b|.
-fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-        / scale
 }
 
 fn model(fixture: &str, device: &Device) -> LoadedModel {

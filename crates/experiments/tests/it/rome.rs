@@ -3,11 +3,10 @@
 //! `u`, the optimised `v*` step by step, the right vector and the edited model; the second
 //! moment against a direct computation; the edit's exact revert; and its errors.
 
-use crate::common::{ids, root};
+use crate::common::{floats, host, ids, rel_diff, root};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use burn::tensor::Tensor;
 use burnlens_experiments::{
     CaseScores, MomentOptions, Observer, RomeConfig, RomeRequest, SecondMoment, TargetNll,
     context_templates, harmonic_mean, ngram_entropy, rome_edit, second_moment,
@@ -22,32 +21,6 @@ fn reference() -> Value {
         &std::fs::read_to_string(root().join("fixtures/reference/tiny-gpt2/rome.json")).unwrap(),
     )
     .unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
-}
-
-/// max |a − b| / max |b|.
-fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-        / scale
 }
 
 fn tiny(device: &burn::tensor::Device) -> LoadedModel {
