@@ -19,6 +19,7 @@ mod layers;
 mod lens;
 mod llm;
 mod logits;
+mod memit;
 mod merge;
 mod models;
 mod npy;
@@ -106,7 +107,10 @@ enum Command {
     /// ROME edits of CounterFact cases (edit, evaluate, revert), with ROME's scores.
     #[command(allow_negative_numbers = true)]
     Rome(rome::RomeArgs),
-    /// Run a sweep (trace, attribute-layers, rome, patch, heads) as a Slurm job array of shards and a merge job.
+    /// MEMIT edits of CounterFact cases in batches (edit at once, evaluate, revert).
+    #[command(allow_negative_numbers = true)]
+    Memit(memit::MemitArgs),
+    /// Run a sweep (trace, attribute-layers, rome, memit, patch, heads) as a Slurm job array of shards and a merge job.
     Slurm(slurm::SlurmArgs),
     /// Merge the output folders of a sharded sweep (--shard i/n) into the folder one run writes.
     Merge(merge::MergeArgs),
@@ -182,6 +186,7 @@ fn dispatch(command: Command, overwrite: bool) -> Result<()> {
         Command::Circuit(a) => circuit::run(a),
         Command::Organism(a) => organism::run(a),
         Command::Rome(a) => rome::run(a),
+        Command::Memit(a) => memit::run(a),
         Command::Merge(a) => merge::merge(a),
         Command::Slurm(a) => slurm::run(a),
         Command::Run(a) => recipe::run(a, overwrite),
@@ -199,6 +204,7 @@ pub(crate) fn sweep_args(command: &Command) -> Option<&sweep::SweepArgs> {
         Command::Trace(a) => Some(&a.sweep),
         Command::AttributeLayers(a) => Some(&a.sweep),
         Command::Rome(a) => Some(&a.sweep),
+        Command::Memit(a) => Some(&a.sweep),
         Command::Patch(a) => Some(&a.sweep),
         Command::Heads(a) => Some(&a.sweep),
         _ => None,
@@ -218,6 +224,7 @@ pub(crate) fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::Heads(a) => Some(a.out.clone()),
         Command::Probe(a) => Some(a.out.clone()),
         Command::Rome(a) => Some(a.out.clone()),
+        Command::Memit(a) => Some(a.out.clone()),
         Command::Circuit(a) => Some(a.out.clone()),
         Command::Merge(a) => Some(a.out.clone()),
         Command::Organism(a) if !a.eval => {

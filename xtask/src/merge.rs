@@ -17,7 +17,14 @@ use crate::sweep::{
 };
 
 /// The commands that work item by item (sharded, resumed and merged), as a user names them.
-pub const SWEEP_COMMANDS: &[&str] = &["trace", "attribute-layers", "rome", "patch", "heads"];
+pub const SWEEP_COMMANDS: &[&str] = &[
+    "trace",
+    "attribute-layers",
+    "rome",
+    "memit",
+    "patch",
+    "heads",
+];
 
 /// The report writer of a sweep command.
 fn finisher(command: &str) -> Option<Finish> {
@@ -25,6 +32,7 @@ fn finisher(command: &str) -> Option<Finish> {
         "trace" => Some(crate::trace::finish),
         "attribute-layers" => Some(crate::layers::finish),
         "rome" => Some(crate::rome::finish),
+        "memit" => Some(crate::memit::finish),
         "patch" => Some(crate::patch::finish),
         "heads" => Some(crate::heads::finish),
         _ => None,

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burnlens_datasets::{World, load_counterfact, read_texts};
 use burnlens_experiments::{
-    CaseScores, CounterFactSummary, EditCase, MomentOptions, RomeConfig, StepObserver, case_scores,
-    context_templates, fluency, rome_edit, second_moment_cached, summarize,
+    CaseScores, CounterFactSummary, EditCase, MomentOptions, RomeConfig, SecondMoment,
+    StepObserver, case_scores, context_templates, fluency, rome_edit, second_moment_cached,
+    summarize,
 };
 use burnlens_model::{GenerationConfig, Strategy};
 use clap::Args;
@@ -84,8 +85,84 @@ fn organism_manifest(dir: &Path) -> Result<burnlens_datasets::Manifest> {
     )
 }
 
+/// Where second moments are cached: `given` (`--stats-dir`), else the cache directory's
+/// `stats/`; created and checked writable.
+///
+/// # Errors
+/// No cache directory, or one that cannot be written.
+pub(crate) fn stats_dir(given: Option<&Path>) -> Result<PathBuf> {
+    let dir = match given {
+        Some(d) => d.to_path_buf(),
+        None => crate::models::cache_dir()
+            .context("choosing where the second moments are cached (--stats-dir)")?
+            .join("stats"),
+    };
+    crate::models::prepare_out_dir("--stats-dir", &dir)?;
+    Ok(dir)
+}
+
+/// The token ids of the second moment's texts: `--mom2-texts`, else the organism's corpus
+/// (from its manifest), at most `samples` texts.
+///
+/// # Errors
+/// A file that cannot be read, and tokenizer errors.
+pub(crate) fn moment_ids(
+    mom2_texts: Option<&Path>,
+    manifest: Option<&burnlens_datasets::Manifest>,
+    samples: usize,
+    tok: &burnlens_model::Gpt2Tokenizer,
+) -> Result<Vec<Vec<u32>>> {
+    let texts: Vec<String> = match (mom2_texts, manifest) {
+        (Some(path), _) => read_texts(path)?,
+        (None, Some(m)) => m.world.corpus(&m.corpus, samples, m.seed ^ 0x5eed)?,
+        (None, None) => bail!("no texts for the second moment: give --mom2-texts"),
+    };
+    Ok(texts
+        .iter()
+        .take(samples)
+        .map(|t| tok.encode(t, false))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// The second moment of `layer`'s keys over `ids`, read from the cache in `stats_dir` or
+/// computed (with a progress bar) and cached there.
+///
+/// # Errors
+/// Forward errors, and the cache's I/O errors.
+pub(crate) fn layer_moment(
+    lm: &burnlens_model::LoadedModel,
+    ids: &[Vec<u32>],
+    layer: usize,
+    stats_dir: &Path,
+) -> Result<(SecondMoment, PathBuf)> {
+    let bar = crate::progress::bar(
+        ids.len() as u64,
+        "second moment [{bar:40}] {pos}/{len} texts ({eta})",
+        "second moment: texts",
+    );
+    let key = format!("{}", lm.dir.display());
+    let (stats, path) = second_moment_cached(
+        &lm.model,
+        &key,
+        layer,
+        ids,
+        stats_dir,
+        &MomentOptions {
+            batch_size: 16,
+            observer: crate::progress::observer(&bar),
+        },
+    )?;
+    bar.finish_and_clear();
+    eprintln!(
+        "second moment of layer {layer}'s keys: {} tokens ({})",
+        stats.count,
+        path.display()
+    );
+    Ok((stats, path))
+}
+
 /// The generation `--generate` scores: 40 greedy tokens, reproducible.
-fn generation() -> GenerationConfig {
+pub(crate) fn generation() -> GenerationConfig {
     GenerationConfig {
         max_new_tokens: 40,
         strategy: Strategy::Greedy,
@@ -116,13 +193,7 @@ fn case_fluency(
 /// done (see `sweep.rs`: --shard, --resume), then the report from the items.
 pub fn run(a: RomeArgs) -> Result<()> {
     let mut sweep = Sweep::open(&a.out, "rome", serde_json::to_value(&a)?, &a.sweep)?;
-    let stats_dir = match &a.stats_dir {
-        Some(d) => d.clone(),
-        None => crate::models::cache_dir()
-            .context("choosing where ROME's second moments are cached (--stats-dir)")?
-            .join("stats"),
-    };
-    crate::models::prepare_out_dir("--stats-dir", &stats_dir)?;
+    let stats_dir = stats_dir(a.stats_dir.as_deref())?;
     if let Some(dir) = &a.save_edited {
         crate::models::prepare_out_dir("--save-edited", dir)?;
     }
@@ -169,42 +240,13 @@ pub fn run(a: RomeArgs) -> Result<()> {
     }
 
     // The keys' second moment.
-    let texts: Vec<String> = match &a.mom2_texts {
-        Some(path) => read_texts(path)?,
-        None => {
-            let m = manifest.as_ref().expect("manifest");
-            m.world.corpus(&m.corpus, a.mom2_samples, m.seed ^ 0x5eed)?
-        }
-    };
-    let ids: Vec<Vec<u32>> = texts
-        .iter()
-        .take(a.mom2_samples)
-        .map(|t| tok.encode(t, false))
-        .collect::<std::result::Result<_, _>>()?;
-    let bar = crate::progress::bar(
-        ids.len() as u64,
-        "second moment [{bar:40}] {pos}/{len} texts ({eta})",
-        "second moment: texts",
-    );
-    let key = format!("{}", lm.dir.display());
-    let (stats, stats_path) = second_moment_cached(
-        &lm.model,
-        &key,
-        config.layer,
-        &ids,
-        &stats_dir,
-        &MomentOptions {
-            batch_size: 16,
-            observer: crate::progress::observer(&bar),
-        },
+    let ids = moment_ids(
+        a.mom2_texts.as_deref(),
+        manifest.as_ref(),
+        a.mom2_samples,
+        &tok,
     )?;
-    bar.finish_and_clear();
-    eprintln!(
-        "second moment of layer {}'s keys: {} tokens ({})",
-        config.layer,
-        stats.count,
-        stats_path.display()
-    );
+    let (stats, stats_path) = layer_moment(&lm, &ids, config.layer, &stats_dir)?;
     let templates = context_templates(
         &lm.model,
         &tok,
@@ -309,6 +351,44 @@ pub fn finish(m: &Manifest, items: &[crate::sweep::Item], out: &Path) -> Result<
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
+    write_edit_report(
+        m,
+        items,
+        out,
+        EditReport {
+            title: "ROME edits",
+            what: format!("layer {layer} of {model_dir}"),
+            how: "each edit reverted before the next",
+            fields: serde_json::json!({ "config": field("config"), "preset": field("preset"),
+                "templates": field("templates"), "second_moment": field("second_moment") }),
+        },
+    )
+}
+
+/// What an edit report says beside the scores.
+pub(crate) struct EditReport {
+    /// The page's title.
+    pub title: &'static str,
+    /// What was edited ("layer 0 of fixtures/organism").
+    pub what: String,
+    /// How the edits were made and reverted.
+    pub how: &'static str,
+    /// The result's fields beside the summary and the cases.
+    pub fields: serde_json::Value,
+}
+
+/// Writes the report of edited CounterFact cases (result.json, index.html, the SVG) from the
+/// cases' items (`request`, `target_true`, `prompt`, `pre`, `post`, …): ROME's, and MEMIT's
+/// with its batches' cases.
+///
+/// # Errors
+/// An item that does not parse, a file that cannot be written.
+pub(crate) fn write_edit_report(
+    m: &Manifest,
+    items: &[crate::sweep::Item],
+    out: &Path,
+    report: EditReport,
+) -> Result<()> {
     let crate::sweep::Parsed {
         items: parsed,
         cases: rows,
@@ -319,9 +399,10 @@ pub fn finish(m: &Manifest, items: &[crate::sweep::Item], out: &Path) -> Result<
     let (pre, post) = (summarize(&pre_all), summarize(&post_all));
     let pct = |v: f64| format!("{:.1}", 100.0 * v);
     println!(
-        "{} cases at layer {layer}: efficacy {} -> {}, paraphrase {} -> {}, neighbourhood {} -> {}, \
-         score {} -> {}",
+        "{} cases at {}: efficacy {} -> {}, paraphrase {} -> {}, neighbourhood {} -> {}, score {} \
+         -> {}",
         items.len(),
+        report.what,
         pct(pre.mean.efficacy),
         pct(post.mean.efficacy),
         pct(pre.mean.paraphrase),
@@ -331,20 +412,26 @@ pub fn finish(m: &Manifest, items: &[crate::sweep::Item], out: &Path) -> Result<
         pct(pre.score),
         pct(post.score)
     );
-    let result = models::result_from(
-        &m.header,
-        serde_json::json!({ "config": field("config"), "preset": field("preset"),
-            "templates": field("templates"), "second_moment": field("second_moment"),
-            "summary": {"pre": pre, "post": post}, "cases": rows,
-            "seconds_total": seconds_total, "shard": m.shard, "n_items": m.n_items,
-        }),
-    );
+    let mut fields = report.fields;
+    if let Some(map) = fields.as_object_mut() {
+        for (k, v) in [
+            ("summary", serde_json::json!({"pre": pre, "post": post})),
+            ("cases", serde_json::Value::Array(rows)),
+            ("seconds_total", seconds_total.into()),
+            ("shard", serde_json::to_value(m.shard)?),
+            ("n_items", m.n_items.into()),
+        ] {
+            map.insert(k.into(), v);
+        }
+    }
+    let result = models::result_from(&m.header, fields);
     let mut page = Page::new(
-        "ROME edits",
+        report.title,
         &format!(
-            "{} cases, layer {layer} of {model_dir}; ROME's scores (%), before → after each edit \
-             (each edit reverted before the next)",
+            "{} cases, {}; ROME's scores (%), before → after each edit ({})",
             items.len(),
+            report.what,
+            report.how,
         ),
     );
     let score_row = |name: &str, s: &CounterFactSummary| {

@@ -411,62 +411,120 @@ impl World {
         }
         let mut rng = StdRng::seed_from_u64(seed);
         pairs.shuffle(&mut rng);
+        Ok(pairs[..n]
+            .iter()
+            .enumerate()
+            .map(|(case_id, &(pi, ri))| self.record(case_id, pi, ri, &[], &mut rng))
+            .collect())
+    }
+
+    /// `n` CounterFact records of one relation (`city`, `job` or `instrument`) for `n`
+    /// distinct people drawn for `seed` (`None`: every person), laid out as
+    /// [`World::counterfact`]'s, but for a batch edited at once (MEMIT): each record's
+    /// neighbourhood prompts are people outside the batch who share its planted value, so an
+    /// edit of the batch cannot have rewritten them.
+    ///
+    /// # Errors
+    /// An unknown relation, or more records than people.
+    pub fn counterfact_batch(
+        &self,
+        relation: &str,
+        n: Option<usize>,
+        seed: u64,
+    ) -> Result<Vec<crate::CounterFactRecord>> {
+        let ri = RELATIONS
+            .iter()
+            .position(|r| r.id == relation)
+            .ok_or_else(|| {
+                Error::InvalidOption(format!(
+                    "unknown relation {relation:?}: the organism's are {}",
+                    RELATIONS.map(|r| r.id).join(", ")
+                ))
+            })?;
+        let n = n.unwrap_or(self.people.len());
+        if n > self.people.len() {
+            return Err(Error::InvalidOption(format!(
+                "{n} CounterFact records of {relation} requested; the world has {} people",
+                self.people.len()
+            )));
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut people: Vec<usize> = (0..self.people.len()).collect();
+        people.shuffle(&mut rng);
+        let batch = &people[..n];
+        Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(case_id, &pi)| self.record(case_id, pi, ri, batch, &mut rng))
+            .collect())
+    }
+
+    /// The record rewriting person `pi`'s relation `ri`, its neighbours drawn from people not
+    /// in `exclude` (and not `pi`).
+    fn record(
+        &self,
+        case_id: usize,
+        pi: usize,
+        ri: usize,
+        exclude: &[usize],
+        rng: &mut StdRng,
+    ) -> crate::CounterFactRecord {
         let target = |t: &str| crate::facts::Target {
             text: format!(" {t}"),
             id: None,
         };
-        let mut out = Vec::with_capacity(n);
-        for (case_id, &(pi, ri)) in pairs[..n].iter().enumerate() {
-            let (p, r) = (&self.people[pi], &RELATIONS[ri]);
-            let truth = &p.attributes[r.id];
-            let new = loop {
-                let v = r.values.choose(&mut rng).expect("values");
-                if v != truth {
-                    break *v;
-                }
-            };
-            let mut phrases: Vec<&str> = r.phrases.to_vec();
-            phrases.shuffle(&mut rng);
-            let mut paraphrase_prompts: Vec<String> = r
-                .held_out_phrases
-                .iter()
-                .chain(&phrases[..2])
-                .map(|ph| {
-                    let opening = HELD_OUT_PREFIXES.choose(&mut rng).expect("prefixes");
-                    format!("{opening}{}{ph}", p.name)
-                })
-                .collect();
-            paraphrase_prompts.dedup();
-            let mut neighbours: Vec<&Person> = self
-                .people
-                .iter()
-                .filter(|q| q.name != p.name && q.attributes[r.id] == *truth)
-                .collect();
-            neighbours.shuffle(&mut rng);
-            let neighborhood_prompts = neighbours
-                .iter()
-                .take(10)
-                .map(|q| r.relation_prompt.replace("{}", &q.name))
-                .collect();
-            let requested_rewrite = crate::facts::RequestedRewrite {
-                prompt: r.relation_prompt.to_string(),
-                subject: p.name.clone(),
-                target_new: target(new),
-                target_true: target(truth),
-                relation_id: Some(r.id.to_string()),
-            };
-            let generation_prompts = std::iter::once(requested_rewrite.filled_prompt())
-                .chain(paraphrase_prompts.iter().take(2).cloned())
-                .collect();
-            out.push(crate::CounterFactRecord {
-                case_id: case_id as u64,
-                requested_rewrite,
-                paraphrase_prompts,
-                neighborhood_prompts,
-                generation_prompts,
-            });
+        let (p, r) = (&self.people[pi], &RELATIONS[ri]);
+        let truth = &p.attributes[r.id];
+        let new = loop {
+            let v = r.values.choose(rng).expect("values");
+            if v != truth {
+                break *v;
+            }
+        };
+        let mut phrases: Vec<&str> = r.phrases.to_vec();
+        phrases.shuffle(rng);
+        let mut paraphrase_prompts: Vec<String> = r
+            .held_out_phrases
+            .iter()
+            .chain(&phrases[..2])
+            .map(|ph| {
+                let opening = HELD_OUT_PREFIXES.choose(rng).expect("prefixes");
+                format!("{opening}{}{ph}", p.name)
+            })
+            .collect();
+        paraphrase_prompts.dedup();
+        let mut neighbours: Vec<&Person> = self
+            .people
+            .iter()
+            .enumerate()
+            .filter(|(qi, q)| {
+                q.name != p.name && q.attributes[r.id] == *truth && !exclude.contains(qi)
+            })
+            .map(|(_, q)| q)
+            .collect();
+        neighbours.shuffle(rng);
+        let neighborhood_prompts = neighbours
+            .iter()
+            .take(10)
+            .map(|q| r.relation_prompt.replace("{}", &q.name))
+            .collect();
+        let requested_rewrite = crate::facts::RequestedRewrite {
+            prompt: r.relation_prompt.to_string(),
+            subject: p.name.clone(),
+            target_new: target(new),
+            target_true: target(truth),
+            relation_id: Some(r.id.to_string()),
+        };
+        let generation_prompts = std::iter::once(requested_rewrite.filled_prompt())
+            .chain(paraphrase_prompts.iter().take(2).cloned())
+            .collect();
+        crate::CounterFactRecord {
+            case_id: case_id as u64,
+            requested_rewrite,
+            paraphrase_prompts,
+            neighborhood_prompts,
+            generation_prompts,
         }
-        Ok(out)
     }
 
     fn prompts(
@@ -800,5 +858,39 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), 300);
         assert!(World::generate(10_000, 0).is_err());
+    }
+
+    #[test]
+    fn a_batch_of_one_relation_has_its_neighbours_outside_the_batch() {
+        let w = World::generate(240, 3).unwrap();
+        let batch = w.counterfact_batch("job", Some(100), 5).unwrap();
+        assert_eq!(batch.len(), 100);
+        let subjects: std::collections::BTreeSet<&str> = batch
+            .iter()
+            .map(|r| r.requested_rewrite.subject.as_str())
+            .collect();
+        assert_eq!(subjects.len(), 100, "distinct people");
+        for r in &batch {
+            let rw = &r.requested_rewrite;
+            assert_eq!(rw.relation_id.as_deref(), Some("job"));
+            assert_ne!(rw.target_new.text, rw.target_true.text);
+            assert!(!r.neighborhood_prompts.is_empty());
+            for n in &r.neighborhood_prompts {
+                let who = n.strip_suffix(" works as a").unwrap();
+                assert!(!subjects.contains(who), "{who} is in the batch");
+                let q = w.people.iter().find(|p| p.name == who).unwrap();
+                assert_eq!(format!(" {}", q.attributes["job"]), rw.target_true.text);
+            }
+        }
+        assert_eq!(w.counterfact_batch("job", None, 5).unwrap().len(), 240);
+        assert!(w.counterfact_batch("job", Some(241), 5).is_err());
+        let e = w
+            .counterfact_batch("colour", Some(3), 5)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("colour") && e.contains("city, job, instrument"),
+            "{e}"
+        );
     }
 }

@@ -167,6 +167,23 @@ fn rome_args(stats: &Path) -> Vec<String> {
     .to_vec()
 }
 
+/// MEMIT on six of the organism's cities in batches of two (three items).
+fn memit_args(stats: &Path) -> Vec<String> {
+    [
+        "memit",
+        "--cases",
+        "6",
+        "--batch",
+        "2",
+        "--mom2-samples",
+        "300",
+        "--stats-dir",
+        s(stats),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Activation and attribution patching of the organism's retrieval pairs (9 kept of 11).
 fn patch_args() -> Vec<String> {
     [
@@ -268,6 +285,17 @@ fn three_shards_of_rome_edits_merge_into_the_single_run() {
     let r = read_json(&merged.join("result.json"));
     assert_eq!(r["cases"].as_array().unwrap().len(), 4);
     assert!(r["summary"]["post"]["mean"]["efficacy"].as_f64().unwrap() > 0.5);
+}
+
+#[test]
+fn three_shards_of_memit_batches_merge_into_the_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stats = tmp.path().join("stats");
+    let (single, merged) = shard_and_merge(&memit_args(&stats), tmp.path());
+    assert_same_run(&single, &merged);
+    let r = read_json(&merged.join("result.json"));
+    assert_eq!(r["cases"].as_array().unwrap().len(), 6);
+    assert_eq!(r["batches"].as_array().unwrap().len(), 3);
 }
 
 #[test]
