@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use burnlens_experiments::logit_lens;
+use burnlens_experiments::{TunedLens, logit_lens_with};
 use burnlens_model::TokenBatch;
 use clap::Args;
 
@@ -22,6 +22,10 @@ pub struct LensArgs {
     /// A single-token answer to follow across layers at the last position (e.g. " Paris").
     #[arg(long, value_parser = crate::checks::text)]
     pub answer: Option<String>,
+    /// Read through this tuned lens (`cargo xtask tuned-lens` writes one) instead of the
+    /// logit lens.
+    #[arg(long)]
+    pub tuned: Option<PathBuf>,
     /// Candidates kept per readout.
     #[arg(long, default_value_t = 5, value_parser = crate::checks::positive)]
     pub top_k: usize,
@@ -42,7 +46,17 @@ pub fn lens(a: LensArgs) -> Result<()> {
         .transpose()
         .context("--answer must be one token")?;
     let batch = TokenBatch::single(&ids)?;
-    let lens = logit_lens(&lm.model, &batch, answer, a.top_k)?;
+    let tuned = a
+        .tuned
+        .as_deref()
+        .map(|p| TunedLens::load(p, &lm.model))
+        .transpose()?;
+    let lens = logit_lens_with(&lm.model, &batch, answer, a.top_k, tuned.as_ref())?;
+    let name = if tuned.is_some() {
+        "Tuned lens"
+    } else {
+        "Logit lens"
+    };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let tokens = lm.tokenizer.str_tokens(&ids)?;
     let labels = lens[0].labels.clone();
@@ -60,7 +74,7 @@ pub fn lens(a: LensArgs) -> Result<()> {
     let rows: Vec<String> = labels.iter().rev().cloned().collect();
     let cols: Vec<String> = report::token_labels(&tokens);
     let svg = Heatmap::new(
-        "Logit lens: top next token at each readout (colour: its probability)",
+        &format!("{name}: top next token at each readout (colour: its probability)"),
         &rows,
         &cols,
         &values,
@@ -73,7 +87,7 @@ pub fn lens(a: LensArgs) -> Result<()> {
     })
     .texts(&texts)
     .svg();
-    let mut page = Page::new("Logit lens", &format!("{:?}", a.prompt));
+    let mut page = Page::new(name, &format!("{:?}", a.prompt));
     let section =
         page.section("The residual stream read out before every block and after the last");
     section.figure("top token by readout and position", "lens.svg", svg);
@@ -138,7 +152,8 @@ pub fn lens(a: LensArgs) -> Result<()> {
         serde_json::json!({
             "prompt": a.prompt, "token_ids": ids, "tokens": tokens, "prepend_bos": a.model.prepend_bos,
             "readouts": labels, "answer": a.answer, "answer_id": answer, "top_k": a.top_k,
-            "positions": positions, "seconds_total": started.elapsed().as_secs_f64(),
+            "positions": positions, "tuned_lens": a.tuned,
+            "seconds_total": started.elapsed().as_secs_f64(),
         }),
     );
     page.write(&a.out, &result, "")

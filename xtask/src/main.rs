@@ -35,6 +35,7 @@ mod slurm;
 mod steer;
 mod sweep;
 mod trace;
+mod tuned;
 
 use std::path::PathBuf;
 
@@ -117,6 +118,9 @@ enum Command {
     /// Run a recipe: a TOML file naming a command and its options (see recipes/).
     #[command(allow_negative_numbers = true)]
     Run(recipe::RunArgs),
+    /// Train a tuned lens (an affine translator per layer) and compare its per-layer KL with the logit lens's.
+    #[command(allow_negative_numbers = true)]
+    TunedLens(tuned::TunedLensArgs),
     /// Write DIR/index.html listing every run in DIR (command, model, date, headline figure).
     Runs(RunsArgs),
 }
@@ -190,6 +194,7 @@ fn dispatch(command: Command, overwrite: bool) -> Result<()> {
         Command::Merge(a) => merge::merge(a),
         Command::Slurm(a) => slurm::run(a),
         Command::Run(a) => recipe::run(a, overwrite),
+        Command::TunedLens(a) => tuned::run(a),
         Command::Runs(a) => {
             let index = report::write_runs_index(&a.dir)?;
             eprintln!("wrote {}", index.display());
@@ -217,6 +222,7 @@ pub(crate) fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::Patch(a) => Some(a.out.clone()),
         Command::Trace(a) => Some(a.out.clone()),
         Command::Lens(a) => Some(a.out.clone()),
+        Command::TunedLens(a) => Some(a.out.clone()),
         Command::Attribute(a) => Some(a.out.clone()),
         Command::AttributeLayers(a) => Some(a.out.clone()),
         Command::Prepend(a) => Some(a.out.clone()),

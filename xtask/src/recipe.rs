@@ -214,10 +214,12 @@ mod tests {
                 "circuit-retrieval.toml",
                 "heads.toml",
                 "logit-lens.toml",
+                "memit-edit.toml",
                 "prepend-search.toml",
                 "probe.toml",
                 "rome-edit.toml",
-                "steering.toml"
+                "steering.toml",
+                "tuned-lens.toml"
             ]
         );
         let text = std::fs::read_to_string(root.join("recipes/causal-trace.toml")).unwrap();

@@ -3,6 +3,7 @@
 //! stopped there. The readout is [`Gpt2::unembed`], the last stage of the one forward pass, so
 //! the last layer's readout is the model's output exactly.
 
+use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burnlens_hooks::{HookKind, HookPoint, ResidOptions, Selector, run_with_cache};
 use burnlens_metrics::{Candidate, token_probs, token_ranks, top_k};
@@ -10,6 +11,7 @@ use burnlens_model::{Gpt2, NoHooks, TokenBatch};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::tuned_lens::TunedLens;
 
 /// The logit lens at one position of one prompt.
 #[derive(Debug, Clone, Serialize)]
@@ -40,7 +42,25 @@ pub fn logit_lens(
     answer: Option<u32>,
     k: usize,
 ) -> Result<Vec<LogitLens>> {
+    logit_lens_with(model, batch, answer, k, None)
+}
+
+/// [`logit_lens`], each readout before a block read through `tuned`'s translator for it (the
+/// tuned lens; `None`: the logit lens). The last readout is the output either way.
+///
+/// # Errors
+/// As [`logit_lens`], and a tuned lens for another model's layers or width.
+pub fn logit_lens_with(
+    model: &Gpt2,
+    batch: &TokenBatch,
+    answer: Option<u32>,
+    k: usize,
+    tuned: Option<&TunedLens>,
+) -> Result<Vec<LogitLens>> {
     let n = model.config.n_layer;
+    if let Some(t) = tuned {
+        t.check(model)?;
+    }
     if let Some(a) = answer.filter(|&a| a as usize >= model.config.vocab_size) {
         return Err(Error::OutOfRange {
             what: "answer id",
@@ -54,8 +74,19 @@ pub fn logit_lens(
     let (_, cache) = run_with_cache(model, &row0, selector)?;
     let stack = cache.accumulated_resid(model, ResidOptions::default())?;
     let [c, _, t, d] = stack.stack.dims();
+    let mut resid = stack.stack.reshape([c, t, d]);
+    if let Some(lens) = tuned {
+        // Readout i < n is the stream entering block i; the last is the output.
+        let parts: Vec<Tensor<3>> = (0..c)
+            .map(|i| {
+                let h = resid.clone().narrow(0, i, 1);
+                if i < n { lens.forward(i, h) } else { h }
+            })
+            .collect();
+        resid = Tensor::cat(parts, 0);
+    }
     // Every readout through the model's own ln_f and unembedding: [c, t, vocab].
-    let logits = model.unembed(stack.stack.reshape([c, t, d]), &mut NoHooks)?;
+    let logits = model.unembed(resid, &mut NoHooks)?;
     let vocab = logits.dims()[2];
     let mut out = Vec::with_capacity(t);
     for position in 0..t {

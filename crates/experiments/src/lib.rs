@@ -26,6 +26,7 @@ pub mod rome;
 pub mod search;
 pub mod steering;
 pub mod tracing;
+pub mod tuned_lens;
 
 pub use attribute::{
     Aggregation, AttrMethod, AttributeOptions, AttributedFn, Attribution, AttributionInput,
@@ -45,7 +46,7 @@ pub use heads::{
     AttentionHit, HeadReport, HeadScan, HeadScanOptions, HeadSummary, RankedHit, TextScan,
     hit_rank, row_multiples,
 };
-pub use lens::{LogitLens, logit_lens, output_probs};
+pub use lens::{LogitLens, logit_lens, logit_lens_with, output_probs};
 pub use memit::{
     AppliedMemit, MemitConfig, MemitEdit, MemitLayer, memit_context_templates, memit_edit,
 };
@@ -66,3 +67,4 @@ pub use tracing::{
     TraceKind, TracePrompt, TraceTable, average_indirect_effect, causal_trace, group_rollup,
     load_noise, save_noise, save_noise_indexed, subject_embedding_std,
 };
+pub use tuned_lens::{TunedLens, TunedLensConfig, TunedLensTraining, lens_kl, train_tuned_lens};

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod browser;
+mod lenses;
 mod memit;
 mod out_dirs;
 mod patch_pairs;

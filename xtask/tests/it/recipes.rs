@@ -106,13 +106,13 @@ fn every_recipe_writes_a_number_wherever_results_md_promises_one() {
         }
         ran += 1;
     }
-    assert_eq!(ran, 12);
+    assert_eq!(ran, 14);
     // The list of runs the recipes updated as they ran, with each run's headline figure.
     let runs = tmp.path().join("index.html");
     let list = std::fs::read_to_string(&runs).unwrap();
     assert_eq!(
         list.matches("/index.html\">").count(),
-        2 * 12 - 2,
+        2 * 14 - 2,
         "two links a run, one for runs without a figure"
     );
     if let Some(c) = &chromium {
@@ -120,7 +120,7 @@ fn every_recipe_writes_a_number_wherever_results_md_promises_one() {
             c,
             &runs,
             &browser::Expect {
-                images: 10,
+                images: 12,
                 ..Default::default()
             },
         );
@@ -388,6 +388,24 @@ fn known_answer(name: &str, r: &Value) {
                 "{steered}"
             );
         }
+        "memit-edit" => {
+            // A hundred planted cities at once (MEMIT's claim), neighbours outside the batch.
+            let (pre, post) = (&r["summary"]["pre"]["mean"], &r["summary"]["post"]["mean"]);
+            assert_eq!(r["cases"].as_array().unwrap().len(), 100);
+            assert!(f(&pre["efficacy"]) <= 0.05, "{pre}");
+            assert!(f(&pre["neighborhood"]) >= 0.95, "{pre}");
+            assert!(f(&post["efficacy"]) >= 0.9, "{post}");
+            assert!(f(&post["neighborhood"]) >= 0.9, "{post}");
+            assert!(f(&post["paraphrase"]) >= 0.7, "{post}");
+        }
+        "tuned-lens" => {
+            let (logit, tuned) = (floats(&r["kl_logit_lens"]), floats(&r["kl_tuned_lens"]));
+            assert_eq!(logit.len(), 5, "4 layers and the output");
+            for l in 0..4 {
+                assert!(tuned[l] < logit[l], "readout {l}: {tuned:?} vs {logit:?}");
+            }
+            assert!(logit[4].abs() < 1e-6 && tuned[4].abs() < 1e-6);
+        }
         other => panic!("recipes/{other}.toml has no known answer in this test: add one"),
     }
 }
@@ -397,7 +415,8 @@ fn expected_page(name: &str) -> browser::Expect {
     let svgs = match name {
         "activation-patching" => 5,
         "attribution-patching" => 18,
-        "attribute" | "prepend-search" | "rome-edit" => 1,
+        "attribute" | "prepend-search" | "rome-edit" | "memit-edit" => 1,
+        "tuned-lens" => 2,
         "attribute-layers" => 2 + 48,
         "causal-trace" => 6 + 3 * 12,
         "circuit-retrieval" => 2,

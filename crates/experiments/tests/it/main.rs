@@ -18,3 +18,4 @@ mod probe;
 mod rome;
 mod steering;
 mod tracing_parity;
+mod tuned_lens;
