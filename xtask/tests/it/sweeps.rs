@@ -465,6 +465,21 @@ fn a_head_scan_interrupted_resumes_to_the_uninterrupted_numbers() {
 }
 
 #[test]
+fn a_memit_sweep_interrupted_resumes_to_the_uninterrupted_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stats = tmp.path().join("stats");
+    let mut args = memit_args(&stats);
+    args[2] = "10".into(); // --cases 10
+    args[4] = "1".into(); // --batch 1: ten items
+    let whole = tmp.path().join("whole");
+    run(&args, &["--out", s(&whole)]).succeeds();
+    let dir = tmp.path().join("cut");
+    interrupt(&args, &dir, 10, "-KILL");
+    run(&args, &["--out", s(&dir), "--resume"]).succeeds();
+    assert_same_run(&whole, &dir);
+}
+
+#[test]
 fn bad_sweep_input_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
