@@ -26,10 +26,10 @@ pub struct TunedLensArgs {
     /// Texts drawn from the organism's corpus without --texts.
     #[arg(long, default_value_t = 1000, value_parser = crate::checks::positive)]
     pub samples: usize,
-    /// Optimiser steps (SGD, Nesterov momentum, learning rate decaying linearly to zero).
+    /// Optimiser steps (SGD, Nesterov momentum, the rate decaying linearly to zero).
     #[arg(long, default_value_t = 250, value_parser = crate::checks::positive)]
     pub steps: usize,
-    /// The learning rate at the first step.
+    /// The tuned-lens trainer's lr_scale: the first step's rate is lr × (1 − momentum 0.9).
     #[arg(long, default_value_t = 1.0, value_parser = crate::checks::positive_f64)]
     pub lr: f64,
     /// Texts per step.

@@ -6,9 +6,14 @@
 //! so that an untrained translator is the logit lens itself. The output after the last block
 //! needs no translator: it is the model's output.
 //!
-//! Training follows the tuned-lens trainer's recipe: SGD with Nesterov momentum 0.9, weight
-//! decay 1e-3 and a learning rate decaying linearly to zero, on batches of text the model is
-//! run on (frozen). [`lens_kl`] measures each readout's KL to the output, for the logit lens
+//! Training follows the tuned-lens trainer's defaults (AlignmentResearch/tuned-lens,
+//! `scripts/ingredients.py` and `train_loop.py`): SGD with Nesterov momentum 0.9, its rate
+//! `lr_scale × (1 − momentum)` (PyTorch's momentum scales the rate by `1 / (1 − momentum)`;
+//! they undo it, so `lr_scale` 1 is their default), weight decay 1e-3, no warm-up and a linear
+//! decay to zero, gradients clipped to norm 1, on batches of text the model is run on (frozen).
+//! Two differences: burn clips each translator's gradient to norm 1 where PyTorch's
+//! `clip_grad_norm_` clips them together, and the translators are not re-centred after each
+//! step (their `normalize_`). [`lens_kl`] measures each readout's KL to the output, for the logit lens
 //! and a tuned one.
 
 use std::path::Path;
@@ -17,7 +22,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::{GradientsParams, SgdConfig, grad_clipping::GradientClippingConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use burnlens_hooks::{HookSet, Selector};
@@ -214,7 +219,8 @@ impl TunedLens {
 pub struct TunedLensTraining {
     /// Optimiser steps.
     pub steps: usize,
-    /// The learning rate at the first step (it decays linearly to zero).
+    /// The tuned-lens trainer's `lr_scale`: the rate at the first step is
+    /// `lr × (1 − momentum)`, decaying linearly to zero.
     pub lr: f64,
     /// Nesterov momentum.
     pub momentum: f64,
@@ -323,6 +329,7 @@ pub fn train_tuned_lens(
                 .with_nesterov(true),
         ))
         .with_weight_decay(Some(WeightDecayConfig::new(options.weight_decay as f32)))
+        .with_gradient_clipping(Some(GradientClippingConfig::Norm(1.0)))
         .init();
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut order: Vec<usize> = Vec::new();
@@ -355,7 +362,7 @@ pub fn train_tuned_lens(
         let value: f32 = loss.clone().into_scalar();
         losses.push(value);
         let grads = GradientsParams::from_grads(loss.backward(), &lens);
-        let lr = options.lr * (1.0 - step as f64 / options.steps as f64);
+        let lr = options.lr * (1.0 - options.momentum) * (1.0 - step as f64 / options.steps as f64);
         lens = optim.step(lr, lens, grads);
         options.observer.report(step + 1, options.steps);
     }
