@@ -342,11 +342,21 @@ pub fn memit_edit(
     check_inputs(model, requests, config, templates, stats)?;
     let z_layer = *config.layers.last().expect("checked");
     let flat: Vec<String> = templates.iter().flatten().cloned().collect();
-    // Every request's lookups before any optimisation: a bad request fails at once.
+    // Every request's prompts, tokenized once before any optimisation (a bad request fails at
+    // once): the bare prompt, and each context template filled with it (the keys' prompts,
+    // request by request).
     let mut prefixes_of = Vec::with_capacity(requests.len());
+    let mut bare = Vec::with_capacity(requests.len());
+    let mut keyed = Vec::with_capacity(requests.len() * flat.len());
     for (i, r) in requests.iter().enumerate() {
         let prefixes = template_prefixes(r, &flat).map_err(of_request(i))?;
-        lookup(tok, &r.filled(), &r.subject).map_err(of_request(i))?;
+        let filled = r.filled();
+        bare.push(lookup(tok, &filled, &r.subject).map_err(of_request(i))?);
+        for prefix in &prefixes {
+            keyed.push(
+                lookup(tok, &format!("{prefix}{filled}"), &r.subject).map_err(of_request(i))?,
+            );
+        }
         prefixes_of.push(prefixes);
     }
     // 1. The targets, on the unedited model.
@@ -370,12 +380,7 @@ pub fn memit_edit(
     let mut working = model.clone();
     let mut layers = Vec::with_capacity(config.layers.len());
     for (i, &layer) in config.layers.iter().enumerate() {
-        let keys = layer_keys(&working, tok, requests, templates, layer)?;
-        let bare: Vec<Lookup> = requests
-            .iter()
-            .enumerate()
-            .map(|(j, r)| lookup(tok, &r.filled(), &r.subject).map_err(of_request(j)))
-            .collect::<Result<_>>()?;
+        let keys = layer_keys(&working, &keyed, templates, layer)?;
         let current = at_lookups(&working, &bare, HookPoint::ResidPost(z_layer))?;
         let left = (config.layers.len() - i) as f32;
         let residual: Vec<Vec<f32>> = zs
@@ -436,25 +441,15 @@ fn at_lookups(model: &Gpt2, lookups: &[Lookup], point: HookPoint) -> Result<Vec<
 }
 
 /// Each request's key at `layer`: the `c_proj` input at the last subject token of every
-/// context template filled with the prompt, averaged within each group, then over the groups.
+/// context template filled with the prompt (`keyed`, request by request, templates in order),
+/// averaged within each group, then over the groups.
 fn layer_keys(
     model: &Gpt2,
-    tok: &Gpt2Tokenizer,
-    requests: &[RomeRequest],
+    keyed: &[Lookup],
     templates: &[Vec<String>],
     layer: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let mut lookups = Vec::new();
-    for (i, r) in requests.iter().enumerate() {
-        let filled = r.filled();
-        for t in templates.iter().flatten() {
-            let prefix = t.strip_suffix("{}").expect("checked");
-            lookups.push(
-                lookup(tok, &format!("{prefix}{filled}"), &r.subject).map_err(of_request(i))?,
-            );
-        }
-    }
-    let acts = at_lookups(model, &lookups, HookPoint::MlpPost(layer))?;
+    let acts = at_lookups(model, keyed, HookPoint::MlpPost(layer))?;
     let per_request: usize = templates.iter().map(Vec::len).sum();
     Ok(acts
         .chunks(per_request)
