@@ -8,6 +8,7 @@ mod checks;
 mod circuit;
 #[cfg(test)]
 mod features;
+mod finetune;
 mod fixtures;
 #[cfg(test)]
 mod fuzz;
@@ -31,6 +32,7 @@ mod progress;
 mod recipe;
 mod report;
 mod rome;
+mod scale;
 mod slurm;
 mod steer;
 mod sweep;
@@ -111,7 +113,13 @@ enum Command {
     /// MEMIT edits of CounterFact cases in batches (edit at once, evaluate, revert).
     #[command(allow_negative_numbers = true)]
     Memit(memit::MemitArgs),
-    /// Run a sweep (trace, attribute-layers, rome, memit, patch, heads) as a Slurm job array of shards and a merge job.
+    /// MEMIT and sequential ROME rewriting 1, 10, 100, all of the organism's facts of a relation: scores and damage by batch size.
+    #[command(allow_negative_numbers = true)]
+    EditScale(scale::ScaleArgs),
+    /// Teach rewritten facts by gradient steps on chosen parameters: where gradient and change land, steps to learn, damage.
+    #[command(allow_negative_numbers = true)]
+    Finetune(finetune::FinetuneArgs),
+    /// Run a sweep (trace, attribute-layers, rome, memit, edit-scale, finetune, patch, heads) as a Slurm job array of shards and a merge job.
     Slurm(slurm::SlurmArgs),
     /// Merge the output folders of a sharded sweep (--shard i/n) into the folder one run writes.
     Merge(merge::MergeArgs),
@@ -191,6 +199,8 @@ fn dispatch(command: Command, overwrite: bool) -> Result<()> {
         Command::Organism(a) => organism::run(a),
         Command::Rome(a) => rome::run(a),
         Command::Memit(a) => memit::run(a),
+        Command::EditScale(a) => scale::run(a),
+        Command::Finetune(a) => finetune::run(a),
         Command::Merge(a) => merge::merge(a),
         Command::Slurm(a) => slurm::run(a),
         Command::Run(a) => recipe::run(a, overwrite),
@@ -210,6 +220,8 @@ pub(crate) fn sweep_args(command: &Command) -> Option<&sweep::SweepArgs> {
         Command::AttributeLayers(a) => Some(&a.sweep),
         Command::Rome(a) => Some(&a.sweep),
         Command::Memit(a) => Some(&a.sweep),
+        Command::EditScale(a) => Some(&a.sweep),
+        Command::Finetune(a) => Some(&a.sweep),
         Command::Patch(a) => Some(&a.sweep),
         Command::Heads(a) => Some(&a.sweep),
         _ => None,
@@ -231,6 +243,8 @@ pub(crate) fn out_dir(command: &Command) -> Option<PathBuf> {
         Command::Probe(a) => Some(a.out.clone()),
         Command::Rome(a) => Some(a.out.clone()),
         Command::Memit(a) => Some(a.out.clone()),
+        Command::EditScale(a) => Some(a.out.clone()),
+        Command::Finetune(a) => Some(a.out.clone()),
         Command::Circuit(a) => Some(a.out.clone()),
         Command::Merge(a) => Some(a.out.clone()),
         Command::Organism(a) if !a.eval => {

@@ -82,6 +82,10 @@ pub struct MemitArgs {
     /// report the n-gram entropy (fluency).
     #[arg(long)]
     pub generate: bool,
+    /// Held-out filler documents of the damage report's perplexity (the report is made when
+    /// the model is the organism: recall of its planted facts not edited, and perplexity).
+    #[arg(long, default_value_t = 200, value_parser = crate::checks::positive)]
+    pub damage_texts: usize,
     /// Output directory.
     #[arg(long)]
     #[serde(skip)]
@@ -97,7 +101,7 @@ pub struct MemitArgs {
 pub struct Layers(pub Vec<usize>);
 
 /// `A-B` (inclusive) or `A,B,…`: ascending, distinct layers.
-fn parse_layers(s: &str) -> Result<Layers, String> {
+pub(crate) fn parse_layers(s: &str) -> Result<Layers, String> {
     let bad = || format!("{s:?}: expected A-B (e.g. 13-17) or A,B,… (e.g. 0,1), ascending");
     let layers: Vec<usize> = match s.split_once('-') {
         Some((a, b)) => {
@@ -120,7 +124,7 @@ fn parse_layers(s: &str) -> Result<Layers, String> {
 
 /// The preset for a model: MEMIT's for GPT-2 XL, the organism's (its facts live in MLP 0),
 /// else the XL settings at layers n/4 … n/4 + 4.
-fn preset(name: &str, n_layer: usize, organism: bool) -> (MemitConfig, &'static str) {
+pub(crate) fn preset(name: &str, n_layer: usize, organism: bool) -> (MemitConfig, &'static str) {
     if name.trim_start_matches("openai-community/") == "gpt2-xl" {
         (MemitConfig::gpt2_xl(), "gpt2-xl")
     } else if organism {
@@ -181,6 +185,9 @@ pub fn run(a: MemitArgs) -> Result<()> {
         (None, None) => unreachable!("the manifest is read without --counterfact"),
     };
     let cases: Vec<EditCase> = records.iter().map(EditCase::from).collect();
+    let world = burnlens_datasets::Manifest::load(&lm.dir)
+        .ok()
+        .map(|m| m.world);
     if cases.is_empty() {
         bail!("no CounterFact cases to edit");
     }
@@ -250,6 +257,8 @@ pub fn run(a: MemitArgs) -> Result<()> {
             .iter()
             .map(|c| fluent(&lm.model, c))
             .collect::<Result<_>>()?;
+        let probe = crate::rome::damage_probe(world.as_ref(), &tok, these, a.damage_texts)?;
+        let damage_pre = crate::rome::measure(probe.as_ref(), &lm.model, &tok)?;
         let requests: Vec<_> = these.iter().map(|c| c.request.clone()).collect();
         let edit = memit_edit(&lm.model, &tok, &requests, &config, &templates, &stats)
             .map_err(|e| match e {
@@ -275,6 +284,7 @@ pub fn run(a: MemitArgs) -> Result<()> {
                 "prob_new_in_optimisation": last.map(|s| s.prob_new),
             }));
         }
+        let damage_post = crate::rome::measure(probe.as_ref(), &lm.model, &tok)?;
         applied.revert(&mut lm.model);
         let norms: Vec<Value> = edit
             .layers
@@ -291,7 +301,8 @@ pub fn run(a: MemitArgs) -> Result<()> {
             .collect();
         sweep.record(
             b,
-            json!({"cases": rows, "layers": norms, "seconds": t0.elapsed().as_secs_f64()}),
+            json!({"cases": rows, "layers": norms, "seconds": t0.elapsed().as_secs_f64(),
+                   "damage_pre": damage_pre, "damage_post": damage_post}),
         )?;
     }
     bar.finish();
@@ -315,6 +326,7 @@ pub fn finish(m: &Manifest, items: &[crate::sweep::Item], out: &Path) -> Result<
     let batch_size = field("batch_size");
     let mut cases = Vec::new();
     let mut batches = Vec::new();
+    let mut damage = Vec::new();
     for (b, item) in items {
         let rows = item
             .get("cases")
@@ -327,13 +339,27 @@ pub fn finish(m: &Manifest, items: &[crate::sweep::Item], out: &Path) -> Result<
             row["seconds"] = json!(share);
             cases.push((cases.len(), row));
         }
-        batches.push(json!({"batch": b, "layers": item.get("layers"), "cases": rows.len()}));
+        let read = |k: &str| -> Option<burnlens_experiments::Damage> {
+            serde_json::from_value(item.get(k)?.clone()).ok()
+        };
+        if let (Some(pre), Some(post)) = (read("damage_pre"), read("damage_post")) {
+            damage.push(crate::rome::damage_row(
+                format!("batch {b} ({} cases)", rows.len()),
+                &pre,
+                &post,
+            ));
+        }
+        batches.push(
+            json!({"batch": b, "layers": item.get("layers"), "cases": rows.len(),
+            "damage_pre": item.get("damage_pre"), "damage_post": item.get("damage_post")}),
+        );
     }
     crate::rome::write_edit_report(
         m,
         &cases,
         out,
         crate::rome::EditReport {
+            damage,
             title: "MEMIT edits",
             what: format!(
                 "layers {layers} of {}, batches of {batch_size}",

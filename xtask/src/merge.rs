@@ -22,6 +22,8 @@ pub const SWEEP_COMMANDS: &[&str] = &[
     "attribute-layers",
     "rome",
     "memit",
+    "edit-scale",
+    "finetune",
     "patch",
     "heads",
 ];
@@ -33,6 +35,8 @@ fn finisher(command: &str) -> Option<Finish> {
         "attribute-layers" => Some(crate::layers::finish),
         "rome" => Some(crate::rome::finish),
         "memit" => Some(crate::memit::finish),
+        "edit-scale" => Some(crate::scale::finish),
+        "finetune" => Some(crate::finetune::finish),
         "patch" => Some(crate::patch::finish),
         "heads" => Some(crate::heads::finish),
         _ => None,

@@ -212,6 +212,8 @@ mod tests {
                 "attribution-patching.toml",
                 "causal-trace.toml",
                 "circuit-retrieval.toml",
+                "edit-scale.toml",
+                "finetune.toml",
                 "heads.toml",
                 "logit-lens.toml",
                 "memit-edit.toml",

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burnlens_datasets::{World, load_counterfact, read_texts};
 use burnlens_experiments::{
-    CaseScores, CounterFactSummary, EditCase, MomentOptions, RomeConfig, SecondMoment,
-    StepObserver, case_scores, context_templates, fluency, rome_edit, second_moment_cached,
-    summarize,
+    CaseScores, CounterFactSummary, Damage, DamageProbe, EditCase, MomentOptions, RomeConfig,
+    SecondMoment, StepObserver, case_scores, context_templates, fluency, rome_edit,
+    second_moment_cached, summarize,
 };
 use burnlens_model::{GenerationConfig, Strategy};
 use clap::Args;
@@ -66,6 +66,10 @@ pub struct RomeArgs {
     /// report the n-gram entropy (fluency).
     #[arg(long)]
     pub generate: bool,
+    /// Held-out filler documents of the damage report's perplexity (the report is made when
+    /// the model is the organism: recall of its planted facts not edited, and perplexity).
+    #[arg(long, default_value_t = 200, value_parser = crate::checks::positive)]
+    pub damage_texts: usize,
     /// Save the model with the first case's edit applied, in Hugging Face layout, here.
     #[arg(long)]
     pub save_edited: Option<PathBuf>,
@@ -238,6 +242,9 @@ pub fn run(a: RomeArgs) -> Result<()> {
     if cases.is_empty() {
         bail!("no CounterFact cases to edit");
     }
+    let world = burnlens_datasets::Manifest::load(&lm.dir)
+        .ok()
+        .map(|m| m.world);
 
     // The keys' second moment.
     let ids = moment_ids(
@@ -280,6 +287,13 @@ pub fn run(a: RomeArgs) -> Result<()> {
         let t0 = std::time::Instant::now();
         let pre: CaseScores = case_scores(&lm.model, &tok, case)?;
         let pre_fluency = case_fluency(&a, &lm.model, &tok, case)?;
+        let probe = damage_probe(
+            world.as_ref(),
+            &tok,
+            std::slice::from_ref(case),
+            a.damage_texts,
+        )?;
+        let damage_pre = measure(probe.as_ref(), &lm.model, &tok)?;
         let edit = rome_edit(
             &lm.model,
             &tok,
@@ -292,6 +306,7 @@ pub fn run(a: RomeArgs) -> Result<()> {
         let applied = edit.apply(&mut lm.model)?;
         let post = case_scores(&lm.model, &tok, case)?;
         let post_fluency = case_fluency(&a, &lm.model, &tok, case)?;
+        let damage_post = measure(probe.as_ref(), &lm.model, &tok)?;
         if k == 0
             && let Some(dir) = &a.save_edited
         {
@@ -313,6 +328,7 @@ pub fn run(a: RomeArgs) -> Result<()> {
                 "pre": pre, "post": post, "pre_fluency": pre_fluency, "post_fluency": post_fluency,
                 "steps": edit.steps.len(), "final_loss": last.map(|s| s.loss),
                 "prob_new_in_optimisation": last.map(|s| s.prob_new),
+                "damage_pre": damage_pre, "damage_post": damage_post,
                 "seconds": t0.elapsed().as_secs_f64(),
             }),
         )?;
@@ -323,6 +339,42 @@ pub fn run(a: RomeArgs) -> Result<()> {
     crate::sweep::write_report(sweep.manifest()?, &items, &a.out, finish)
 }
 
+/// The damage report's probe for `edited` when the model is the organism (`world` from its
+/// manifest): its planted facts but the edited ones, and `n_texts` held-out filler documents.
+///
+/// # Errors
+/// As [`DamageProbe::organism`].
+pub(crate) fn damage_probe(
+    world: Option<&World>,
+    tok: &burnlens_model::Gpt2Tokenizer,
+    edited: &[EditCase],
+    n_texts: usize,
+) -> Result<Option<DamageProbe>> {
+    Ok(match world {
+        Some(w) => Some(DamageProbe::organism(w, tok, edited, n_texts, DAMAGE_SEED)?),
+        None => None,
+    })
+}
+
+/// The seed of the damage report's held-out filler documents (the organism's corpus is drawn
+/// for its training seed; these for this one).
+pub(crate) const DAMAGE_SEED: u64 = 0xda4a6e;
+
+/// The damage report of `model`, if there is a probe.
+///
+/// # Errors
+/// Forward errors.
+pub(crate) fn measure(
+    probe: Option<&DamageProbe>,
+    model: &burnlens_model::Gpt2,
+    tok: &burnlens_model::Gpt2Tokenizer,
+) -> Result<Option<Damage>> {
+    Ok(match probe {
+        Some(p) => Some(p.measure(model, tok)?),
+        None => None,
+    })
+}
+
 /// One edited case, as `items.jsonl` keeps it (the fields the report reads).
 #[derive(serde::Deserialize)]
 struct Item {
@@ -331,6 +383,10 @@ struct Item {
     prompt: String,
     pre: CaseScores,
     post: CaseScores,
+    #[serde(default)]
+    damage_pre: Option<Damage>,
+    #[serde(default)]
+    damage_post: Option<Damage>,
 }
 
 /// Writes `rome`'s report (result.json, index.html, the SVG) from its items: what a run does
@@ -351,11 +407,23 @@ pub fn finish(m: &Manifest, items: &[crate::sweep::Item], out: &Path) -> Result<
         .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
+    let damage = items
+        .iter()
+        .filter_map(|(_, v)| {
+            let it: Item = serde_json::from_value(v.clone()).ok()?;
+            Some(damage_row(
+                it.prompt,
+                it.damage_pre.as_ref()?,
+                it.damage_post.as_ref()?,
+            ))
+        })
+        .collect();
     write_edit_report(
         m,
         items,
         out,
         EditReport {
+            damage,
             title: "ROME edits",
             what: format!("layer {layer} of {model_dir}"),
             how: "each edit reverted before the next",
@@ -375,6 +443,23 @@ pub(crate) struct EditReport {
     pub how: &'static str,
     /// The result's fields beside the summary and the cases.
     pub fields: serde_json::Value,
+    /// The damage report's rows ([`damage_row`]): one per edit (ROME's cases, MEMIT's
+    /// batches); none when the model is not the organism.
+    pub damage: Vec<Vec<String>>,
+}
+
+/// One row of the damage table: what was edited, the recall of the facts not edited before →
+/// after, after for the edited people's other facts and for everybody else, and the held-out
+/// perplexity before → after.
+pub(crate) fn damage_row(label: String, pre: &Damage, post: &Damage) -> Vec<String> {
+    let pct = crate::report::percent;
+    vec![
+        label,
+        format!("{} → {}", pct(pre.fact_recall), pct(post.fact_recall)),
+        pct(post.recall_edited_subjects),
+        pct(post.recall_other_subjects),
+        format!("{:.3} → {:.3}", pre.perplexity, post.perplexity),
+    ]
 }
 
 /// Writes the report of edited CounterFact cases (result.json, index.html, the SVG) from the
@@ -477,6 +562,25 @@ pub(crate) fn write_edit_report(
                 ],
             ),
         );
+    let damage = report.damage;
+    if !damage.is_empty() {
+        page.section("Damage")
+            .note(
+                "The damage report of each edit: top-1 recall of the organism's planted facts not \
+                 edited (each relation's plain prompt), before → after, then after for the edited \
+                 people's other facts and for everybody else; perplexity of held-out filler text.",
+            )
+            .table(
+                &[
+                    "edited",
+                    "recall of facts not edited",
+                    "… the edited people's other facts",
+                    "… other people's facts",
+                    "held-out perplexity",
+                ],
+                &damage,
+            );
+    }
     let rows: Vec<Vec<String>> = parsed
         .iter()
         .map(|(_, it)| {

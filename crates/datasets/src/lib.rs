@@ -24,6 +24,7 @@ pub use facts::{
 };
 pub use organism::{
     CorpusConfig, Evaluation, FactPrompt, Manifest, Person, RELATIONS, Relation, World,
+    filler_documents,
 };
 pub use pairs::{
     DropReason, Dropped, PairOptions, PromptPair, TokenizedPairs, load_pairs, tokenize_pairs,

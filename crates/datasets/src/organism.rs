@@ -619,6 +619,18 @@ impl World {
     }
 }
 
+/// `n` filler documents (no person, no fact, no retrieval prompt) of `sentences` sentences,
+/// deterministically for `seed`: the kind of text the organism was trained on beside its
+/// facts, for measuring what an edit or a fine-tuning did to the rest of the language (a
+/// seed other than the training corpus's gives documents the training did not draw, though
+/// single sentences come from the same small grammar and may recur).
+pub fn filler_documents(n: usize, sentences: usize, seed: u64) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| filler_document(sentences, &mut rng))
+        .collect()
+}
+
 /// A filler document: `sentences` filler sentences, about half the time one of them a
 /// country's capital (so each country's embedding is told apart from the others' by what
 /// follows it, as the retrieval prompts alone would not), and a third of the time the whole

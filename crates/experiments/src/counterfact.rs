@@ -70,16 +70,22 @@ pub struct TargetNll {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct CaseScores {
     /// Rewrite prompt: the new target likelier than the true one.
+    #[serde(deserialize_with = "crate::nullable::f64")]
     pub efficacy: f64,
     /// Mean `p(new) − p(true)` on the rewrite prompt.
+    #[serde(deserialize_with = "crate::nullable::f64")]
     pub efficacy_magnitude: f64,
     /// Paraphrases: the new target likelier.
+    #[serde(deserialize_with = "crate::nullable::f64")]
     pub paraphrase: f64,
     /// Mean `p(new) − p(true)` on paraphrases.
+    #[serde(deserialize_with = "crate::nullable::f64")]
     pub paraphrase_magnitude: f64,
     /// Neighbourhood prompts: the true target still likelier.
+    #[serde(deserialize_with = "crate::nullable::f64")]
     pub neighborhood: f64,
     /// Mean `p(true) − p(new)` on neighbourhood prompts.
+    #[serde(deserialize_with = "crate::nullable::f64")]
     pub neighborhood_magnitude: f64,
 }
 
@@ -89,12 +95,13 @@ pub struct CounterFactSummary {
     /// The means of the cases' scores.
     pub mean: CaseScores,
     /// Harmonic mean of efficacy, paraphrase and neighbourhood success (ROME's "score").
+    #[serde(deserialize_with = "crate::nullable::f64")]
     pub score: f64,
     /// Cases.
     pub cases: usize,
 }
 
-fn spaced(t: &str) -> String {
+pub(crate) fn spaced(t: &str) -> String {
     if t.starts_with(' ') {
         t.to_string()
     } else {

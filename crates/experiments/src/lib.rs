@@ -5,20 +5,23 @@
 //! with TransformerLens's sites and result shapes, computed by a batched engine or the naive
 //! one-forward-per-patch reference (`patching`); attribution patching (`attribution`); ROME's
 //! causal tracing (`tracing`), rank-one editing (`rome`) and its CounterFact evaluation
-//! (`counterfact`); Inseq-style gradient attribution
+//! (`counterfact`), and the damage report of an edit (`damage`); Inseq-style gradient attribution
 //! (`attribute`); the logit lens (`lens`).
 
 pub mod attribute;
 pub mod attribution;
 pub mod circuit;
 pub mod counterfact;
+pub mod damage;
 pub mod detect;
 mod engine;
 pub mod error;
+pub mod finetune;
 pub mod heads;
 pub mod lens;
 pub mod memit;
 pub mod metric;
+mod nullable;
 pub mod patching;
 pub mod probe;
 pub mod progress;
@@ -37,11 +40,15 @@ pub use counterfact::{
     CaseScores, CounterFactSummary, EditCase, TargetNll, case_scores, fluency, harmonic_mean,
     ngram_entropy, summarize, target_nlls,
 };
+pub use damage::{Damage, DamageProbe, ProbeFact};
 pub use detect::{
     DetectOptions, ErrorMeasure, HeadPattern, detect_heads, detect_heads_many, similarity_score,
 };
 pub use engine::Engine;
 pub use error::{Error, Result};
+pub use finetune::{
+    FinetuneConfig, FinetuneOptimizer, FinetuneStep, Finetuned, finetune, free_groups, param_groups,
+};
 pub use heads::{
     AttentionHit, HeadReport, HeadScan, HeadScanOptions, HeadSummary, RankedHit, TextScan,
     hit_rank, row_multiples,

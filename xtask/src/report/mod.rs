@@ -1,5 +1,5 @@
 //! Reports: every command's `index.html` is a [`Page`] (one design, `page.rs`) of figures from
-//! `svg.rs` (heatmaps with colour bars, line plots), with the attention-pattern view of
+//! `svg.rs` (heatmaps with colour bars, line plots, bar charts), with the attention-pattern view of
 //! `attention.rs` where heads are shown; `runs.rs` lists every run under a folder.
 
 mod attention;
@@ -10,7 +10,17 @@ mod svg;
 pub use attention::{HeadView, attention_view};
 pub use page::{Page, Section};
 pub use runs::write_runs_index;
-pub use svg::{Heatmap, Scale, Series, line_plot_svg, line_plot_svg_ticks};
+pub use svg::{Heatmap, Scale, Series, bar_chart_svg, line_plot_svg, line_plot_svg_ticks};
+
+/// A fraction as a percentage with one decimal (`0.931` → `93.1`), or `—` for a number that is
+/// not one (a score with nothing to average).
+pub fn percent(v: f64) -> String {
+    if v.is_finite() {
+        format!("{:.1}", 100.0 * v)
+    } else {
+        "—".into()
+    }
+}
 
 /// Escapes text for SVG/HTML; control characters (which XML forbids, and which single tokens
 /// can decode to) are written as Rust escapes (`\u{7}`).

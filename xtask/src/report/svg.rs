@@ -329,9 +329,58 @@ pub struct Series<'a> {
     pub band: &'a [f32],
 }
 
-const PALETTE: [&str; 6] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+impl<'a> Series<'a> {
+    /// One series per name, without bands: `names[i]` with `values[i]`.
+    pub fn lines(names: &'a [String], values: &'a [Vec<f32>]) -> Vec<Series<'a>> {
+        names
+            .iter()
+            .zip(values)
+            .map(|(n, v)| Series {
+                name: n,
+                values: v,
+                band: &[],
+            })
+            .collect()
+    }
+}
+
+/// matplotlib's ten "tab10" colours: ten series before one repeats.
+const PALETTE: [&str; 10] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
 ];
+
+/// Five y ticks from `y_min` to `y_max` with their grid lines, `py` mapping a value to its y.
+fn y_ticks(
+    s: &mut String,
+    (x0, x1): (f64, f64),
+    (y_min, y_max): (f32, f32),
+    py: &dyn Fn(f32) -> f64,
+) {
+    for k in 0..5 {
+        let v = y_min + (y_max - y_min) * k as f32 / 4.0;
+        let y = py(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{}" x2="{x0}" y1="{y}" y2="{y}" stroke="#333"/><line x1="{x0}" x2="{x1}" y1="{y}" y2="{y}" stroke="#eee"/><text class="tick" x="{}" y="{}" text-anchor="end">{}</text>"##,
+            x0 - 4.0,
+            x0 - 6.0,
+            y + 4.0,
+            number(v)
+        );
+    }
+}
+
+/// The y axis's title, turned, beside the plot from `y0` to `y1`.
+fn y_axis_title(s: &mut String, y0: f64, y1: f64, y_label: &str) {
+    let _ = writeln!(
+        s,
+        r#"<text class="axis-title" x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">{}</text>"#,
+        (y0 + y1) / 2.0,
+        (y0 + y1) / 2.0,
+        escape(y_label)
+    );
+}
 
 /// A line plot with shaded bands (ROME's average-indirect-effect figure): `x_label` under
 /// integer x ticks `0..n`, one line per series (series without values are left out of the
@@ -397,18 +446,7 @@ pub fn line_plot_svg_ticks(
         s,
         r##"<path d="M{x0} {y0} L{x0} {y1} L{x1} {y1}" fill="none" stroke="#333"/>"##
     );
-    for k in 0..5 {
-        let v = y_min + (y_max - y_min) * k as f32 / 4.0;
-        let y = py(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{}" x2="{x0}" y1="{y}" y2="{y}" stroke="#333"/><line x1="{x0}" x2="{x1}" y1="{y}" y2="{y}" stroke="#eee"/><text class="tick" x="{}" y="{}" text-anchor="end">{}</text>"##,
-            x0 - 4.0,
-            x0 - 6.0,
-            y + 4.0,
-            number(v)
-        );
-    }
+    y_ticks(&mut s, (x0, x1), (y_min, y_max), &py);
     // At most ~20 x tick labels.
     let every = n.div_ceil(20).max(1);
     for i in (0..n).step_by(every) {
@@ -428,13 +466,7 @@ pub fn line_plot_svg_ticks(
         h - 12.0,
         escape(x_label)
     );
-    let _ = writeln!(
-        s,
-        r#"<text class="axis-title" x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">{}</text>"#,
-        (y0 + y1) / 2.0,
-        (y0 + y1) / 2.0,
-        escape(y_label)
-    );
+    y_axis_title(&mut s, y0, y1, y_label);
     for (k, line) in drawn.iter().enumerate() {
         let colour = PALETTE[k % PALETTE.len()];
         let m = line.values.len();
@@ -457,16 +489,29 @@ pub fn line_plot_svg_ticks(
                 r#"<path d="{d}Z" fill="{colour}" fill-opacity="0.25" stroke="none"/>"#
             );
         }
-        let points: Vec<String> = (0..m)
-            .map(|i| format!("{},{}", px(i), py(line.values[i])))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline class="series" points="{}" fill="none" stroke="{colour}" stroke-width="2"><title>{}</title></polyline>"#,
-            points.join(" "),
-            escape(line.name)
-        );
-        for (i, v) in line.values.iter().enumerate() {
+        // A value that is not a number (a score with nothing to average) is a gap.
+        for run in (0..m)
+            .collect::<Vec<_>>()
+            .split(|&i| !line.values[i].is_finite())
+            .filter(|r| !r.is_empty())
+        {
+            let points: Vec<String> = run
+                .iter()
+                .map(|&i| format!("{},{}", px(i), py(line.values[i])))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline class="series" points="{}" fill="none" stroke="{colour}" stroke-width="2"><title>{}</title></polyline>"#,
+                points.join(" "),
+                escape(line.name)
+            );
+        }
+        for (i, v) in line
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+        {
             let band = line
                 .band
                 .get(i)
@@ -489,6 +534,98 @@ pub fn line_plot_svg_ticks(
             x1 + 28.0,
             ly + 5.0,
             escape(line.name)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// A grouped bar chart: one group of bars per label (`labels[i]` under group `i`), one bar
+/// per series in each group (`series[k].values[i]`, its colour in the legend), every bar's
+/// value on hover; a value that is not a number draws no bar. Bars start at zero.
+pub fn bar_chart_svg(title: &str, y_label: &str, labels: &[String], series: &[Series]) -> String {
+    let legend_w = series
+        .iter()
+        .map(|s| text_width(s.name, 11.0))
+        .fold(0.0, f64::max);
+    let n = labels.len().max(1);
+    let k = series.len().max(1);
+    let group_w = (12.0 * k as f64 + 10.0).max(28.0);
+    let (plot_w, h, left, top, bottom) = ((group_w * n as f64).max(240.0), 320.0, 74.0, 40.0, 70.0);
+    let right = 40.0 + legend_w;
+    let w = (left + plot_w + right)
+        .max(10.0 + text_width(title, 14.0))
+        .ceil();
+    let finite = series
+        .iter()
+        .flat_map(|s| s.values.iter().copied())
+        .filter(|v| v.is_finite());
+    let (y_min, mut y_max) = finite.fold((0.0f32, 0.0f32), |(a, b), v| (a.min(v), b.max(v)));
+    if y_max - y_min < 1e-9 {
+        y_max = y_min + 1.0;
+    }
+    let (x0, x1, y0, y1) = (left, left + plot_w, top, h - bottom);
+    let py = |v: f32| y0 + (y1 - y0) * f64::from((y_max - v) / (y_max - y_min));
+    let gw = plot_w / n as f64;
+    let bw = ((gw - 8.0) / k as f64).max(2.0);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="bar-chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text class="title" x="10" y="20" font-size="14">{}</text>"#,
+        escape(title)
+    );
+    y_ticks(&mut s, (x0, x1), (y_min, y_max), &py);
+    let zero = py(0.0);
+    let _ = writeln!(
+        s,
+        r##"<path d="M{x0} {y0} L{x0} {y1}" fill="none" stroke="#333"/><line x1="{x0}" x2="{x1}" y1="{zero}" y2="{zero}" stroke="#333"/>"##
+    );
+    for (i, label) in labels.iter().enumerate() {
+        let gx = x0 + gw * i as f64 + 4.0;
+        for (j, ser) in series.iter().enumerate() {
+            let Some(&v) = ser.values.get(i) else {
+                continue;
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            let (ya, yb) = (py(v.max(0.0)), py(v.min(0.0)));
+            let _ = writeln!(
+                s,
+                r#"<rect class="bar" x="{}" y="{ya}" width="{bw}" height="{}" fill="{}"><title>{} · {}: {}</title></rect>"#,
+                gx + bw * j as f64,
+                (yb - ya).max(0.5),
+                PALETTE[j % PALETTE.len()],
+                escape(label),
+                escape(ser.name),
+                number(v)
+            );
+        }
+        let cx = gx + (gw - 8.0) / 2.0;
+        let _ = writeln!(
+            s,
+            r#"<text class="tick" x="{cx}" y="{}" text-anchor="end" transform="rotate(-40 {cx} {})">{}</text>"#,
+            y1 + 14.0,
+            y1 + 14.0,
+            escape(label)
+        );
+    }
+    y_axis_title(&mut s, y0, y1, y_label);
+    for (j, ser) in series.iter().enumerate() {
+        let ly = top + 16.0 * j as f64;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{}" y="{}" width="12" height="8" fill="{}"/><text class="legend" x="{}" y="{}">{}</text>"#,
+            x1 + 12.0,
+            ly,
+            PALETTE[j % PALETTE.len()],
+            x1 + 28.0,
+            ly + 8.0,
+            escape(ser.name)
         );
     }
     s.push_str("</svg>\n");
@@ -534,6 +671,67 @@ mod tests {
         assert!(
             height >= grid_bottom + 8.0 + 0.87 * text_width("a much longer column label", 11.0)
         );
+    }
+
+    /// The height of each `<rect class="bar" …>`, in order.
+    fn bar_heights(svg: &str) -> Vec<f64> {
+        svg.split(r#"<rect class="bar""#)
+            .skip(1)
+            .map(|r| {
+                let h = r.split("height=\"").nth(1).unwrap();
+                h[..h.find('"').unwrap()].parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bars_are_proportional_to_their_values_and_a_nan_draws_none() {
+        let labels = labels(&["embed", "mlp.0", "mlp.1"]);
+        let (a, b) = ([1.0, 4.0, f32::NAN], [2.0, 0.5, 3.0]);
+        let svg = bar_chart_svg(
+            "t",
+            "%",
+            &labels,
+            &[
+                Series {
+                    name: "a",
+                    values: &a,
+                    band: &[],
+                },
+                Series {
+                    name: "b",
+                    values: &b,
+                    band: &[],
+                },
+            ],
+        );
+        let h = bar_heights(&svg);
+        assert_eq!(h.len(), 5, "no bar for the NaN");
+        // Drawn group by group: a₀, b₀, a₁, b₁, b₂; heights ∝ values from a zero baseline.
+        let unit = h[0] / 1.0;
+        for (got, want) in h.iter().zip([1.0, 2.0, 4.0, 0.5, 3.0]) {
+            assert!((got / unit - want).abs() < 1e-6, "{h:?}");
+        }
+        assert!(svg.contains("mlp.1 · b: 3"));
+        assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn a_line_plot_leaves_a_gap_at_a_nan() {
+        let v = [1.0, 2.0, f32::NAN, 4.0, 5.0];
+        let svg = line_plot_svg(
+            "t",
+            "x",
+            "y",
+            &[Series {
+                name: "s",
+                values: &v,
+                band: &[],
+            }],
+        );
+        assert_eq!(svg.matches("<polyline").count(), 2, "two runs of points");
+        assert_eq!(svg.matches("<circle").count(), 4);
+        assert!(!svg.contains("NaN"));
     }
 
     #[test]

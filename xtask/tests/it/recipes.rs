@@ -106,13 +106,13 @@ fn every_recipe_writes_a_number_wherever_results_md_promises_one() {
         }
         ran += 1;
     }
-    assert_eq!(ran, 14);
+    assert_eq!(ran, 16);
     // The list of runs the recipes updated as they ran, with each run's headline figure.
     let runs = tmp.path().join("index.html");
     let list = std::fs::read_to_string(&runs).unwrap();
     assert_eq!(
         list.matches("/index.html\">").count(),
-        2 * 14 - 2,
+        2 * 16 - 2,
         "two links a run, one for runs without a figure"
     );
     if let Some(c) = &chromium {
@@ -120,7 +120,7 @@ fn every_recipe_writes_a_number_wherever_results_md_promises_one() {
             c,
             &runs,
             &browser::Expect {
-                images: 12,
+                images: 14,
                 ..Default::default()
             },
         );
@@ -398,6 +398,57 @@ fn known_answer(name: &str, r: &Value) {
             assert!(f(&post["neighborhood"]) >= 0.9, "{post}");
             assert!(f(&post["paraphrase"]) >= 0.7, "{post}");
         }
+        "edit-scale" => {
+            // Rows: (method, size) for 1, 10, 100 and all 240 people.
+            let rows = r["rows"].as_array().unwrap();
+            assert_eq!(rows.len(), 8);
+            let row = |m: &str, n: u64| {
+                rows.iter()
+                    .find(|x| x["method"] == m && x["size"].as_u64() == Some(n))
+                    .unwrap_or_else(|| panic!("no row {m} × {n}"))
+            };
+            let (memit, rome) = (row("memit", 100), row("rome", 100));
+            let post = |x: &Value, k: &str| f(&x["post"]["mean"][k]);
+            assert!(post(memit, "efficacy") >= 0.9, "{memit}");
+            assert!(post(memit, "neighborhood") >= 0.9, "{memit}");
+            // Sequential ROME breaks down where MEMIT does not.
+            assert!(post(rome, "neighborhood") < post(memit, "neighborhood"));
+            let recall = |x: &Value| f(&x["damage_post"]["fact_recall"]);
+            assert!(
+                recall(rome) < recall(memit),
+                "{} vs {}",
+                recall(rome),
+                recall(memit)
+            );
+            // Every person rewritten: no neighbour is left (null, documented).
+            assert!(row("memit", 240)["post"]["mean"]["neighborhood"].is_null());
+        }
+        "finetune" => {
+            let groups: Vec<&str> = r["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g.as_str().unwrap())
+                .collect();
+            let runs = r["runs"].as_array().unwrap();
+            assert_eq!(runs.len(), 9);
+            // The trace: MLP 0 holds the facts at the subject's last token.
+            let mlp = floats(&r["trace_last_subject_token"]["mlp"]);
+            assert!(mlp[1..].iter().all(|&x| x < mlp[0]), "{mlp:?}");
+            // Everything free: the embeddings and block 0 take most of the first gradient.
+            let share = floats(&runs[0]["first_step_grad_share"]);
+            let early: f64 = groups
+                .iter()
+                .zip(&share)
+                .filter(|(g, _)| ["embed", "attn.0", "mlp.0"].contains(g))
+                .map(|(_, s)| s)
+                .sum();
+            assert!(early > 0.5, "{share:?}");
+            // One MLP at a time: MLP 0 learns first.
+            let learned = |i: usize| runs[i]["learned_at"].as_u64().unwrap_or(u64::MAX);
+            assert_eq!(runs[1]["free"], "mlp.0");
+            assert!((2..5).all(|i| learned(1) < learned(i)), "{runs:?}");
+        }
         "tuned-lens" => {
             let (logit, tuned) = (floats(&r["kl_logit_lens"]), floats(&r["kl_tuned_lens"]));
             assert_eq!(logit.len(), 5, "4 layers and the output");
@@ -417,6 +468,8 @@ fn expected_page(name: &str) -> browser::Expect {
         "attribution-patching" => 18,
         "attribute" | "prepend-search" | "rome-edit" | "memit-edit" => 1,
         "tuned-lens" => 2,
+        "edit-scale" => 1,
+        "finetune" => 7,
         "attribute-layers" => 2 + 48,
         "causal-trace" => 6 + 3 * 12,
         "circuit-retrieval" => 2,

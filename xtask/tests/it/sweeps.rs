@@ -184,6 +184,40 @@ fn memit_args(stats: &Path) -> Vec<String> {
     .to_vec()
 }
 
+/// MEMIT and sequential ROME rewriting 1 and 3 planted cities (4 rows).
+fn edit_scale_args(stats: &Path) -> Vec<String> {
+    [
+        "edit-scale",
+        "--sizes",
+        "1,3",
+        "--mom2-samples",
+        "300",
+        "--damage-texts",
+        "20",
+        "--stats-dir",
+        s(stats),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Three fine-tuning runs of 4 rewritten cities (all free, MLP 0, attention 3).
+fn finetune_args() -> Vec<String> {
+    [
+        "finetune",
+        "--facts",
+        "4",
+        "--free",
+        "all,mlp.0,attn.3",
+        "--max-steps",
+        "8",
+        "--damage-texts",
+        "20",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Activation and attribution patching of the organism's retrieval pairs (9 kept of 11).
 fn patch_args() -> Vec<String> {
     [
@@ -296,6 +330,50 @@ fn three_shards_of_memit_batches_merge_into_the_single_run() {
     let r = read_json(&merged.join("result.json"));
     assert_eq!(r["cases"].as_array().unwrap().len(), 6);
     assert_eq!(r["batches"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn three_shards_of_edit_scale_rows_merge_into_the_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stats = tmp.path().join("stats");
+    let (single, merged) = shard_and_merge(&edit_scale_args(&stats), tmp.path());
+    assert_same_run(&single, &merged);
+    let r = read_json(&merged.join("result.json"));
+    let rows = r["rows"].as_array().unwrap();
+    let keys: Vec<(String, u64)> = rows
+        .iter()
+        .map(|x| {
+            (
+                x["method"].as_str().unwrap().into(),
+                x["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("memit".into(), 1),
+            ("rome".into(), 1),
+            ("memit".into(), 3),
+            ("rome".into(), 3)
+        ]
+    );
+    // The damage report leaves the rewritten facts out: 240 people × 3 relations less them.
+    for x in rows {
+        let size = x["size"].as_u64().unwrap();
+        assert_eq!(x["damage_post"]["facts"].as_u64().unwrap(), 720 - size);
+    }
+}
+
+#[test]
+fn three_shards_of_finetune_runs_merge_into_the_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (single, merged) = shard_and_merge(&finetune_args(), tmp.path());
+    assert_same_run(&single, &merged);
+    let r = read_json(&merged.join("result.json"));
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[1]["groups_free"], serde_json::json!(["mlp.0"]));
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod attribution;
 mod batched_engine;
 mod circuit;
 mod common;
+mod finetune;
 mod head_detectors;
 mod heads;
 mod lens;
