@@ -13,6 +13,12 @@ pub mod eval;
 pub mod plant;
 pub mod train;
 
+/// Held by the tests that seed the backend's random generator and draw from it: the generator
+/// is shared by the whole process, so two such tests running at once (as cargo runs them)
+/// would draw from each other's streams and build other models than their seeds say.
+#[cfg(test)]
+pub(crate) static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub use error::{Error, Result};
 pub use eval::{RETRIEVAL_EVAL_PROMPTS, check_tokens, evaluate, quick_eval, retrieval_prompts};
 pub use plant::{Layout, plant_retrieval};

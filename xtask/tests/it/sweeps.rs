@@ -558,6 +558,35 @@ fn a_memit_sweep_interrupted_resumes_to_the_uninterrupted_numbers() {
 }
 
 #[test]
+fn an_edit_scale_sweep_killed_resumes_to_the_uninterrupted_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stats = tmp.path().join("stats");
+    let mut args = edit_scale_args(&stats);
+    args[2] = "1,2,3".into(); // --sizes 1,2,3: six rows
+    let whole = tmp.path().join("whole");
+    run(&args, &["--out", s(&whole)]).succeeds();
+    let dir = tmp.path().join("cut");
+    interrupt(&args, &dir, 6, "-KILL");
+    run(&args, &["--out", s(&dir), "--resume"]).succeeds();
+    assert_same_run(&whole, &dir);
+}
+
+#[test]
+fn a_finetune_sweep_interrupted_resumes_to_the_uninterrupted_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = finetune_args();
+    args[4] = "all,mlp.0,mlp.1,mlp.2,mlp.3,attn.0,attn.1,attn.2".into(); // --free: eight runs
+    let whole = tmp.path().join("whole");
+    run(&args, &["--out", s(&whole)]).succeeds();
+    for signal in ["-INT", "-KILL"] {
+        let dir = tmp.path().join(format!("cut{signal}"));
+        interrupt(&args, &dir, 8, signal);
+        run(&args, &["--out", s(&dir), "--resume"]).succeeds();
+        assert_same_run(&whole, &dir);
+    }
+}
+
+#[test]
 fn bad_sweep_input_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
