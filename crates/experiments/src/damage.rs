@@ -60,7 +60,8 @@ pub struct Damage {
     /// nothing was edited): an edit at the subject's representation can rewrite them too.
     #[serde(deserialize_with = "crate::nullable::f64")]
     pub recall_edited_subjects: f64,
-    /// The recall of the facts of subjects not edited.
+    /// The recall of the facts of subjects not edited (`NaN`, written `null`, when every
+    /// subject was edited).
     #[serde(deserialize_with = "crate::nullable::f64")]
     pub recall_other_subjects: f64,
     /// Facts checked.
