@@ -74,7 +74,7 @@ pub struct FinetuneArgs {
 /// each recorded in items.jsonl as it ends, then the report.
 pub fn run(a: FinetuneArgs) -> Result<()> {
     let mut sweep = Sweep::open(&a.out, "finetune", serde_json::to_value(&a)?, &a.sweep)?;
-    let (mut lm, backend) = open(&a.model)?;
+    let (lm, backend) = open(&a.model)?;
     let tok = lm.tokenizer.clone();
     let n_layer = lm.model.config.n_layer;
     let manifest = burnlens_datasets::Manifest::load(&lm.dir).context(
@@ -157,16 +157,12 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         .with_context(|| format!("run --free {}", a.free[k]))?;
         // The budget left by an early stop.
         bar.inc((a.max_steps + 1 - run.steps.len()) as u64);
-        let trained = std::mem::replace(&mut lm.model, run.model.clone());
-        let scored = (|| -> Result<(Vec<CaseScores>, Damage)> {
-            let post = cases
-                .iter()
-                .map(|c| case_scores(&lm.model, &tok, c))
-                .collect::<std::result::Result<_, _>>()?;
-            Ok((post, probe.measure(&lm.model, &tok)?))
-        })();
-        lm.model = trained;
-        let (post, damage_post) = scored?;
+        // The trained copy is scored; the model every run starts from is untouched.
+        let post: Vec<CaseScores> = cases
+            .iter()
+            .map(|c| case_scores(&run.model, &tok, c))
+            .collect::<std::result::Result<_, _>>()?;
+        let damage_post = probe.measure(&run.model, &tok)?;
         sweep.record(
             k,
             json!({
